@@ -1,3 +1,14 @@
-"""kinema: train, sample and evaluate video generative models."""
+"""kinema: train, sample and evaluate video generative models.
+
+Entry points: ``kinema.load(run_dir)`` -> ``(model, config)``, ``kinema.api.train / sample / info``,
+and the ``kinema`` command line (``kinema --help``).
+"""
 
 __version__ = "0.1.0"
+
+
+def load(path, device: str = "cpu", ema: bool = True):
+    """The model of a run directory's latest checkpoint (or of one checkpoint), in eval mode."""
+    from kinema.api import load as _load
+
+    return _load(path, device=device, ema=ema)

@@ -1,0 +1,132 @@
+"""Library entry points behind the CLI: ``train``, ``sample``, ``info`` and ``load``.
+
+Each takes plain Python values, so ``kinema.api.train(...)`` from a notebook does exactly what
+``kinema train ...`` does from a shell.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from kinema.config import RunConfig, load_config, load_config_json
+from kinema.training.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, load_model
+from kinema.training.loop_utils import resolve_device
+from kinema.training.trainer import Trainer, TrainingError, parameter_counts
+from kinema.video import save_video_grid, to_uint8, write_video
+
+VIDEO_SUFFIXES = (".mp4", ".gif")
+
+
+def resolve_run_config(
+    config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool = False
+) -> RunConfig:
+    """The config a ``train`` call will use: the file plus overrides, or, when resuming without a
+    file, the checkpoint's own config plus overrides."""
+    if config_path is None:
+        if not resume:
+            raise TrainingError("--config is required (e.g. configs/tganv2_tiny.toml) unless --resume is given")
+        checkpoints = list_checkpoints(Path(out))
+        if not checkpoints:
+            raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from")
+        saved = load_config_json(checkpoints[-1] / "config.json").to_dict()
+        return load_config(None, overrides, **saved)
+    return load_config(config_path, overrides)
+
+
+def describe(config: RunConfig) -> str:
+    """The resolved config (TOML) and the parameter counts, as printed by ``--dry-run``."""
+    from kinema.models import build_model
+
+    counts = parameter_counts(build_model(config.model))
+    lines = [config.to_toml(), "# parameters"]
+    lines += [f"# {name}: {count:,}" for name, count in counts.items()]
+    return "\n".join(lines)
+
+
+def train(
+    config_path: str | Path | None,
+    out: str | Path,
+    overrides: list[str] = (),
+    steps: int | None = None,
+    resume: bool = False,
+    device: str = "auto",
+    dry_run: bool = False,
+    progress: bool = True,
+) -> Path | str:
+    """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory."""
+    overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    config = resolve_run_config(config_path, out, overrides, resume)
+    if dry_run:
+        return describe(config)
+    trainer = Trainer(config, out, device=device, resume=resume, progress=progress)
+    return trainer.fit()
+
+
+def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
+    """``kinema.load("runs/x")``: the model of a run's latest (or a given) checkpoint, in eval mode."""
+    model, config, _ = load_model(path, device=resolve_device(device), ema=ema)
+    return model, config
+
+
+@torch.no_grad()
+def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16) -> torch.Tensor:
+    """``num`` videos ``(N, C, T, H, W)`` in [-1, 1]; the same seed gives the same videos."""
+    device = next(model.parameters()).device
+    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
+    return torch.cat([model.sample(chunk).cpu() for chunk in noise.split(batch_size)])
+
+
+def sample(
+    checkpoint: str | Path,
+    out: str | Path,
+    num: int = 16,
+    seed: int = 0,
+    device: str = "auto",
+    ema: bool = True,
+    fps: float | None = None,
+    batch_size: int = 16,
+) -> list[Path]:
+    """Write ``num`` samples: one grid video (``out`` ending in .mp4/.gif) or, for a folder, one MP4
+    per sample plus ``grid.gif`` / ``grid.mp4``. Returns the written paths."""
+    if num <= 0:
+        raise ValueError(f"--num must be > 0, got {num}")
+    out = Path(out)
+    model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
+    fps = fps or config.train.fps
+    is_file = out.suffix.lower() in VIDEO_SUFFIXES
+    if out.suffix and not is_file:
+        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
+    target_dir = out.parent if is_file else out
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create output folder {target_dir}: {exc.strerror}; choose a writable path") from exc
+    videos = generate(model, num, seed, batch_size)
+    if is_file:
+        return [save_video_grid(videos, out, fps=fps)]
+    width = len(str(num - 1))
+    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
+    paths += [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=math.ceil(math.sqrt(num))) for ext in VIDEO_SUFFIXES]
+    return paths
+
+
+def info(path: str | Path) -> str:
+    """Model, checkpoint, step, parameter counts and config of a run or checkpoint directory."""
+    model, config, ckpt = load_model(path, device="cpu", ema=False)
+    counts = parameter_counts(model)
+    lines = [
+        f"model:      {config.model.name}",
+        f"checkpoint: {ckpt}",
+        f"step:       {checkpoint_step(ckpt)} of {config.train.steps}",
+        f"EMA:        {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}",
+        "parameters: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()),
+        "",
+        config.to_toml(),
+    ]
+    return "\n".join(lines)
+
+
+__all__ = ["CheckpointError", "describe", "generate", "info", "load", "sample", "train"]

@@ -1,0 +1,86 @@
+"""The ``kinema`` command line: parses arguments and calls :mod:`kinema.api`. No logic lives here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """examples:
+  kinema train --config configs/tganv2_tiny.toml --out runs/tiny
+  kinema train --config configs/tganv2_tiny.toml --out runs/tiny --set train.batch_size=4 --dry-run
+  kinema train --out runs/tiny --resume --steps 400
+  kinema sample --checkpoint runs/tiny --num 16 --seed 0 --out samples.gif
+  kinema info runs/tiny
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kinema", description="Train, sample and inspect video generative models.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info}")
+
+    train = sub.add_parser("train", help="train a model from a TOML config",
+                           description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
+                                       "OUT/metrics.jsonl, OUT/tensorboard and OUT/config.toml.")
+    train.add_argument("--config", help="TOML config file with [model], [objective], [data], [train] sections "
+                                        "(see configs/); optional with --resume, which reuses the run's config")
+    train.add_argument("--out", required=True, help="run directory for checkpoints, samples and logs")
+    train.add_argument("--steps", type=int, help="number of training steps (overrides train.steps)")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override one config value, TOML syntax (repeatable), e.g. --set train.batch_size=8 "
+                            "--set 'model.gen_channels=[64,32,16]'")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the latest complete checkpoint in --out (same config required, "
+                            "except train.steps and logging cadence)")
+    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="print the resolved config and parameter counts, then exit without training")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar (logs still go to OUT)")
+
+    sample = sub.add_parser("sample", help="generate videos from a checkpoint",
+                            description="Generate videos with a trained model (EMA weights when the checkpoint has them).")
+    sample.add_argument("--checkpoint", required=True,
+                        help="run directory (uses its latest checkpoint) or one checkpoints/step_* directory")
+    sample.add_argument("--num", type=int, default=16, help="number of videos (default 16)")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same videos (default 0)")
+    sample.add_argument("--out", required=True,
+                        help="PATH.mp4 or PATH.gif for one grid video, or a folder for one MP4 per sample plus grids")
+    sample.add_argument("--fps", type=float, help="frame rate of the written videos (default: the run's train.fps)")
+    sample.add_argument("--batch-size", type=int, default=16, help="videos generated per forward pass (default 16)")
+    sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    sample.add_argument("--no-ema", action="store_true", help="use the raw generator weights even if EMA weights exist")
+
+    info = sub.add_parser("info", help="describe a run or checkpoint",
+                          description="Print the model, checkpoint, step, parameter counts and config.")
+    info.add_argument("path", help="run directory or checkpoint directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kinema import api
+    from kinema.config import ConfigError
+    from kinema.training import CheckpointError, TrainingError
+    from kinema.video import VideoReadError
+
+    try:
+        if args.command == "train":
+            result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=args.resume,
+                               device=args.device, dry_run=args.dry_run, progress=not args.no_progress)
+            print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
+        elif args.command == "sample":
+            paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
+                               ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
+            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+        else:
+            print(api.info(args.path))
+    except (ConfigError, CheckpointError, TrainingError, VideoReadError, FileNotFoundError, ValueError, OSError) as exc:
+        print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

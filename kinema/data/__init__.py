@@ -1,0 +1,62 @@
+"""Datasets of video clips: procedural (synthetic) and folders of video files.
+
+Every dataset returns float32 clips ``(3, T, H, W)`` in ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from kinema.data.folder import VIDEO_EXTENSIONS, VideoFolder
+from kinema.data.synthetic import SYNTHETIC_FAMILIES, BouncingShapes, RotatingBars, SyntheticVideoDataset
+
+__all__ = [
+    "DATA_SOURCES",
+    "SYNTHETIC_FAMILIES",
+    "VIDEO_EXTENSIONS",
+    "BouncingShapes",
+    "RotatingBars",
+    "SyntheticVideoDataset",
+    "VideoFolder",
+    "build_dataset",
+]
+
+DATA_SOURCES = ("synthetic", "folder")
+
+
+def _field(cfg: Any, name: str, source: str) -> Any:
+    if not hasattr(cfg, name):
+        raise ValueError(f"data config has no field {name!r}, which data.source={source!r} needs")
+    return getattr(cfg, name)
+
+
+def build_dataset(cfg: Any, *, frames: int, height: int, width: int, seed: int, train: bool = True) -> Dataset:
+    """Build the dataset a data config describes; its items are ``(3, frames, height, width)``.
+
+    ``cfg`` is any object with the attributes ``source`` (``"synthetic"`` or ``"folder"``),
+    ``family`` and ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder).
+    Synthetic data ignores ``train``, ``frame_stride`` and ``flip``: its clips are fixed by
+    ``seed``, so pass a different seed for a held-out set.
+    """
+    source = _field(cfg, "source", "?")
+    if source == "synthetic":
+        family = _field(cfg, "family", source)
+        if family not in SYNTHETIC_FAMILIES:
+            raise ValueError(
+                f"unknown data.family {family!r}; choose one of {', '.join(sorted(SYNTHETIC_FAMILIES))}"
+            )
+        return SYNTHETIC_FAMILIES[family](
+            num_clips=_field(cfg, "num_clips", source), frames=frames, height=height, width=width, seed=seed
+        )
+    if source == "folder":
+        path = _field(cfg, "path", source)
+        if not path:
+            raise ValueError("data.source='folder' needs data.path set to a folder of videos, but it is empty")
+        return VideoFolder(
+            path, frames, height, width,
+            frame_stride=getattr(cfg, "frame_stride", 1), train=train,
+            flip=getattr(cfg, "flip", False), seed=seed,
+        )
+    raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(DATA_SOURCES)}")

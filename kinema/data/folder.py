@@ -1,0 +1,191 @@
+"""A folder of video files as a dataset of fixed-size clips."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, get_worker_info
+
+from kinema.video.io import VideoReadError, from_uint8, probe_num_frames, read_video
+
+__all__ = ["VideoFolder", "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
+
+log = logging.getLogger(__name__)
+
+
+class VideoFolder(Dataset):
+    """Every video file under ``root`` (recursive, sorted by path) as one clip per file.
+
+    ``ds[i]`` is float32 ``(3, frames, height, width)`` in ``[-1, 1]``: ``frames`` frames taken
+    every ``frame_stride`` frames, resized (bilinear, antialiased) so the frame covers
+    ``height x width`` with its aspect ratio kept, then cropped to that size.
+
+    Training (``train=True``) picks a random start frame, a random crop and, with ``flip``, a
+    random horizontal flip. Its generator is seeded from ``(seed, i, n, worker seed)``, where
+    ``n`` counts the calls this dataset copy has served (so repeated reads of a clip differ) and
+    the worker seed is the one PyTorch gives each DataLoader worker (drawn from the torch RNG each
+    epoch; 0 in the main process). Seeding torch therefore makes a run reproducible for a fixed
+    ``num_workers``. Evaluation (``train=False``) is deterministic: the first frames, centre crop,
+    no flip.
+
+    Files are probed at construction; unreadable, empty, non-video, truncated or too-short files
+    are skipped with one warning each and recorded in ``skipped`` (path -> reason). Files with
+    another extension are ignored. A file that probed fine but fails when a clip is read is
+    warned about once, added to ``skipped`` and replaced by the next usable file, so a long run
+    does not crash; with DataLoader workers this bookkeeping lives in each worker's copy.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        frames: int,
+        height: int,
+        width: int,
+        frame_stride: int = 1,
+        train: bool = True,
+        flip: bool = False,
+        seed: int = 0,
+        extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
+    ):
+        for name, value in (("frames", frames), ("height", height), ("width", width), ("frame_stride", frame_stride)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"VideoFolder: {name} must be an integer >= 1, got {value!r}")
+        self.root = Path(root)
+        self.frames, self.height, self.width = int(frames), int(height), int(width)
+        self.frame_stride = int(frame_stride)
+        self.train, self.flip, self.seed = bool(train), bool(flip), int(seed)
+        self.extensions = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+        self.span = (self.frames - 1) * self.frame_stride + 1  # frames a clip covers in the file
+        self.skipped: dict[str, str] = {}
+        self._calls = 0
+
+        candidates = self._discover()
+        self.videos: list[Path] = []
+        self.num_frames: list[int] = []
+        for path in candidates:
+            try:
+                n = probe_num_frames(path)
+            except VideoReadError as e:
+                self._skip(path, e.reason)
+                continue
+            if n < self.span:
+                self._skip(path, f"too short: {n} frames, a clip needs {self.span} "
+                                 f"(frames={self.frames}, frame_stride={self.frame_stride})")
+                continue
+            self.videos.append(path)
+            self.num_frames.append(n)
+
+        if not self.videos:
+            reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(self.skipped.items())[:3])
+            raise RuntimeError(
+                f"no usable video in {self.root}: all {len(candidates)} video files were skipped "
+                f"(first reasons: {reasons}). Fix or remove them, or lower data.frames / data.frame_stride "
+                "if they are too short"
+            )
+        self._total = len(candidates)
+        if self.skipped:
+            warnings.warn(self.summary(), stacklevel=2)
+        else:
+            log.info(self.summary())
+
+    def _discover(self) -> list[Path]:
+        if not self.root.exists():
+            raise FileNotFoundError(
+                f"video folder {self.root} does not exist: data.path must point to a folder of videos "
+                f"(searched recursively for {', '.join(self.extensions)})"
+            )
+        if not self.root.is_dir():
+            raise NotADirectoryError(
+                f"{self.root} is a file: data.path must point to a folder of videos, not a single file"
+            )
+        files = sorted(
+            (p for p in self.root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file()),
+            key=lambda p: p.relative_to(self.root).as_posix(),
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"no video files under {self.root}: expected files ending in {', '.join(self.extensions)} "
+                "(searched recursively); point data.path at the folder that holds them"
+            )
+        return files
+
+    def _skip(self, path: Path, reason: str) -> None:
+        self.skipped[str(path)] = reason
+        warnings.warn(f"VideoFolder: skipping {path}: {reason}", stacklevel=3)
+
+    def summary(self) -> str:
+        """One line: how many files are usable and how many were skipped."""
+        return (f"VideoFolder {self.root}: {len(self.videos)} of {self._total} video files usable, "
+                f"{len(self.skipped)} skipped (see .skipped for reasons)")
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        """Clip from file ``i``: float32 ``(3, frames, height, width)`` in ``[-1, 1]``."""
+        i = int(i)
+        if i < 0:
+            i += len(self.videos)
+        if not 0 <= i < len(self.videos):
+            raise IndexError(f"index {i} out of range for VideoFolder of length {len(self.videos)}")
+        rng = self._rng(i)
+        # Try file i, then the files after it: a file that breaks mid-run is replaced, never zeros.
+        for k in range(len(self.videos)):
+            j = (i + k) % len(self.videos)
+            path = self.videos[j]
+            if str(path) in self.skipped:
+                continue
+            clip = self._read_clip(j, rng)
+            if clip is not None:
+                return self._transform(clip, rng)
+        raise RuntimeError(
+            f"every video in {self.root} failed to read ({len(self.skipped)} skipped); see .skipped for reasons"
+        )
+
+    def _rng(self, i: int) -> np.random.Generator:
+        if not self.train:
+            return np.random.default_rng([self.seed, i])  # unused by eval transforms
+        worker = get_worker_info()
+        worker_seed = 0 if worker is None else worker.seed % 2**63
+        self._calls += 1
+        return np.random.default_rng([self.seed, i, self._calls, worker_seed])
+
+    def _read_clip(self, j: int, rng: np.random.Generator) -> np.ndarray | None:
+        """``uint8 (frames, H0, W0, 3)`` from file ``j``, or None (recorded and warned) on failure."""
+        path = self.videos[j]
+        start = int(rng.integers(0, self.num_frames[j] - self.span + 1)) if self.train else 0
+        try:
+            raw = read_video(path, max_frames=self.span, start=start)
+        except VideoReadError as e:
+            self._skip(path, f"failed at read time: {e.reason}")
+            return None
+        if len(raw) < self.span:
+            self._skip(path, f"failed at read time: only {start + len(raw)} frames decodable, "
+                             f"the header promised {self.num_frames[j]}")
+            return None
+        return raw[:: self.frame_stride]
+
+    def _transform(self, raw: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        x = from_uint8(raw).transpose(0, 1)  # (T, 3, H0, W0): frames as the batch for interpolate
+        h0, w0 = x.shape[-2:]
+        scale = max(self.height / h0, self.width / w0)
+        size = (max(self.height, round(h0 * scale)), max(self.width, round(w0 * scale)))
+        if size != (h0, w0):
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        dy, dx = size[0] - self.height, size[1] - self.width
+        if self.train:
+            top, left = int(rng.integers(0, dy + 1)), int(rng.integers(0, dx + 1))
+        else:
+            top, left = dy // 2, dx // 2
+        x = x[:, :, top : top + self.height, left : left + self.width]
+        if self.train and self.flip and rng.random() < 0.5:
+            x = x.flip(-1)
+        return x.transpose(0, 1).clamp(-1.0, 1.0).contiguous()  # (3, T, H, W)

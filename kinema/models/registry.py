@@ -1,0 +1,28 @@
+"""Model registry: ``model.name`` in a config -> (config dataclass, model class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from kinema.config import ConfigError
+from kinema.models.tganv2 import TGANv2, TGANv2Config
+
+# name -> (config dataclass, nn.Module built as cls(config)). A new model adds one line here.
+MODELS: dict[str, tuple[type, type[nn.Module]]] = {
+    "tganv2": (TGANv2Config, TGANv2),
+}
+
+
+def model_config_class(name: str) -> type:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model.name {name!r}; available models: {', '.join(sorted(MODELS))}")
+    return MODELS[name][0]
+
+
+def build_model(config: Any) -> nn.Module:
+    """Instantiate the model described by a model config dataclass (it carries ``name``)."""
+    if config.name not in MODELS:
+        raise ConfigError(f"unknown model.name {config.name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[config.name][1](config)

@@ -1,0 +1,349 @@
+"""TGANv2 -- "Train Sparsely, Generate Densely" (Saito, Saito, Koyama, Kobayashi; IJCV 2020).
+
+Architecture facts follow the official Chainer code (pfnet-research/tgan2) as summarised in
+DESIGN.md section 4; docs/models/tganv2.md is the model card.
+
+Generator: ``z ~ U(-1, 1)^z_dim -> Linear -> (B, C0, s, s)`` is fed to a ConvLSTM at t = 0 (zeros
+afterwards) for T steps; every later block is 2-D and runs per frame (frames folded into the batch).
+A stack of ``Up`` blocks doubles the resolution; the last ``levels`` of them each own a render block.
+In sparse training the hidden map is sub-sampled in time (stride 2 by default) after each rendered
+level, so level ``l`` renders ``T / stride^l`` frames at resolution ``R / 2^(levels-1-l)``. At
+inference every block runs on every frame and only the last level is rendered (dense generation).
+
+Discriminator: one independent 3-D ResNet per level, scores averaged by the objective. Real videos
+are reduced to each level the same way: box pooling in space and nested frame sub-sampling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from kinema.config import ConfigError
+from kinema.nn import ConvLSTM, DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
+
+
+@dataclass
+class TGANv2Config:
+    """TGANv2 hyper-parameters; the defaults are the paper's UCF-101 192x192 network."""
+
+    name: Literal["tganv2"] = "tganv2"
+    z_dim: int = 256
+    frames: int = 16
+    base_size: int = 3  # side of the ConvLSTM's latent map
+    resolution: int = 192  # must equal base_size * 2 ** (len(gen_channels) - 1)
+    # ConvLSTM width, then the output width of each Up block (each doubles the resolution).
+    gen_channels: list[int] = field(default_factory=lambda: [1024, 512, 256, 128, 64, 32, 32])
+    levels: int = 4  # the last `levels` Up blocks each render a video (one discriminator each)
+    # Per sub-discriminator: OptimizedBlock(3 -> c0), then a DisBlock to each following width.
+    dis_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    sparse: bool = True  # False trains densely: every level sees all frames
+    subsample_stride: int = 2  # frame stride between levels (the port's 4 is not the paper's)
+    # "batch": one random offset shared by the batch (official); "sample": one per sample;
+    # "zero": always offset 0 (deterministic, for debugging).
+    subsample_offset: Literal["batch", "sample", "zero"] = "batch"
+    # Batch sub-sampling: each level after the first keeps every batch_subsample-th sample of the
+    # previous level (x[::k]), fakes and reals alike. The official v41 yml turns it on (k = 2); the
+    # README's UCF-101 run, which gave the published IS, turned it off (k = 1).
+    batch_subsample: int = 1
+    # Chainer's DownSample pads an axis of size 1 to 3 (zero slices each side); the official
+    # discriminator therefore does so once T reaches 1. False skips that quirk.
+    dis_pad_singleton: bool = True
+    bn_eps: float = 2e-5  # Chainer's BatchNormalization default (PyTorch's is 1e-5)
+    init: Literal["official", "pytorch"] = "official"  # see init_official_weights()
+
+    @property
+    def level_resolutions(self) -> list[int]:
+        return [self.resolution // 2 ** (self.levels - 1 - i) for i in range(self.levels)]
+
+    @property
+    def level_frames(self) -> list[int]:
+        """Frames each level sees in training."""
+        if not self.sparse:
+            return [self.frames] * self.levels
+        return [self.frames // self.subsample_stride**i for i in range(self.levels)]
+
+    def validate(self) -> None:
+        blocks = len(self.gen_channels) - 1
+        for key in ("z_dim", "frames", "base_size", "levels", "subsample_stride", "batch_subsample"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        if any(c <= 0 for c in self.gen_channels + self.dis_channels):
+            raise ConfigError("model.gen_channels and model.dis_channels must be positive widths")
+        if blocks < self.levels:
+            raise ConfigError(
+                f"model.levels = {self.levels} needs at least {self.levels} Up blocks, but "
+                f"model.gen_channels {self.gen_channels} defines {blocks}; add widths or lower levels"
+            )
+        produced = self.base_size * 2**blocks
+        if self.resolution != produced:
+            raise ConfigError(
+                f"model.resolution = {self.resolution} cannot be produced: base_size {self.base_size} "
+                f"doubled by {blocks} Up blocks gives {produced}. Set model.resolution = {produced}, "
+                f"or change base_size / the number of gen_channels (resolution = base_size * 2^blocks)"
+            )
+        if len(self.dis_channels) < 1:
+            raise ConfigError("model.dis_channels needs at least one width")
+        span = self.subsample_stride ** (self.levels - 1)
+        if self.sparse and self.frames % span:
+            raise ConfigError(
+                f"model.frames = {self.frames} is not divisible by subsample_stride^(levels-1) = "
+                f"{self.subsample_stride}^{self.levels - 1} = {span}, so sparse training cannot halve "
+                f"it at every level; use frames that are a multiple of {span}, or lower levels/stride"
+            )
+
+
+# --------------------------------------------------------------------------- sub-sampling
+
+
+def frame_offsets(
+    batch: int, stride: int, policy: str, generator: torch.Generator | None, device: torch.device
+) -> torch.Tensor:
+    """Offsets in ``[0, stride)`` for each of ``batch`` samples, ``(B,)`` long."""
+    if policy == "zero":
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    size = 1 if policy == "batch" else batch
+    offsets = torch.randint(stride, (size,), generator=generator, device=generator.device if generator else "cpu")
+    return offsets.to(device).expand(batch)
+
+
+def subsample_indices(indices: torch.Tensor, stride: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Take every ``stride``-th entry of each row of ``indices (B, T)`` from its ``offsets (B,)``."""
+    steps = indices.shape[1] // stride
+    cols = offsets[:, None] + stride * torch.arange(steps, device=indices.device)[None]
+    return indices.gather(1, cols)
+
+
+def gather_frames(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Pick frames per sample: ``x (B, T, ...)``, ``indices (B, T')`` -> ``(B, T', ...)``."""
+    batch_index = torch.arange(x.shape[0], device=x.device)[:, None]
+    return x[batch_index, indices.to(x.device)]
+
+
+# --------------------------------------------------------------------------- networks
+
+
+class RenderBlock(nn.Module):
+    """BN-ReLU-conv3x3-tanh: a hidden map ``(N, C, H, W)`` -> RGB ``(N, 3, H, W)`` in [-1, 1]."""
+
+    def __init__(self, channels: int, bn_eps: float = 2e-5) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, eps=bn_eps)
+        self.conv = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.conv(F.relu(self.bn(h))))
+
+
+class TGANv2Generator(nn.Module):
+    """ConvLSTM temporal generator + per-frame ``Up`` blocks + one render block per level."""
+
+    def __init__(self, cfg: TGANv2Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c0 = cfg.gen_channels[0]
+        self.fc = nn.Linear(cfg.z_dim, c0 * cfg.base_size**2)
+        self.temporal = ConvLSTM(c0, c0, kernel_size=3)
+        self.blocks = nn.ModuleList(
+            UpBlock2d(cin, cout, cfg.bn_eps) for cin, cout in zip(cfg.gen_channels[:-1], cfg.gen_channels[1:])
+        )
+        self.first_level_block = len(self.blocks) - cfg.levels
+        self.renders = nn.ModuleList(RenderBlock(c, cfg.bn_eps) for c in cfg.gen_channels[-cfg.levels:])
+
+    def latent_sequence(self, z: torch.Tensor) -> torch.Tensor:
+        """``z (B, z_dim)`` -> ConvLSTM hidden maps ``(B, C0, T, s, s)``."""
+        cfg = self.cfg
+        assert_shape(z, [None, cfg.z_dim], "TGANv2 noise z (B, z_dim)")
+        x0 = self.fc(z).view(z.shape[0], -1, cfg.base_size, cfg.base_size)
+        inputs = x0.new_zeros(x0.shape[0], x0.shape[1], cfg.frames, cfg.base_size, cfg.base_size)
+        inputs[:, :, 0] = x0  # z enters at t = 0 only; later steps get zeros
+        return self.temporal(inputs)
+
+    def forward(
+        self, z: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Training forward.
+
+        Returns ``(videos, frame_indices)``: per level ``l`` a video ``(B_l, 3, T_l, H_l, W_l)`` and
+        the frame index of each rendered frame ``(B_l, T_l)`` (which frames of the dense clip it
+        shows). With ``cfg.sparse`` False every level renders all ``T`` frames.
+        """
+        cfg = self.cfg
+        b = z.shape[0]
+        h = rearrange(self.latent_sequence(z), "b c t h w -> b t c h w")
+        indices = torch.arange(cfg.frames, device=z.device).expand(b, -1)
+        videos, frame_indices = [], []
+        for i, block in enumerate(self.blocks):
+            bb, t = h.shape[:2]
+            h = rearrange(block(rearrange(h, "b t c h w -> (b t) c h w")), "(b t) c h w -> b t c h w", b=bb)
+            level = i - self.first_level_block
+            if level < 0:
+                continue
+            rgb = self.renders[level](rearrange(h, "b t c h w -> (b t) c h w"))
+            videos.append(rearrange(rgb, "(b t) c h w -> b c t h w", b=bb))
+            frame_indices.append(indices)
+            if cfg.sparse and level < cfg.levels - 1:
+                if cfg.batch_subsample > 1:
+                    h, indices = h[:: cfg.batch_subsample], indices[:: cfg.batch_subsample]
+                offsets = frame_offsets(h.shape[0], cfg.subsample_stride, cfg.subsample_offset, generator, z.device)
+                indices = subsample_indices(indices, cfg.subsample_stride, offsets)
+                cols = subsample_indices(
+                    torch.arange(t, device=z.device).expand(h.shape[0], -1), cfg.subsample_stride, offsets
+                )
+                h = gather_frames(h, cols)
+        return videos, frame_indices
+
+    def dense(self, z: torch.Tensor) -> torch.Tensor:
+        """Inference: every block on every frame, only the last level rendered -> ``(B, 3, T, R, R)``."""
+        b = z.shape[0]
+        h = rearrange(self.latent_sequence(z), "b c t h w -> (b t) c h w")
+        for block in self.blocks:
+            h = block(h)
+        return rearrange(self.renders[-1](h), "(b t) c h w -> b c t h w", b=b)
+
+
+class VideoDiscriminator3d(nn.Module):
+    """One sub-discriminator: 3-D ResNet -> ReLU -> sum over (T, H, W) -> Linear -> ``(B,)`` score."""
+
+    def __init__(self, channels: list[int], pad_singleton: bool = True) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [OptimizedDisBlock3d(3, channels[0])]
+        blocks += [DisBlock3d(cin, cout, pad_singleton) for cin, cout in zip(channels[:-1], channels[1:])]
+        self.blocks = nn.Sequential(*blocks)
+        self.linear = nn.Linear(channels[-1], 1)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        assert_shape(video, [None, 3, None, None, None], "discriminator input (B, 3, T, H, W)")
+        h = F.relu(self.blocks(video)).sum(dim=(2, 3, 4))
+        return self.linear(h).squeeze(1)
+
+
+class MultiLevelDiscriminator(nn.Module):
+    """Independent sub-discriminators, one per level (no weight sharing)."""
+
+    def __init__(self, cfg: TGANv2Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.levels = nn.ModuleList(
+            VideoDiscriminator3d(cfg.dis_channels, cfg.dis_pad_singleton) for _ in range(cfg.levels)
+        )
+
+    def forward(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-level videos ``[(B_l, 3, T_l, H_l, W_l)]`` -> per-level scores ``[(B_l,)]``."""
+        if len(videos) != len(self.levels):
+            raise ValueError(f"discriminator expects {len(self.levels)} level videos, got {len(videos)}")
+        for video, res in zip(videos, self.cfg.level_resolutions):
+            assert_shape(video, [None, 3, None, res, res], f"level video at {res}px (B, 3, T, {res}, {res})")
+        return [d(v) for d, v in zip(self.levels, videos)]
+
+
+class TGANv2(nn.Module):
+    """TGANv2 generator + multi-level discriminator behind the GAN-model interface.
+
+    The GAN objective uses: ``sample_noise``, ``generate_levels``, ``real_levels``, ``discriminate``
+    and the ``generator`` / ``discriminator`` sub-modules. Samplers use ``sample``.
+    """
+
+    def __init__(self, cfg: TGANv2Config) -> None:
+        super().__init__()
+        cfg.validate()
+        self.config = cfg
+        self.generator = TGANv2Generator(cfg)
+        self.discriminator = MultiLevelDiscriminator(cfg)
+        if cfg.init == "official":
+            init_official_weights(self)
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one generated (and one training) video, ``(C, T, H, W)``."""
+        c = self.config
+        return (3, c.frames, c.resolution, c.resolution)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """``z ~ U(-1, 1)^z_dim``, ``(n, z_dim)``; drawn on the generator's device, then moved."""
+        gen_device = generator.device if generator is not None else "cpu"
+        z = torch.rand(n, self.config.z_dim, generator=generator, device=gen_device) * 2 - 1
+        return z.to(device if device is not None else next(self.parameters()).device)
+
+    def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Training-time fakes, one video per level (sparse or dense per ``config.sparse``)."""
+        return self.generator(z, generator)[0]
+
+    def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Reduce real videos ``(B, 3, T, R, R)`` to each level like the fake path.
+
+        Level ``l`` is box-pooled to its resolution; in sparse mode its frames are the previous
+        level's frames sub-sampled with a random offset *per sample* (nested), as in the official
+        ``MultiLevelDataset``; with batch sub-sampling, level ``l`` keeps samples ``[::k^l]``.
+        """
+        cfg = self.config
+        assert_shape(video, [None, 3, cfg.frames, cfg.resolution, cfg.resolution],
+                     f"real video (B, 3, {cfg.frames}, {cfg.resolution}, {cfg.resolution})")
+        b = video.shape[0]
+        frames = rearrange(video, "b c t h w -> b t c h w")
+        indices = torch.arange(cfg.frames, device=video.device).expand(b, -1)
+        levels = []
+        for level, res in enumerate(cfg.level_resolutions):
+            if cfg.sparse and level > 0 and cfg.batch_subsample > 1:
+                frames, indices = frames[:: cfg.batch_subsample], indices[:: cfg.batch_subsample]
+                b = frames.shape[0]
+            if cfg.sparse and level > 0:
+                offsets = frame_offsets(b, cfg.subsample_stride, "sample", generator, video.device)
+                indices = subsample_indices(indices, cfg.subsample_stride, offsets)
+            clip = rearrange(gather_frames(frames, indices), "b t c h w -> b c t h w")
+            factor = cfg.resolution // res
+            if factor > 1:
+                clip = F.avg_pool3d(clip, kernel_size=(1, factor, factor))
+            levels.append(clip)
+        return levels
+
+    def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.discriminator(videos)
+
+    def sample(self, z: torch.Tensor) -> torch.Tensor:
+        """Dense generation ``z (B, z_dim)`` -> videos ``(B, 3, T, R, R)`` in [-1, 1].
+
+        BatchNorm follows the module's mode: call ``model.eval()`` first to use running statistics.
+        """
+        return self.generator.dense(z)
+
+
+def init_official_weights(model: TGANv2) -> None:
+    """Initialise as the official Chainer code does.
+
+    Residual 3x3 convs (G's Up blocks, every D conv): Glorot-uniform with gain sqrt(2); 1x1 shortcuts
+    and D's final Linear: Glorot-uniform; the noise Linear, the ConvLSTM and the render convs keep
+    Chainer's default, LeCun-normal N(0, 1/fan_in). All biases start at zero.
+    """
+
+    def lecun_normal_(weight: torch.Tensor) -> None:
+        fan_in = weight[0].numel()
+        nn.init.normal_(weight, std=fan_in**-0.5)
+
+    for module in model.modules():
+        if isinstance(module, (UpBlock2d, DisBlock3d, OptimizedDisBlock3d)):
+            nn.init.xavier_uniform_(module.conv1.weight, gain=2**0.5)
+            nn.init.xavier_uniform_(module.conv2.weight, gain=2**0.5)
+            nn.init.xavier_uniform_(module.shortcut.weight)
+        elif isinstance(module, VideoDiscriminator3d):
+            nn.init.xavier_uniform_(module.linear.weight)
+        elif isinstance(module, TGANv2Generator):
+            lecun_normal_(module.fc.weight)
+            lecun_normal_(module.temporal.cell.gates.weight)
+            for render in module.renders:
+                lecun_normal_(render.conv.weight)
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def parameter_counts(model: TGANv2) -> dict[str, int]:
+    """Trainable parameters of G and D (BatchNorm affine parameters included)."""
+    return {
+        "generator": sum(p.numel() for p in model.generator.parameters()),
+        "discriminator": sum(p.numel() for p in model.discriminator.parameters()),
+    }

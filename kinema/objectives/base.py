@@ -1,0 +1,47 @@
+"""What every objective shares: the interface the trainer calls, and the non-finite-loss error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Protocol
+
+import torch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; raised before any optimiser step applies it."""
+
+    def __init__(self, name: str, value: float) -> None:
+        super().__init__(f"loss {name!r} is {value}")
+        self.name = name
+        self.value = value
+
+
+def check_finite(losses: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`NonFiniteLossError` for the first NaN/inf entry of ``losses``."""
+    for name, value in losses.items():
+        v = float(value.detach())
+        if not math.isfinite(v):
+            raise NonFiniteLossError(name, v)
+
+
+class Objective(Protocol):
+    """The trainer's view of a training objective (GAN, likelihood, diffusion, ...).
+
+    ``parameter_groups()`` names the parameter sets that get one optimiser each;
+    ``ema_target`` is the attribute of the model to keep an EMA of (or ``None``);
+    ``train_step(real, optimizers, generator)`` runs every phase of one iteration on a real batch
+    ``(B, C, T, H, W)`` and returns scalar metrics for logging.
+    """
+
+    ema_target: str | None
+
+    def parameter_groups(self) -> dict[str, Iterable[torch.nn.Parameter]]: ...
+
+    def train_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator,
+    ) -> dict[str, float]: ...

@@ -1,0 +1,119 @@
+"""GAN objective: non-saturating softplus (TGANv2's) or hinge loss, R1 penalty on real inputs.
+
+Follows the official TGANv2 updater (``tgan2/updaters/dirac_updater.py``): one generator forward
+feeds both updates -- the generator step first, then the discriminator step on the same fakes,
+detached -- with one D step per G step. Level scores are concatenated before the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.config import ObjectiveConfig
+from kinema.objectives.base import check_finite
+
+
+class GANModel(Protocol):
+    """What a model offers the GAN objective (TGANv2 implements it).
+
+    Videos are lists with one entry per discriminator level, each ``(B_l, 3, T_l, H_l, W_l)``.
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor: ...
+    def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]: ...
+    def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]: ...
+    def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]: ...
+
+
+def generator_loss(fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "softplus":
+        return F.softplus(-fake_scores).mean()
+    return -fake_scores.mean()  # hinge: the generator maximises the critic score
+
+
+def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "softplus":
+        return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
+    return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
+
+
+def real_gradient_penalty(
+    real_scores: torch.Tensor, real_inputs: list[torch.Tensor], reduction: str
+) -> torch.Tensor:
+    """Zero-centred penalty ``sum_levels sum(d(sum y_real)/dx_level ^ 2)``.
+
+    ``reduction="sum"`` sums over the batch too (the official code, per GPU); ``"mean"`` divides by
+    the batch size of the first level, so the strength does not depend on the batch.
+    """
+    grads = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
+    penalty = sum(g.pow(2).sum() for g in grads)
+    if reduction == "mean":
+        penalty = penalty / real_inputs[0].shape[0]
+    return penalty
+
+
+class GANObjective:
+    """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
+
+    ema_target = "generator"
+
+    def __init__(self, model: GANModel, config: ObjectiveConfig) -> None:
+        self.model = model
+        self.config = config
+
+    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+        return {
+            "generator": list(self.model.generator.parameters()),
+            "discriminator": list(self.model.discriminator.parameters()),
+        }
+
+    def train_step(
+        self,
+        real: torch.Tensor,
+        optimizers: dict[str, torch.optim.Optimizer],
+        generator: torch.Generator,
+    ) -> dict[str, float]:
+        cfg, model = self.config, self.model
+        g_params = optimizers["generator"].param_groups[0]["params"]
+        d_params = optimizers["discriminator"].param_groups[0]["params"]
+
+        z = model.sample_noise(real.shape[0], generator=generator, device=real.device)
+        fakes = model.generate_levels(z, generator=generator)
+        # Scores of the fakes are computed once: the G loss backpropagates into G only, the D loss
+        # (below) reuses them and backpropagates into D only -- the effect of Chainer's
+        # unchain_backward() in the official updater, without a second D forward on the fakes.
+        fake_scores = torch.cat(model.discriminate(fakes))
+        loss_g = generator_loss(fake_scores, cfg.loss)
+        check_finite({"generator": loss_g})
+        optimizers["generator"].zero_grad(set_to_none=True)
+        loss_g.backward(inputs=g_params, retain_graph=True)
+        optimizers["generator"].step()  # changes G only, so the fake scores stay valid for D
+
+        reals = [r.detach().requires_grad_(cfg.gp_weight > 0) for r in model.real_levels(real, generator)]
+        real_scores = torch.cat(model.discriminate(reals))
+        loss_d = discriminator_loss(real_scores, fake_scores, cfg.loss)
+        penalty = (
+            real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
+            if cfg.gp_weight > 0
+            else torch.zeros((), device=real.device)
+        )
+        check_finite({"discriminator": loss_d, "gradient_penalty": penalty})
+        optimizers["discriminator"].zero_grad(set_to_none=True)
+        (loss_d + cfg.gp_weight * penalty).backward(inputs=d_params)
+        optimizers["discriminator"].step()
+
+        return {
+            "loss_g": float(loss_g.detach()),
+            "loss_d": float(loss_d.detach()),
+            "gp": float(penalty.detach()),
+            "score_real": float(real_scores.detach().mean()),
+            "score_fake": float(fake_scores.detach().mean()),
+        }

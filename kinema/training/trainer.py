@@ -1,0 +1,298 @@
+"""The one training loop. It knows the objective's interface, never a specific model.
+
+Per iteration: a real batch from the dataset -> ``objective.train_step`` (all phases, all optimiser
+steps) -> LR schedules -> EMA -> logs (tqdm, ``metrics.jsonl``, TensorBoard) -> fixed-noise sample
+grid (GIF + MP4) -> atomic checkpoint. ``resume=True`` restores everything the loop depends on
+(weights, optimisers, schedules, RNG and data order), so a resumed CPU run ends with the same
+weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from kinema.config import RunConfig, diff_configs, load_config_json
+from kinema.data import build_dataset
+from kinema.models import build_model
+from kinema.nn import assert_shape
+from kinema.objectives import NonFiniteLossError, build_objective
+from kinema.training.checkpoint import (
+    checkpoint_step,
+    list_checkpoints,
+    load_trainer_state,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from kinema.training.loop_utils import EMA, ResumableSampler, resolve_device
+from kinema.video import save_video_grid
+
+# Keys that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers",
+}
+
+
+class TrainingError(RuntimeError):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
+    """Parameters per top-level sub-module (e.g. generator, discriminator) and in total."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
+
+def _prepare_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"cannot write to --out {out}: {exc.strerror or exc}; choose a writable folder") from exc
+
+
+class Trainer:
+    """Builds model, objective, optimisers and data from a :class:`RunConfig` and trains.
+
+    ``out_dir`` receives ``config.toml``, ``metrics.jsonl``, ``tensorboard/``, ``samples/`` and
+    ``checkpoints/step_*``. ``resume=True`` continues from the latest complete checkpoint there.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        out_dir: str | Path,
+        device: str = "auto",
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.out = Path(out_dir)
+        self.progress = progress
+        _prepare_out_dir(self.out)
+        existing = list_checkpoints(self.out)
+        resume_from = None
+        if resume:
+            if not existing:
+                raise TrainingError(
+                    f"--resume: {self.out}/checkpoints holds no complete checkpoint to resume from; "
+                    "drop --resume to start a new run"
+                )
+            resume_from = existing[-1]
+            config = self._merge_resumed_config(load_config_json(resume_from / "config.json"), config)
+        elif existing:
+            raise TrainingError(
+                f"{self.out} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
+                "continue that run, or choose another --out"
+            )
+        self.config = config
+        train = config.train
+        if train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.device = resolve_device(device)
+        torch.manual_seed(train.seed)
+
+        self.model = build_model(config.model).to(self.device)
+        self.objective = build_objective(self.model, config.objective)
+        self.optimizers = {
+            name: torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
+            for name, params in self.objective.parameter_groups().items()
+        }
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor) for name, opt in self.optimizers.items()
+        }
+        target = self.objective.ema_target
+        self.ema = EMA(getattr(self.model, target), train.ema_decay) if train.ema_decay > 0 and target else None
+        self.noise_generator = torch.Generator().manual_seed(train.seed)
+        c, t, h, w = self.model.video_shape
+        self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True)
+        self.fixed_noise = self.model.sample_noise(
+            train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
+        )
+        self.step = 0
+        if resume_from is not None:
+            self._load(resume_from)
+
+    # ------------------------------------------------------------------ config and state
+
+    def _lr_factor(self, step: int) -> float:
+        if self.config.train.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, 1.0 - step / self.config.train.steps)  # linear decay to 0, as the paper
+
+    @staticmethod
+    def _merge_resumed_config(saved: RunConfig, requested: RunConfig | None) -> RunConfig:
+        if requested is None:
+            return saved
+        differing = [line for line in diff_configs(saved, requested) if line.split(":")[0] not in RESUMABLE_CHANGES]
+        if differing:
+            raise TrainingError(
+                "--resume: the config differs from the checkpoint's in keys that cannot change mid-run:\n  "
+                + "\n  ".join(differing)
+                + "\nrun with the checkpoint's config (omit those --set / use the same file) or start a new --out"
+            )
+        return requested
+
+    def _trainer_state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "rng_torch": torch.get_rng_state(),
+            "noise_generator": self.noise_generator.get_state(),
+        }
+        if self.device.type == "cuda":
+            state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _ema_state(self) -> dict[str, torch.Tensor] | None:
+        if self.ema is None:
+            return None
+        prefix = self.objective.ema_target
+        return {f"{prefix}.{k}": v for k, v in self.ema.module.state_dict().items()}
+
+    def _load(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        self.model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(self.device)))
+        state = load_trainer_state(ckpt)
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        for name, sched in self.schedulers.items():
+            sched.load_state_dict(state["schedulers"][name])
+        torch.set_rng_state(state["rng_torch"])
+        if "rng_cuda" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        self.noise_generator.set_state(state["noise_generator"])
+        if self.ema is not None:
+            if (ckpt / "ema.safetensors").is_file():
+                prefix = self.objective.ema_target + "."
+                ema_state = load_file(ckpt / "ema.safetensors", device=str(self.device))
+                self.ema.module.load_state_dict({k[len(prefix):]: v for k, v in ema_state.items()})
+            else:  # EMA switched on mid-run: start it from the current weights
+                self.ema = EMA(getattr(self.model, self.objective.ema_target), self.ema.decay)
+        self.step = state["step"]
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(), self._ema_state())
+        prune_checkpoints(self.out, self.config.train.keep_checkpoints)
+        return path
+
+    # ------------------------------------------------------------------ sampling and logging
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """Videos ``(B, C, T, H, W)`` from the (EMA) model in eval mode; restores train mode."""
+        model, target = self.model, self.objective.ema_target
+        original = getattr(model, target) if self.ema is not None else None
+        try:
+            if original is not None:
+                setattr(model, target, self.ema.module)
+            model.eval()
+            return model.sample(noise)
+        finally:
+            if original is not None:
+                setattr(model, target, original)
+            model.train()
+
+    def write_samples(self) -> list[Path]:
+        videos = self.sample(self.fixed_noise).cpu()
+        stem = self.out / "samples" / f"step_{self.step:07d}"
+        stem.parent.mkdir(exist_ok=True)
+        fps = self.config.train.fps
+        paths = [save_video_grid(videos, stem.with_suffix(ext), fps=fps) for ext in (".gif", ".mp4")]
+        if self._writer is not None:
+            first = videos[: min(8, len(videos)), :, 0]  # first frame of up to 8 samples, (N, C, H, W)
+            self._writer.add_images("samples/first_frames", (first + 1) / 2, self.step)
+        return paths
+
+    def _log(self, metrics: dict[str, float]) -> None:
+        record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in metrics.items():
+                self._writer.add_scalar(f"train/{key}", value, self.step)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _batches(self):
+        sampler = ResumableSampler(len(self.dataset), self.config.train.seed, self.step * self.config.train.batch_size)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.config.train.batch_size,
+            sampler=sampler,
+            num_workers=self.config.data.workers,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+        )
+        for batch in loader:
+            yield batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def fit(self) -> Path:
+        """Train until ``train.steps``; returns the final checkpoint directory."""
+        train = self.config.train
+        (self.out / "config.toml").write_text(self.config.to_toml())
+        self._writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.out / "tensorboard"))
+        except ImportError:  # TensorBoard is optional at run time
+            pass
+        expected = [train.batch_size, *self.model.video_shape]
+        bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        batches = self._batches()
+        last_time, last_step = time.perf_counter(), self.step
+        self.model.train()
+        try:
+            while self.step < train.steps:
+                real = next(batches).to(self.device, non_blocking=True)
+                assert_shape(real, expected, "training batch (B, C, T, H, W)")
+                try:
+                    metrics = self.objective.train_step(real, self.optimizers, self.noise_generator)
+                except NonFiniteLossError as exc:
+                    last = list_checkpoints(self.out)
+                    kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+                    raise TrainingError(
+                        f"step {self.step + 1}: {exc}; training stopped before applying it ({kept}). "
+                        "Lower train.lr or raise objective.gp_weight, then resume with --resume"
+                    ) from exc
+                for sched in self.schedulers.values():
+                    sched.step()
+                if self.ema is not None:
+                    self.ema.update(getattr(self.model, self.objective.ema_target))
+                self.step += 1
+                bar.update(1)
+                done = self.step == train.steps
+                if self.step % train.log_every == 0 or done:
+                    now = time.perf_counter()
+                    rate = (self.step - last_step) * train.batch_size / max(now - last_time, 1e-9)
+                    last_time, last_step = now, self.step
+                    metrics["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
+                    metrics["videos_per_second"] = rate
+                    self._log(metrics)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"})
+                if self.step % train.sample_every == 0 or done:
+                    self.write_samples()
+                if self.step % train.checkpoint_every == 0 or done:
+                    self.save()
+        except KeyboardInterrupt:
+            if self.step > 0 and not any(checkpoint_step(p) == self.step for p in list_checkpoints(self.out)):
+                bar.write(f"interrupted: saving a checkpoint at step {self.step} (resume with --resume)")
+                self.save()
+            raise
+        finally:
+            bar.close()
+            if self._writer is not None:
+                self._writer.close()
+        return list_checkpoints(self.out)[-1]
