@@ -10,7 +10,12 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from kinema.data.folder import VIDEO_EXTENSIONS, VideoFolder
-from kinema.data.synthetic import SYNTHETIC_FAMILIES, BouncingShapes, RotatingBars, SyntheticVideoDataset
+from kinema.data.synthetic import (
+    SYNTHETIC_FAMILIES,
+    BouncingShapes,
+    RotatingBars,
+    SyntheticVideoDataset,
+)
 
 __all__ = [
     "DATA_SOURCES",

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from kinema.video.io import VideoReadError, from_uint8, probe_num_frames, read_video
 
-__all__ = ["VideoFolder", "VIDEO_EXTENSIONS"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoFolder"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 
@@ -55,7 +55,8 @@ class VideoFolder(Dataset):
         seed: int = 0,
         extensions: tuple[str, ...] = VIDEO_EXTENSIONS,
     ):
-        for name, value in (("frames", frames), ("height", height), ("width", width), ("frame_stride", frame_stride)):
+        sizes = {"frames": frames, "height": height, "width": width, "frame_stride": frame_stride}
+        for name, value in sizes.items():
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"VideoFolder: {name} must be an integer >= 1, got {value!r}")
         self.root = Path(root)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["SyntheticVideoDataset", "BouncingShapes", "RotatingBars", "SYNTHETIC_FAMILIES"]
+__all__ = ["SYNTHETIC_FAMILIES", "BouncingShapes", "RotatingBars", "SyntheticVideoDataset"]
 
 
 def _bright_colours(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -1,0 +1,81 @@
+"""GAN objective: one step updates both networks; losses, penalty and NaN guard behave as specified."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kinema.config import ObjectiveConfig
+from kinema.models.tganv2 import TGANv2
+from kinema.objectives import GANObjective, NonFiniteLossError
+from kinema.objectives.gan import discriminator_loss, real_gradient_penalty
+from tiny import tiny_model_config
+
+
+def setup(**objective):
+    torch.manual_seed(0)
+    model = TGANv2(tiny_model_config())
+    obj = GANObjective(model, ObjectiveConfig(**objective))
+    opts = {n: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)) for n, p in obj.parameter_groups().items()}
+    real = torch.rand(4, 3, 8, 16, 16) * 2 - 1
+    return model, obj, opts, real
+
+
+def snapshot(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+@pytest.mark.parametrize("loss", ["softplus", "hinge"])
+def test_one_step_changes_generator_and_discriminator(loss):
+    model, obj, opts, real = setup(loss=loss)
+    g0, d0 = snapshot(model.generator), snapshot(model.discriminator)
+    metrics = obj.train_step(real, opts, torch.Generator().manual_seed(0))
+    assert set(metrics) == {"loss_g", "loss_d", "gp", "score_real", "score_fake"}
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()) if a.dim() > 1)
+    assert all(not torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()) if a.dim() > 1)
+
+
+def test_discriminator_gradients_match_a_fresh_forward_on_detached_fakes():
+    """Reusing the fake scores for the D step equals recomputing D on detached fakes (D is unchanged
+    by the G step), which is what the official updater's unchain_backward() does."""
+    model, obj, opts, real = setup(gp_weight=0.0)
+    for opt in opts.values():  # freeze updates: lr 0 keeps weights, so we can recompute afterwards
+        opt.param_groups[0]["lr"] = 0.0
+    g = torch.Generator().manual_seed(5)
+    obj.train_step(real, opts, g)
+    reused = [p.grad.clone() for p in model.discriminator.parameters()]
+
+    g = torch.Generator().manual_seed(5)
+    z = model.sample_noise(4, generator=g)
+    fakes = [f.detach() for f in model.generate_levels(z, generator=g)]
+    reals = model.real_levels(real, g)
+    model.discriminator.zero_grad()
+    loss = discriminator_loss(torch.cat(model.discriminate(reals)), torch.cat(model.discriminate(fakes)), "softplus")
+    loss.backward()
+    for a, p in zip(reused, model.discriminator.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_penalty_sum_is_batch_times_mean_and_matches_closed_form():
+    x = torch.randn(5, 3, requires_grad=True)
+    y = (x * torch.tensor([1.0, 2.0, 3.0])).sum(1)  # d y_i / d x_i = (1, 2, 3): sum of squares 14
+    total = real_gradient_penalty(y, [x], "sum")
+    assert total.item() == pytest.approx(5 * 14)
+    assert real_gradient_penalty(y, [x], "mean").item() == pytest.approx(14)
+
+
+def test_gradient_penalty_sums_over_levels():
+    a, b = torch.randn(2, 4, requires_grad=True), torch.randn(2, 2, requires_grad=True)
+    y = torch.cat([a.sum(1), 2 * b.sum(1)])
+    assert real_gradient_penalty(y, [a, b], "sum").item() == pytest.approx(2 * 4 + 2 * 2 * 4)
+
+
+def test_non_finite_loss_raises_before_any_update():
+    model, obj, opts, real = setup()
+    with torch.no_grad():
+        model.discriminator.levels[0].linear.bias.fill_(float("nan"))
+    g0 = snapshot(model.generator)
+    with pytest.raises(NonFiniteLossError, match="generator"):
+        obj.train_step(real, opts, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()))

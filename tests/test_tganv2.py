@@ -1,0 +1,151 @@
+"""TGANv2: shapes per level, which frames each level sees, real/fake reduction, dense inference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kinema.config import ConfigError, load_config
+from kinema.models.tganv2 import TGANv2, TGANv2Config, parameter_counts
+from kinema.nn import downsample3d
+from tiny import TINY_MODEL, tiny_model_config
+
+
+def make_model(**changes) -> TGANv2:
+    torch.manual_seed(0)
+    return TGANv2(tiny_model_config(**changes))
+
+
+def test_sparse_training_shapes_per_level():
+    model = make_model()
+    videos, indices = model.generator(model.sample_noise(3), torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in videos] == [(3, 3, 8, 4, 4), (3, 3, 4, 8, 8), (3, 3, 2, 16, 16)]
+    assert [tuple(i.shape) for i in indices] == [(3, 8), (3, 4), (3, 2)]
+    assert all(v.abs().max() <= 1 for v in videos)
+
+
+def test_dense_training_every_level_sees_all_frames():
+    model = make_model(sparse=False)
+    videos, indices = model.generator(model.sample_noise(2))
+    assert [tuple(v.shape) for v in videos] == [(2, 3, 8, 4, 4), (2, 3, 8, 8, 8), (2, 3, 8, 16, 16)]
+    assert all(torch.equal(i, torch.arange(8).expand(2, -1)) for i in indices)
+
+
+def test_dense_inference_renders_last_level_on_all_frames():
+    model = make_model().eval()
+    assert model.sample(model.sample_noise(2)).shape == (2, 3, 8, 16, 16)
+
+
+def test_level_frames_are_nested_stride_two_subsets_shared_by_the_batch():
+    model = make_model()
+    seen_offsets = set()
+    for seed in range(8):
+        _, indices = model.generator(model.sample_noise(4), torch.Generator().manual_seed(seed))
+        assert torch.equal(indices[0], torch.arange(8).expand(4, -1))
+        for coarse, fine in zip(indices[:-1], indices[1:]):
+            assert (fine[:, 1:] - fine[:, :-1] == 2 * (coarse[:, 1] - coarse[:, 0])[:, None]).all()
+            assert all(set(f.tolist()) <= set(c.tolist()) for c, f in zip(coarse, fine))
+            assert (fine == fine[:1]).all(), "policy 'batch' shares one offset across the batch"
+        seen_offsets.add(int(indices[1][0, 0]))
+    assert seen_offsets == {0, 1}, "the offset is random, not fixed"
+
+
+def test_offset_policies_sample_and_zero():
+    model = make_model(subsample_offset="sample")
+    _, indices = model.generator(model.sample_noise(16), torch.Generator().manual_seed(0))
+    assert len({tuple(row.tolist()) for row in indices[1]}) == 2, "per-sample offsets differ within a batch"
+    model = make_model(subsample_offset="zero")
+    _, indices = model.generator(model.sample_noise(2))
+    assert indices[1][0].tolist() == [0, 2, 4, 6] and indices[2][0].tolist() == [0, 4]
+
+
+def test_sparse_levels_equal_dense_frames_in_eval_mode():
+    """Generate densely == train sparsely: with running BN statistics every block works per frame, so
+    the last level of the sparse path must equal the dense video at the frames it kept."""
+    model = make_model()
+    model.train()
+    model.generator(model.sample_noise(8))  # give the BN layers non-trivial running statistics
+    model.eval()
+    z = model.sample_noise(3)
+    videos, indices = model.generator(z, torch.Generator().manual_seed(1))
+    dense = model.sample(z)
+    for level, (video, idx) in enumerate(zip(videos, indices)):
+        if level == len(videos) - 1:
+            expected = torch.stack([dense[b, :, idx[b]] for b in range(3)])
+            torch.testing.assert_close(video, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_real_reduction_matches_fake_path():
+    model = make_model()
+    b, t, r = 6, 8, 16
+    # Frame k of every real video is filled with the value k / 10, so pooled pixels reveal indices.
+    real = (torch.arange(t).float() / 10).view(1, 1, t, 1, 1).expand(b, 3, t, r, r).contiguous()
+    levels = model.real_levels(real, torch.Generator().manual_seed(3))
+    fakes, _ = model.generator(model.sample_noise(b))
+    assert [x.shape for x in levels] == [x.shape for x in fakes]
+    frames = [(x[:, 0, :, 0, 0] * 10).round().long() for x in levels]
+    assert torch.equal(frames[0], torch.arange(t).expand(b, -1))
+    for coarse, fine in zip(frames[:-1], frames[1:]):
+        assert all(set(f.tolist()) <= set(c.tolist()) for c, f in zip(coarse, fine))
+        assert (fine[:, 1] - fine[:, 0] == 2 * (coarse[:, 1] - coarse[:, 0])).all()
+    assert len({tuple(row.tolist()) for row in frames[2]}) > 1, "real offsets are drawn per sample"
+    # Box pooling: a random video's level-0 is the 4x4 mean of the full-resolution frames.
+    video = torch.rand(2, 3, t, r, r)
+    level0 = model.real_levels(video)[0]
+    torch.testing.assert_close(level0, video.unflatten(3, (4, 4)).unflatten(5, (4, 4)).mean((4, 6)))
+
+
+def test_batch_subsampling_keeps_every_kth_sample_for_fakes_and_reals():
+    model = make_model(batch_subsample=2)
+    fakes, _ = model.generator(model.sample_noise(8))
+    reals = model.real_levels(torch.zeros(8, 3, 8, 16, 16))
+    assert [len(x) for x in fakes] == [len(x) for x in reals] == [8, 4, 2]
+    scores = model.discriminate(fakes)
+    assert [s.shape for s in scores] == [(8,), (4,), (2,)]
+
+
+def test_discriminator_rejects_wrong_level_resolution():
+    model = make_model()
+    bad = [torch.zeros(2, 3, 8, 4, 4), torch.zeros(2, 3, 4, 8, 8), torch.zeros(2, 3, 2, 32, 32)]
+    with pytest.raises(ValueError, match=r"expected shape \(\*, 3, \*, 16, 16\)"):
+        model.discriminate(bad)
+    with pytest.raises(ValueError, match="real video"):
+        model.real_levels(torch.zeros(2, 3, 7, 16, 16))
+    with pytest.raises(ValueError, match="z_dim"):
+        model.sample(torch.zeros(2, 9))
+
+
+def test_downsample_follows_chainer_padding():
+    x = torch.arange(1.0, 4.0).view(1, 1, 3, 1, 1)  # odd axis: zero pad on both sides, 3 -> 2
+    assert downsample3d(x, pad_singleton=False).flatten().tolist() == [0.5, 2.5]
+    assert downsample3d(torch.ones(1, 1, 1, 4, 4)).shape == (1, 1, 3, 2, 2)  # the T = 1 quirk
+    assert downsample3d(torch.ones(1, 1, 1, 4, 4), pad_singleton=False).shape == (1, 1, 1, 2, 2)
+    assert downsample3d(torch.ones(1, 1, 4, 4, 4)).shape == (1, 1, 2, 2, 2)
+
+
+def test_paper_config_parameter_counts():
+    """DESIGN.md: G 88,032,460 and D 116,077,060 (BN affine parameters included)."""
+    cfg = load_config("configs/tganv2_ucf101_192.toml").model
+    with torch.device("meta"):
+        model = TGANv2(cfg)
+    assert parameter_counts(model) == {"generator": 88_032_460, "discriminator": 116_077_060}
+    assert cfg.level_resolutions == [24, 48, 96, 192] and cfg.level_frames == [16, 8, 4, 2]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(resolution=20), r"model.resolution = 20 cannot be produced.*Set model.resolution = 16"),
+        (dict(frames=6), r"model.frames = 6 is not divisible by subsample_stride\^\(levels-1\) = 2\^2 = 4"),
+        (dict(levels=4), r"model.levels = 4 needs at least 4 Up blocks"),
+        (dict(subsample_stride=0), r"model.subsample_stride must be > 0"),
+    ],
+)
+def test_invalid_model_configs_name_the_problem(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, model={**TINY_MODEL, **changes})
+
+
+def test_dense_mode_accepts_frames_not_divisible_by_the_stride():
+    cfg = load_config(None, model={**TINY_MODEL, "frames": 6, "sparse": False}).model
+    assert isinstance(cfg, TGANv2Config) and cfg.level_frames == [6, 6, 6]

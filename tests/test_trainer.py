@@ -1,0 +1,170 @@
+"""Trainer: outputs, checkpoints, bit-exact resume, same seed same sample, failures lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kinema import api
+from kinema.config import load_config
+from kinema.training import CheckpointError, Trainer, TrainingError, load_model
+from kinema.training.checkpoint import list_checkpoints, save_checkpoint
+from tiny import tiny_run_config
+
+
+def weights(ckpt):
+    return load_file(ckpt / "model.safetensors")
+
+
+def test_run_writes_checkpoint_samples_and_logs(tmp_path):
+    ckpt = Trainer(tiny_run_config(steps=2), tmp_path, device="cpu", progress=False).fit()
+    assert ckpt == tmp_path / "checkpoints" / "step_0000002"
+    assert {p.name for p in ckpt.iterdir()} == {"config.json", "model.safetensors", "trainer_state.pt"}
+    assert (tmp_path / "samples" / "step_0000002.gif").stat().st_size > 0
+    assert (tmp_path / "samples" / "step_0000002.mp4").stat().st_size > 0
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and "loss_g" in records[0]
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")], "no temp dirs left"
+
+
+def interrupt_at_step(trainer, step):
+    original = trainer.objective.train_step
+
+    def step_or_interrupt(*args):
+        if trainer.step == step:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    trainer.objective.train_step = step_or_interrupt
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    straight = Trainer(tiny_run_config(steps=6), tmp_path / "a", device="cpu", progress=False).fit()
+    first = Trainer(tiny_run_config(steps=6), tmp_path / "b", device="cpu", progress=False)
+    interrupt_at_step(first, 3)  # Ctrl-C during step 4: the trainer saves step 3 and re-raises
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_0000003"]
+    resumed = Trainer(tiny_run_config(steps=6), tmp_path / "b", device="cpu", resume=True, progress=False)
+    assert resumed.step == 3
+    end = resumed.fit()
+    a, b = weights(straight), weights(end)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_same_seed_same_sample_before_and_after_checkpoint_round_trip(tmp_path):
+    trainer = Trainer(tiny_run_config(steps=2, ema_decay=0.9), tmp_path, device="cpu", progress=False)
+    ckpt = trainer.fit()
+    assert (ckpt / "ema.safetensors").is_file()
+    before = trainer.sample(trainer.model.sample_noise(3, generator=torch.Generator().manual_seed(7)))
+    model, _, _ = load_model(tmp_path)
+    a = api.generate(model, 3, seed=7)
+    b = api.generate(model, 3, seed=7)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(before, a, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(a, api.generate(model, 3, seed=8))
+
+
+def test_ema_differs_from_raw_weights(tmp_path):
+    Trainer(tiny_run_config(steps=3, ema_decay=0.9), tmp_path, device="cpu", progress=False).fit()
+    ema, _, _ = load_model(tmp_path, ema=True)
+    raw, _, _ = load_model(tmp_path, ema=False)
+    assert not torch.equal(api.generate(ema, 2, 0), api.generate(raw, 2, 0))
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny_run_config(steps=6)
+    cfg.train.checkpoint_every = 2
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    original = trainer.objective.train_step
+
+    def poisoned(real, optimizers, generator):
+        if trainer.step == 3:
+            real = real * float("nan")
+        return original(real, optimizers, generator)
+
+    trainer.objective.train_step = poisoned
+    with pytest.raises(TrainingError, match=r"step 4: loss '.*' is nan.*last good checkpoint is .*step_0000002"):
+        trainer.fit()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000002"]
+
+
+def test_resume_without_checkpoint_and_existing_run_without_resume(tmp_path):
+    with pytest.raises(TrainingError, match="holds no complete checkpoint to resume from"):
+        Trainer(tiny_run_config(), tmp_path, device="cpu", resume=True, progress=False)
+    Trainer(tiny_run_config(steps=1), tmp_path, device="cpu", progress=False).fit()
+    with pytest.raises(TrainingError, match="already holds checkpoints.*pass --resume"):
+        Trainer(tiny_run_config(), tmp_path, device="cpu", progress=False)
+
+
+def test_resume_with_a_different_config_names_the_keys(tmp_path):
+    Trainer(tiny_run_config(steps=1), tmp_path, device="cpu", progress=False).fit()
+    changed = tiny_run_config(steps=4, lr=3e-4)
+    changed.model.z_dim = 4
+    with pytest.raises(TrainingError, match=r"(?s)model.z_dim: 8 -> 4.*train.lr: 0.0001 -> 0.0003"):
+        Trainer(changed, tmp_path, device="cpu", resume=True, progress=False)
+
+
+def test_interrupted_checkpoint_write_leaves_previous_checkpoints_intact(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_run_config(steps=1), tmp_path, device="cpu", progress=False)
+    trainer.fit()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    trainer.step = 2
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 2, trainer.config, trainer.model, {})
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"]
+    model, _, ckpt = load_model(tmp_path)
+    assert ckpt.name == "step_0000001"
+
+
+def test_unwritable_out_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(TrainingError, match="cannot write to --out"):
+        Trainer(tiny_run_config(), blocker / "run", device="cpu", progress=False)
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    with pytest.raises(CheckpointError, match="holds no complete checkpoint"):
+        load_model(tmp_path)
+    ckpt = Trainer(tiny_run_config(steps=1), tmp_path / "run", device="cpu", progress=False).fit()
+    os.remove(ckpt / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match="incomplete.*trainer_state.pt"):
+        load_model(ckpt)
+    ckpt2 = Trainer(tiny_run_config(steps=1), tmp_path / "run2", device="cpu", progress=False).fit()
+    config = json.loads((ckpt2 / "config.json").read_text())
+    config["model"]["name"] = "videogpt"
+    (ckpt2 / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="unknown model.name 'videogpt'"):
+        load_model(ckpt2)
+    config["model"]["name"] = "tganv2"
+    config["model"]["z_dim"] = 5
+    (ckpt2 / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="cannot load weights"):
+        load_model(ckpt2)
+
+
+def test_linear_lr_decay_reaches_zero(tmp_path):
+    trainer = Trainer(tiny_run_config(steps=4), tmp_path, device="cpu", progress=False)
+    trainer.fit()
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([7.5e-5, 5e-5, 2.5e-5, 0.0])
+
+
+def test_deterministic_flag_and_config_roundtrip(tmp_path):
+    cfg = tiny_run_config(steps=1)
+    again = load_config(None, **cfg.to_dict())
+    assert again == cfg
