@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from kinema.data import (
     SYNTHETIC_FAMILIES,
     BouncingShapes,
+    DatasetError,
     RotatingBars,
     VideoFolder,
     build_dataset,
@@ -269,7 +270,7 @@ def test_folder_errors(tmp_path):
         VideoFolder(tmp_path / "readme.txt", 4, 16, 16)
     (tmp_path / "zero.mp4").touch()
     (tmp_path / "junk.avi").write_bytes(b"\x00" * 100)
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="all 2 video files were skipped.*empty"):
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="all 2 video files were skipped.*empty"):
         VideoFolder(tmp_path, 4, 16, 16)
     with pytest.raises(ValueError, match="frame_stride"):
         VideoFolder(tmp_path, 4, 16, 16, frame_stride=0)

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from kinema.data.folder import VIDEO_EXTENSIONS, VideoFolder
+from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder
 from kinema.data.synthetic import (
     SYNTHETIC_FAMILIES,
     BouncingShapes,
@@ -22,6 +22,7 @@ __all__ = [
     "SYNTHETIC_FAMILIES",
     "VIDEO_EXTENSIONS",
     "BouncingShapes",
+    "DatasetError",
     "RotatingBars",
     "SyntheticVideoDataset",
     "VideoFolder",

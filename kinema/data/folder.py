@@ -21,6 +21,10 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 log = logging.getLogger(__name__)
 
 
+class DatasetError(ValueError):
+    """A dataset cannot provide clips (no usable video); the message says why and how to fix it."""
+
+
 class VideoFolder(Dataset):
     """Every video file under ``root`` (recursive, sorted by path) as one clip per file.
 
@@ -86,9 +90,9 @@ class VideoFolder(Dataset):
 
         if not self.videos:
             reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(self.skipped.items())[:3])
-            raise RuntimeError(
+            raise DatasetError(
                 f"no usable video in {self.root}: all {len(candidates)} video files were skipped "
-                f"(first reasons: {reasons}). Fix or remove them, or lower data.frames / data.frame_stride "
+                f"(first reasons: {reasons}). Fix or remove them, or lower model.frames / data.frame_stride "
                 "if they are too short"
             )
         self._total = len(candidates)
@@ -147,7 +151,7 @@ class VideoFolder(Dataset):
             clip = self._read_clip(j, rng)
             if clip is not None:
                 return self._transform(clip, rng)
-        raise RuntimeError(
+        raise DatasetError(
             f"every video in {self.root} failed to read ({len(self.skipped)} skipped); see .skipped for reasons"
         )
 
