@@ -12,7 +12,12 @@ from pathlib import Path
 import torch
 
 from kinema.config import RunConfig, load_config, load_config_json
-from kinema.training.checkpoint import CheckpointError, checkpoint_step, list_checkpoints, load_model
+from kinema.training.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    list_checkpoints,
+    load_model,
+)
 from kinema.training.loop_utils import resolve_device
 from kinema.training.trainer import Trainer, TrainingError, parameter_counts
 from kinema.video import save_video_grid, to_uint8, write_video

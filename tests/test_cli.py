@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from tiny import tiny_run_config
 
 from kinema.cli import build_parser, main
 from kinema.video import read_video
-from tiny import tiny_run_config
 
 
 @pytest.fixture()

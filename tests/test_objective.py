@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import tiny_model_config
 
 from kinema.config import ObjectiveConfig
 from kinema.models.tganv2 import TGANv2
 from kinema.objectives import GANObjective, NonFiniteLossError
 from kinema.objectives.gan import discriminator_loss, real_gradient_penalty
-from tiny import tiny_model_config
 
 
 def setup(**objective):

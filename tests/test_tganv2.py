@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import TINY_MODEL, tiny_model_config
 
 from kinema.config import ConfigError, load_config
 from kinema.models.tganv2 import TGANv2, TGANv2Config, parameter_counts
 from kinema.nn import downsample3d
-from tiny import TINY_MODEL, tiny_model_config
 
 
 def make_model(**changes) -> TGANv2:

@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny import tiny_run_config
 
 from kinema import api
 from kinema.config import load_config
 from kinema.training import CheckpointError, Trainer, TrainingError, load_model
 from kinema.training.checkpoint import list_checkpoints, save_checkpoint
-from tiny import tiny_run_config
 
 
 def weights(ckpt):
@@ -124,7 +124,7 @@ def test_interrupted_checkpoint_write_leaves_previous_checkpoints_intact(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, 2, trainer.config, trainer.model, {})
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"]
-    model, _, ckpt = load_model(tmp_path)
+    _, _, ckpt = load_model(tmp_path)
     assert ckpt.name == "step_0000001"
 
 

@@ -112,7 +112,7 @@ class Trainer:
         target = self.objective.ema_target
         self.ema = EMA(getattr(self.model, target), train.ema_decay) if train.ema_decay > 0 and target else None
         self.noise_generator = torch.Generator().manual_seed(train.seed)
-        c, t, h, w = self.model.video_shape
+        _, t, h, w = self.model.video_shape
         self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True)
         self.fixed_noise = self.model.sample_noise(
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device

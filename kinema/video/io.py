@@ -94,28 +94,34 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, start: in
         raise ValueError(f"start must be >= 0, got {start}")
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-    p = _check_readable(path)
     stop = None if max_frames is None else start + max_frames
-    frames: list[np.ndarray] = []
+    frames, seen = [], 0
+    for frame in _decode(path, stop):
+        if seen >= start:
+            frames.append(frame.to_ndarray(format="rgb24"))
+        seen += 1
+    if not frames:
+        raise VideoReadError(path, f"start={start} but the video has only {seen} frames")
+    return np.stack(frames)
+
+
+def _decode(path: str | os.PathLike, stop: int | None):
+    """Yield decoded frames of the first video stream, at most ``stop``; raise VideoReadError on a
+    decode failure or when nothing decodes."""
+    p = _check_readable(path)
     seen = 0
     with _open(p) as container:
         stream = _video_stream(container, p)
         try:
             for frame in container.decode(stream):
-                if seen >= start:
-                    frames.append(frame.to_ndarray(format="rgb24"))
                 seen += 1
+                yield frame
                 if stop is not None and seen >= stop:
                     break
         except _DECODE_ERRORS as e:
-            raise VideoReadError(
-                p, f"corrupt or truncated: decoding failed after {seen} frames ({e})"
-            ) from e
+            raise VideoReadError(p, f"corrupt or truncated: decoding failed after {seen} frames ({e})") from e
     if seen == 0:
         raise VideoReadError(p, "the video stream has no decodable frames")
-    if not frames:
-        raise VideoReadError(p, f"start={start} but the video has only {seen} frames")
-    return np.stack(frames)
 
 
 def probe_num_frames(path: str | os.PathLike) -> int:
@@ -129,21 +135,11 @@ def probe_num_frames(path: str | os.PathLike) -> int:
     """
     p = _check_readable(path)
     with _open(p) as container:
-        stream = _video_stream(container, p)
-        declared = stream.frames
-        count = 0
-        try:
-            for _ in container.decode(stream):
-                count += 1
-                if declared > 0:
-                    break
-        except _DECODE_ERRORS as e:
-            raise VideoReadError(
-                p, f"corrupt or truncated: decoding failed after {count} frames ({e})"
-            ) from e
-    if count == 0:
-        raise VideoReadError(p, "the video stream has no decodable frames")
-    return int(declared) if declared > 0 else count
+        declared = _video_stream(container, p).frames
+    if declared > 0:
+        next(iter(_decode(p, stop=1)))  # the header's count, once one frame proves the codec data works
+        return int(declared)
+    return sum(1 for _ in _decode(p, stop=None))
 
 
 def _check_frames(frames: np.ndarray) -> None:
