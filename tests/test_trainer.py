@@ -28,7 +28,13 @@ def test_run_writes_checkpoint_samples_and_logs(tmp_path):
     assert (tmp_path / "samples" / "step_0000002.mp4").stat().st_size > 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and "loss_g" in records[0]
-    assert any((tmp_path / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert "train/loss_g" in events.Tags()["scalars"] and "samples" in events.Tags()["images"]
+    gif = events.Images("samples")[-1]
+    assert gif.step == 2 and gif.encoded_image_string[:6] == b"GIF89a"
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")], "no temp dirs left"
 
 

@@ -50,6 +50,20 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     return counts
 
 
+def add_gif_to_tensorboard(writer, tag: str, gif_path: Path, step: int) -> None:
+    """Log an animated GIF as an image summary (TensorBoard's Images tab plays it).
+
+    ``SummaryWriter.add_video`` does the same but needs moviepy to encode; the GIF exists already.
+    """
+    from PIL import Image
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    with Image.open(gif_path) as im:
+        width, height = im.size
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif_path.read_bytes())
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
 def _prepare_out_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -210,8 +224,7 @@ class Trainer:
         fps = self.config.train.fps
         paths = [save_video_grid(videos, stem.with_suffix(ext), fps=fps) for ext in (".gif", ".mp4")]
         if self._writer is not None:
-            first = videos[: min(8, len(videos)), :, 0]  # first frame of up to 8 samples, (N, C, H, W)
-            self._writer.add_images("samples/first_frames", (first + 1) / 2, self.step)
+            add_gif_to_tensorboard(self._writer, "samples", paths[0], self.step)
         return paths
 
     def _log(self, metrics: dict[str, float]) -> None:
