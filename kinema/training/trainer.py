@@ -267,6 +267,8 @@ class Trainer:
         batches = self._batches()
         last_time, last_step = time.perf_counter(), self.step
         self.model.train()
+        if self.step == 0:
+            self.write_samples()  # the untrained model's grid, to compare later grids against
         try:
             while self.step < train.steps:
                 real = next(batches).to(self.device, non_blocking=True)
