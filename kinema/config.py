@@ -37,6 +37,9 @@ class ObjectiveConfig:
     # per-sample sum(grad^2); with batch B, gp_weight = 0.5 * 32 under "mean" matches the paper's run.
     gp_reduction: Literal["sum", "mean"] = "sum"
 
+    def validate(self) -> None:
+        _validate_objective(self)
+
 
 @dataclass
 class DataConfig:
@@ -49,6 +52,9 @@ class DataConfig:
     frame_stride: int = 1  # take every k-th frame of a video
     flip: bool = True  # random horizontal flip (folder data, training only)
     workers: int = 0  # DataLoader worker processes
+
+    def validate(self) -> None:
+        _validate_data(self)
 
 
 @dataclass
@@ -70,6 +76,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # older checkpoints are deleted; 0 keeps all
     fps: float = 8.0  # frame rate of written sample videos
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
+
+    def validate(self) -> None:
+        _validate_train(self)
 
 
 SECTIONS = ("model", "objective", "data", "train")
@@ -201,11 +210,6 @@ def _validate_data(cfg: DataConfig) -> None:
 def _validate_objective(cfg: ObjectiveConfig) -> None:
     if cfg.gp_weight < 0:
         raise ConfigError(f"objective.gp_weight must be >= 0, got {cfg.gp_weight}")
-
-
-TrainConfig.validate = _validate_train  # type: ignore[attr-defined]
-DataConfig.validate = _validate_data  # type: ignore[attr-defined]
-ObjectiveConfig.validate = _validate_objective  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- loading

@@ -91,6 +91,7 @@ class Trainer:
     ) -> None:
         self.out = Path(out_dir)
         self.progress = progress
+        self._writer = None  # TensorBoard, open only inside fit()
         _prepare_out_dir(self.out)
         existing = list_checkpoints(self.out)
         resume_from = None
@@ -254,7 +255,6 @@ class Trainer:
         """Train until ``train.steps``; returns the final checkpoint directory."""
         train = self.config.train
         (self.out / "config.toml").write_text(self.config.to_toml())
-        self._writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -310,4 +310,5 @@ class Trainer:
             bar.close()
             if self._writer is not None:
                 self._writer.close()
+                self._writer = None
         return list_checkpoints(self.out)[-1]
