@@ -87,15 +87,19 @@ class GANObjective:
 
         z = model.sample_noise(real.shape[0], generator=generator, device=real.device)
         fakes = model.generate_levels(z, generator=generator)
-        # Scores of the fakes are computed once: the G loss backpropagates into G only, the D loss
-        # (below) reuses them and backpropagates into D only -- the effect of Chainer's
-        # unchain_backward() in the official updater, without a second D forward on the fakes.
-        fake_scores = torch.cat(model.discriminate(fakes))
+        # The fake scores are computed once and serve both updates, like the official updater:
+        # D runs on detached copies of the fakes, the G loss is backpropagated through D to those
+        # copies (keeping D's graph), then through G from the fakes, which frees G's graph before the
+        # D step -- the effect of Chainer's unchain_backward(). The D loss then reuses the scores.
+        fake_inputs = [f.detach().requires_grad_() for f in fakes]
+        fake_scores = torch.cat(model.discriminate(fake_inputs))
         loss_g = generator_loss(fake_scores, cfg.loss)
         check_finite({"generator": loss_g})
         optimizers["generator"].zero_grad(set_to_none=True)
-        loss_g.backward(inputs=g_params, retain_graph=True)
-        optimizers["generator"].step()  # changes G only, so the fake scores stay valid for D
+        grads = torch.autograd.grad(loss_g, fake_inputs, retain_graph=True)
+        torch.autograd.backward(fakes, grads, inputs=g_params)
+        del fakes, grads
+        optimizers["generator"].step()
 
         reals = [r.detach().requires_grad_(cfg.gp_weight > 0) for r in model.real_levels(real, generator)]
         real_scores = torch.cat(model.discriminate(reals))
