@@ -149,3 +149,44 @@ def test_invalid_model_configs_name_the_problem(changes, message):
 def test_dense_mode_accepts_frames_not_divisible_by_the_stride():
     cfg = load_config(None, model={**TINY_MODEL, "frames": 6, "sparse": False}).model
     assert isinstance(cfg, TGANv2Config) and cfg.level_frames == [6, 6, 6]
+
+
+def test_paper_config_level_shapes_on_meta_device():
+    """The 192x192 network's per-level shapes, in sparse training and dense inference, without memory."""
+    cfg = load_config("configs/tganv2_ucf101_192.toml").model
+    with torch.device("meta"):
+        model = TGANv2(cfg)
+    z = model.sample_noise(2, generator=torch.Generator().manual_seed(0))
+    videos, indices = model.generator(z, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in videos] == [
+        (2, 3, 16, 24, 24), (2, 3, 8, 48, 48), (2, 3, 4, 96, 96), (2, 3, 2, 192, 192)]
+    assert [tuple(i.shape) for i in indices] == [(2, 16), (2, 8), (2, 4), (2, 2)]
+    assert [tuple(s.shape) for s in model.discriminate(videos)] == [(2,)] * 4
+    assert tuple(model.sample(z).shape) == (2, 3, 16, 192, 192)
+    reals = model.real_levels(torch.empty(2, 3, 16, 192, 192, device="meta"))
+    assert [r.shape for r in reals] == [v.shape for v in videos]
+
+
+def test_parameter_counts_match_the_hand_derivation_in_the_model_card():
+    """docs/models/tganv2.md derives each block's count from its layer list; the model must agree."""
+
+    def up(cin, cout):  # BN(cin) + conv3(cin->cout) + BN(cout) + conv3(cout->cout) + conv1 shortcut
+        return 2 * cin + 10 * cin * cout + 9 * cout**2 + 5 * cout
+
+    def render(c):  # BN(c) + conv3(c->3)
+        return 29 * c + 3
+
+    def dis_block(cin, cout):  # conv3(cin->cin) + conv3(cin->cout) + conv1(cin->cout)
+        return 27 * cin**2 + 28 * cin * cout + cin + 2 * cout
+
+    g_channels = [1024, 512, 256, 128, 64, 32, 32]
+    generator = (256 * 9216 + 9216) + (2048 * 4096 * 9 + 4096)
+    generator += sum(up(a, b) for a, b in zip(g_channels[:-1], g_channels[1:]))
+    generator += sum(render(c) for c in g_channels[-4:])
+    d_channels = [64, 128, 256, 512, 1024]
+    optimized = (3 * 64 * 27 + 64) + (64 * 64 * 27 + 64) + (3 * 64 + 64)
+    one_level = optimized + sum(dis_block(a, b) for a, b in zip(d_channels[:-1], d_channels[1:])) + 1025
+    assert (generator, 4 * one_level) == (88_032_460, 116_077_060)
+    cfg = load_config("configs/tganv2_ucf101_192.toml").model
+    with torch.device("meta"):
+        assert parameter_counts(TGANv2(cfg)) == {"generator": generator, "discriminator": 4 * one_level}
