@@ -28,6 +28,7 @@ def test_run_writes_checkpoint_samples_and_logs(tmp_path):
     assert (tmp_path / "samples" / "step_0000002.mp4").stat().st_size > 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2] and "loss_g" in records[0]
+    assert 0 <= records[1]["data_wait_fraction"] <= 1 and records[1]["videos_per_second"] > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(tmp_path / "tensorboard"))

@@ -19,9 +19,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(losses: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteLossError` for the first NaN/inf entry of ``losses``."""
-    for name, value in losses.items():
-        v = float(value.detach())
+    """Raise :class:`NonFiniteLossError` for the first NaN/inf entry of ``losses``.
+
+    One host-device synchronisation for all entries (it must happen before the optimiser step).
+    """
+    values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+    if bool(torch.isfinite(values).all()):
+        return
+    for name, v in zip(losses, values.tolist()):
         if not math.isfinite(v):
             raise NonFiniteLossError(name, v)
 
@@ -32,7 +37,8 @@ class Objective(Protocol):
     ``parameter_groups()`` names the parameter sets that get one optimiser each;
     ``ema_target`` is the attribute of the model to keep an EMA of (or ``None``);
     ``train_step(real, optimizers, generator)`` runs every phase of one iteration on a real batch
-    ``(B, C, T, H, W)`` and returns scalar metrics for logging.
+    ``(B, C, T, H, W)`` and returns scalar metrics for logging as 0-d tensors (detached, still on
+    the device, so the trainer converts them only when it logs: no sync per step).
     """
 
     ema_target: str | None
@@ -44,4 +50,4 @@ class Objective(Protocol):
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         generator: torch.Generator,
-    ) -> dict[str, float]: ...
+    ) -> dict[str, torch.Tensor]: ...

@@ -80,7 +80,7 @@ class GANObjective:
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         generator: torch.Generator,
-    ) -> dict[str, float]:
+    ) -> dict[str, torch.Tensor]:
         cfg, model = self.config, self.model
         g_params = optimizers["generator"].param_groups[0]["params"]
         d_params = optimizers["discriminator"].param_groups[0]["params"]
@@ -115,9 +115,9 @@ class GANObjective:
         optimizers["discriminator"].step()
 
         return {
-            "loss_g": float(loss_g.detach()),
-            "loss_d": float(loss_d.detach()),
-            "gp": float(penalty.detach()),
-            "score_real": float(real_scores.detach().mean()),
-            "score_fake": float(fake_scores.detach().mean()),
+            "loss_g": loss_g.detach(),
+            "loss_d": loss_d.detach(),
+            "gp": penalty.detach(),
+            "score_real": real_scores.detach().mean(),
+            "score_fake": fake_scores.detach().mean(),
         }

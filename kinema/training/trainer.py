@@ -264,14 +264,16 @@ class Trainer:
         expected = [train.batch_size, *self.model.video_shape]
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
-        batches = self._batches()
-        last_time, last_step = time.perf_counter(), self.step
-        self.model.train()
         if self.step == 0:
             self.write_samples()  # the untrained model's grid, to compare later grids against
+        batches = self._batches()
+        last_time, last_step, data_wait = time.perf_counter(), self.step, 0.0
+        self.model.train()
         try:
             while self.step < train.steps:
+                wait_start = time.perf_counter()
                 real = next(batches).to(self.device, non_blocking=True)
+                data_wait += time.perf_counter() - wait_start
                 assert_shape(real, expected, "training batch (B, C, T, H, W)")
                 try:
                     metrics = self.objective.train_step(real, self.optimizers, self.noise_generator)
@@ -290,11 +292,13 @@ class Trainer:
                 bar.update(1)
                 done = self.step == train.steps
                 if self.step % train.log_every == 0 or done:
+                    metrics = {k: float(v) for k, v in metrics.items()}  # the only sync for logging
                     now = time.perf_counter()
-                    rate = (self.step - last_step) * train.batch_size / max(now - last_time, 1e-9)
-                    last_time, last_step = now, self.step
+                    elapsed = max(now - last_time, 1e-9)
                     metrics["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
-                    metrics["videos_per_second"] = rate
+                    metrics["videos_per_second"] = (self.step - last_step) * train.batch_size / elapsed
+                    metrics["data_wait_fraction"] = data_wait / elapsed  # time blocked on the data loader
+                    last_time, last_step, data_wait = now, self.step, 0.0
                     self._log(metrics)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"})
                 if self.step % train.sample_every == 0 or done:
