@@ -143,20 +143,24 @@ def measure(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    objective.train_step(real, optimizers, noise)  # warm-up: allocates Adam state, autotunes kernels
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as the trainer does
+    with autocast():
+        objective.train_step(real, optimizers, noise)  # warm-up: allocates Adam state, autotunes kernels
     optimizers["generator"].zero_grad(set_to_none=True)
     optimizers["discriminator"].zero_grad(set_to_none=True)
 
-    with meter:  # generator: training forward (every level rendered) and backward
+    with meter, autocast():  # generator: training forward (every level rendered) and backward
         fakes = model.generate_levels(model.sample_noise(args.batch, generator=noise), generator=noise)
         sum(f.float().mean() for f in fakes).backward()
         del fakes
     g_peak = meter.peak
     model.zero_grad(set_to_none=True)
 
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         fakes = [f.detach() for f in model.generate_levels(model.sample_noise(args.batch, generator=noise), noise)]
-    with meter:  # discriminators: real (with R1 penalty) and fake level videos, backward
+    with meter, autocast():  # discriminators: real (with R1 penalty) and fake level videos, backward
         reals = [r.requires_grad_() for r in model.real_levels(real, noise)]
         real_scores = torch.cat(model.discriminate(reals))
         loss = torch.cat(model.discriminate(fakes)).mean() - real_scores.mean()
@@ -167,7 +171,7 @@ def measure(args) -> dict:
     del fakes
     model.zero_grad(set_to_none=True)
 
-    with meter:  # one full training step, as the trainer runs it
+    with meter, autocast():  # one full training step, as the trainer runs it
         objective.train_step(real, optimizers, noise)
     peak = meter.peak
 
@@ -175,7 +179,8 @@ def measure(args) -> dict:
     for _ in range(args.steps):
         sync()
         start = time.perf_counter()
-        objective.train_step(real, optimizers, noise)
+        with autocast():
+            objective.train_step(real, optimizers, noise)
         sync()
         times.append(time.perf_counter() - start)
     cfg = model.config
@@ -185,7 +190,7 @@ def measure(args) -> dict:
         "g_peak_bytes": g_peak, "d_peak_bytes": d_peak, "peak_bytes": peak,
         "step_seconds": statistics.median(times), "width_scale": args.width_scale,
         "levels": cfg.levels, "level_frames": cfg.level_frames, "oom": False,
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(), "precision": args.precision,
         "memory_source": "cuda_max_memory_allocated" if device.type == "cuda" else f"cpu_{args.cpu_memory}",
     }
 
@@ -210,7 +215,8 @@ def child_main(args) -> int:
 def run_point(args, mode: str, resolution: int) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--modes", mode, "--resolutions", str(resolution),
            "--batch", str(args.batch), "--frames", str(args.frames), "--width-scale", str(args.width_scale),
-           "--device", args.device, "--steps", str(args.steps), "--cpu-memory", args.cpu_memory]
+           "--device", args.device, "--steps", str(args.steps), "--cpu-memory", args.cpu_memory,
+           "--precision", args.precision]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -237,6 +243,8 @@ def parse_args(argv=None):
                         help="multiply every channel width by this, identically for all modes "
                              "(default 0.125 for CPU; 1.0 is the paper's network)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="fp32, or bf16 autocast as train.precision = 'bf16' does (default fp32)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per point, after warm-up (default 3)")
     parser.add_argument("--cpu-memory", choices=["allocator", "rss"], default="allocator",
                         help="CPU memory measure: allocator = tensor bytes from the PyTorch profiler's allocation "

@@ -175,3 +175,12 @@ def test_deterministic_flag_and_config_roundtrip(tmp_path):
     cfg = tiny_run_config(steps=1)
     again = load_config(None, **cfg.to_dict())
     assert again == cfg
+
+
+def test_bf16_precision_trains_with_fp32_weights(tmp_path):
+    ckpt = Trainer(tiny_run_config(steps=2, precision="bf16"), tmp_path / "bf16", device="cpu", progress=False).fit()
+    full = Trainer(tiny_run_config(steps=2), tmp_path / "fp32", device="cpu", progress=False).fit()
+    bf16, fp32 = weights(ckpt), weights(full)
+    assert all(v.dtype != torch.bfloat16 for v in bf16.values())
+    assert all(torch.isfinite(v.float()).all() for v in bf16.values())
+    assert any(not torch.equal(bf16[k], fp32[k]) for k in bf16), "autocast changed the arithmetic"

@@ -34,12 +34,14 @@ class GANModel(Protocol):
 
 
 def generator_loss(fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
+    fake_scores = fake_scores.float()  # losses in fp32 under mixed precision
     if kind == "softplus":
         return F.softplus(-fake_scores).mean()
     return -fake_scores.mean()  # hinge: the generator maximises the critic score
 
 
 def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
+    real_scores, fake_scores = real_scores.float(), fake_scores.float()
     if kind == "softplus":
         return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
     return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
@@ -54,7 +56,7 @@ def real_gradient_penalty(
     the batch size of the first level, so the strength does not depend on the batch.
     """
     grads = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
-    penalty = sum(g.pow(2).sum() for g in grads)
+    penalty = sum(g.float().pow(2).sum() for g in grads)  # fp32 even under autocast
     if reduction == "mean":
         penalty = penalty / real_inputs[0].shape[0]
     return penalty

@@ -113,6 +113,8 @@ class Trainer:
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         self.device = resolve_device(device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per level: autotuned kernels pay off
         torch.manual_seed(train.seed)
 
         self.model = build_model(config.model).to(self.device)
@@ -196,6 +198,9 @@ class Trainer:
                 self.ema = EMA(getattr(self.model, self.objective.ema_target), self.ema.decay)
         self.step = state["step"]
 
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16")
+
     def save(self) -> Path:
         path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(), self._ema_state())
         prune_checkpoints(self.out, self.config.train.keep_checkpoints)
@@ -276,7 +281,8 @@ class Trainer:
                 data_wait += time.perf_counter() - wait_start
                 assert_shape(real, expected, "training batch (B, C, T, H, W)")
                 try:
-                    metrics = self.objective.train_step(real, self.optimizers, self.noise_generator)
+                    with self._autocast():
+                        metrics = self.objective.train_step(real, self.optimizers, self.noise_generator)
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
