@@ -79,6 +79,9 @@ class TrainConfig:
     # "bf16": forward passes under torch.autocast(bfloat16); weights, optimiser state, losses and the
     # gradient penalty stay fp32. bf16 needs no loss scaling. (fp16 with loss scaling is not built yet.)
     precision: Literal["fp32", "bf16"] = "fp32"
+    # torch.compile the networks the objective allows (GAN: the generator only -- the R1 penalty's
+    # double backward does not go through compiled graphs). The first step pays the compile time.
+    compile: bool = False
 
     def validate(self) -> None:
         _validate_train(self)

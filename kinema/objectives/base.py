@@ -36,12 +36,14 @@ class Objective(Protocol):
 
     ``parameter_groups()`` names the parameter sets that get one optimiser each;
     ``ema_target`` is the attribute of the model to keep an EMA of (or ``None``);
+    ``compile_targets`` names the model attributes that ``train.compile`` may ``torch.compile``;
     ``train_step(real, optimizers, generator)`` runs every phase of one iteration on a real batch
     ``(B, C, T, H, W)`` and returns scalar metrics for logging as 0-d tensors (detached, still on
     the device, so the trainer converts them only when it logs: no sync per step).
     """
 
     ema_target: str | None
+    compile_targets: tuple[str, ...]
 
     def parameter_groups(self) -> dict[str, Iterable[torch.nn.Parameter]]: ...
 

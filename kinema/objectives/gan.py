@@ -66,6 +66,8 @@ class GANObjective:
     """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
 
     ema_target = "generator"
+    # The discriminator's R1 penalty needs a double backward, which compiled graphs do not support.
+    compile_targets = ("generator",)
 
     def __init__(self, model: GANModel, config: ObjectiveConfig) -> None:
         self.model = model

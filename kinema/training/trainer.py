@@ -119,6 +119,9 @@ class Trainer:
 
         self.model = build_model(config.model).to(self.device)
         self.objective = build_objective(self.model, config.objective)
+        if train.compile:
+            for name in self.objective.compile_targets:
+                getattr(self.model, name).compile()  # in place: parameter names stay the same
         self.optimizers = {
             name: torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
             for name, params in self.objective.parameter_groups().items()
