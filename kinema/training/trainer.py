@@ -289,9 +289,12 @@ class Trainer:
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+                    hint = "Lower train.lr or raise objective.gp_weight, then resume with --resume"
+                    if train.precision == "bf16" and self.device.type == "cpu":
+                        hint = ("bf16 on CPU: PyTorch's bf16 conv3d weight gradient is non-finite for time "
+                                "axes of length 2 (seen with torch 2.13); use train.precision = \"fp32\" on CPU")
                     raise TrainingError(
-                        f"step {self.step + 1}: {exc}; training stopped before applying it ({kept}). "
-                        "Lower train.lr or raise objective.gp_weight, then resume with --resume"
+                        f"step {self.step + 1}: {exc}; training stopped before applying it ({kept}). {hint}"
                     ) from exc
                 for sched in self.schedulers.values():
                     sched.step()
