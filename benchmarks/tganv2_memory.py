@@ -143,11 +143,13 @@ def measure(args) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")  # noqa: E731
+    dtype = torch.float16 if args.precision == "fp16" else torch.bfloat16
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=args.precision != "fp32")  # noqa: E731
+    scaler = torch.amp.GradScaler(device.type) if args.precision == "fp16" else None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer does
     with autocast():
-        objective.train_step(real, optimizers, noise)  # warm-up: allocates Adam state, autotunes kernels
+        objective.train_step(real, optimizers, noise, scaler)  # warm-up: allocates Adam state, autotunes kernels
     optimizers["generator"].zero_grad(set_to_none=True)
     optimizers["discriminator"].zero_grad(set_to_none=True)
 
@@ -172,7 +174,7 @@ def measure(args) -> dict:
     model.zero_grad(set_to_none=True)
 
     with meter, autocast():  # one full training step, as the trainer runs it
-        objective.train_step(real, optimizers, noise)
+        objective.train_step(real, optimizers, noise, scaler)
     peak = meter.peak
 
     times = []
@@ -180,7 +182,7 @@ def measure(args) -> dict:
         sync()
         start = time.perf_counter()
         with autocast():
-            objective.train_step(real, optimizers, noise)
+            objective.train_step(real, optimizers, noise, scaler)
         sync()
         times.append(time.perf_counter() - start)
     cfg = model.config
@@ -243,8 +245,8 @@ def parse_args(argv=None):
                         help="multiply every channel width by this, identically for all modes "
                              "(default 0.125 for CPU; 1.0 is the paper's network)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                        help="fp32, or bf16 autocast as train.precision = 'bf16' does (default fp32)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="fp32, or autocast as train.precision = 'bf16' / 'fp16' does (default fp32)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per point, after warm-up (default 3)")
     parser.add_argument("--cpu-memory", choices=["allocator", "rss"], default="allocator",
                         help="CPU memory measure: allocator = tensor bytes from the PyTorch profiler's allocation "
@@ -261,7 +263,10 @@ def main(argv=None) -> int:
         args.mode, args.resolution = args.modes[0], args.resolutions[0]
         return child_main(args)
     for resolution in args.resolutions:
-        model_settings("dense", resolution, args.frames, args.width_scale)  # fail fast on a bad resolution
+        try:
+            model_settings("dense", resolution, args.frames, args.width_scale)  # fail fast on a bad point
+        except ValueError as exc:
+            raise SystemExit(f"tganv2_memory.py: error: {exc}") from None
     records = []
     total = len(args.modes) * len(args.resolutions)
     for resolution in args.resolutions:

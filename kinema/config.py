@@ -76,9 +76,9 @@ class TrainConfig:
     keep_checkpoints: int = 3  # older checkpoints are deleted; 0 keeps all
     fps: float = 8.0  # frame rate of written sample videos
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
-    # "bf16": forward passes under torch.autocast(bfloat16); weights, optimiser state, losses and the
-    # gradient penalty stay fp32. bf16 needs no loss scaling. (fp16 with loss scaling is not built yet.)
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # "bf16" / "fp16": forward passes under torch.autocast; weights, optimiser state, losses and the
+    # gradient penalty's branch stay fp32. fp16 adds dynamic loss scaling (torch.amp.GradScaler).
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     # torch.compile the networks the objective allows (GAN: the generator only -- the R1 penalty's
     # double backward does not go through compiled graphs). The first step pays the compile time.
     compile: bool = False

@@ -92,10 +92,10 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
     original = trainer.objective.train_step
 
-    def poisoned(real, optimizers, generator):
+    def poisoned(real, *args):
         if trainer.step == 3:
             real = real * float("nan")
-        return original(real, optimizers, generator)
+        return original(real, *args)
 
     trainer.objective.train_step = poisoned
     with pytest.raises(TrainingError, match=r"step 4: loss '.*' is nan.*last good checkpoint is .*step_0000002"):
@@ -202,6 +202,22 @@ def test_bf16_on_cpu_non_finite_gradients_stop_with_a_hint(tmp_path):
     trainer.model.discriminator.levels[0].linear.weight.register_hook(lambda g: g * float("inf"))
     with pytest.raises(TrainingError, match=r"gradient norm.*use train.precision = \"fp32\" on CPU"):
         trainer.fit()
+
+
+def test_fp16_trains_with_loss_scaling_and_resumes_the_scale(tmp_path):
+    cfg = bf16_run_config(sparse=False)
+    cfg.train.precision = "fp16"
+    cfg.train.steps = 3
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    interrupt_at_step(trainer, 2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    state = torch.load(tmp_path / "checkpoints" / "step_0000002" / "trainer_state.pt", weights_only=True)
+    assert state["grad_scaler"]["scale"] == trainer.scaler.get_scale()
+    resumed = Trainer(cfg, tmp_path, device="cpu", resume=True, progress=False)
+    assert resumed.scaler.get_scale() == trainer.scaler.get_scale()
+    final = weights(resumed.fit())
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
 
 
 @pytest.mark.skipif(not os.environ.get("KINEMA_SLOW_TESTS"), reason="compiling takes ~1 min on CPU; "

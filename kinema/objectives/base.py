@@ -38,7 +38,8 @@ class Objective(Protocol):
     ``ema_target`` is the attribute of the model to keep an EMA of (or ``None``);
     ``compile_targets`` names the model attributes that ``train.compile`` may ``torch.compile``;
     ``train_step(real, optimizers, generator)`` runs every phase of one iteration on a real batch
-    ``(B, C, T, H, W)`` and returns scalar metrics for logging as 0-d tensors (detached, still on
+    ``(B, C, T, H, W)`` (scaling losses with ``scaler`` when training in fp16) and returns scalar
+    metrics for logging as 0-d tensors (detached, still on
     the device, so the trainer converts them only when it logs: no sync per step).
     """
 
@@ -52,4 +53,5 @@ class Objective(Protocol):
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         generator: torch.Generator,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> dict[str, torch.Tensor]: ...

@@ -85,13 +85,29 @@ class GANObjective:
             "discriminator": list(self.model.discriminator.parameters()),
         }
 
+    @staticmethod
+    def _step(optimizer, scaler, losses: dict[str, torch.Tensor], grad_name: str) -> None:
+        """Check, then apply one optimiser step (one host sync for all checks)."""
+        params = optimizer.param_groups[0]["params"]
+        if scaler is None:
+            check_finite({**losses, grad_name: gradient_norm(params)})
+            optimizer.step()
+        else:
+            check_finite(losses)
+            scaler.unscale_(optimizer)
+            scaler.step(optimizer)
+
     def train_step(
         self,
         real: torch.Tensor,
         optimizers: dict[str, torch.optim.Optimizer],
         generator: torch.Generator,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> dict[str, torch.Tensor]:
+        """One G step then one D step. ``scaler`` (fp16) scales the losses; it then owns the
+        non-finite-gradient check (it skips such steps and lowers the scale), otherwise we raise."""
         cfg, model = self.config, self.model
+        scale = scaler.scale if scaler is not None else (lambda loss: loss)
         g_params = optimizers["generator"].param_groups[0]["params"]
         d_params = optimizers["discriminator"].param_groups[0]["params"]
 
@@ -105,14 +121,13 @@ class GANObjective:
         fake_scores = torch.cat(model.discriminate(fake_inputs))
         loss_g = generator_loss(fake_scores, cfg.loss)
         optimizers["generator"].zero_grad(set_to_none=True)
-        grads = torch.autograd.grad(loss_g, fake_inputs, retain_graph=True)
+        grads = torch.autograd.grad(scale(loss_g), fake_inputs, retain_graph=True)
         torch.autograd.backward(fakes, grads, inputs=g_params)
         del fakes, grads
-        check_finite({"generator": loss_g, "generator gradient norm": gradient_norm(g_params)})
-        optimizers["generator"].step()
+        self._step(optimizers["generator"], scaler, {"generator": loss_g}, "generator gradient norm")
 
-        # The real branch and its R1 penalty run in fp32 even under autocast: the penalty's double
-        # backward through bf16 3-D convolutions gave NaN discriminator gradients on CPU.
+        # The real branch and its R1 penalty run in fp32 even under autocast: the penalty squares input
+        # gradients and differentiates again, a path where fp16 overflows and bf16 loses precision.
         with torch.autocast(real.device.type, enabled=False):
             reals = [r.detach().float().requires_grad_(cfg.gp_weight > 0) for r in model.real_levels(real, generator)]
             real_scores = torch.cat(model.discriminate(reals))
@@ -123,10 +138,11 @@ class GANObjective:
             )
         loss_d = discriminator_loss(real_scores, fake_scores, cfg.loss)
         optimizers["discriminator"].zero_grad(set_to_none=True)
-        (loss_d + cfg.gp_weight * penalty).backward(inputs=d_params)
-        check_finite({"discriminator": loss_d, "gradient_penalty": penalty,
-                      "discriminator gradient norm": gradient_norm(d_params)})
-        optimizers["discriminator"].step()
+        scale(loss_d + cfg.gp_weight * penalty).backward(inputs=d_params)
+        self._step(optimizers["discriminator"], scaler, {"discriminator": loss_d, "gradient_penalty": penalty},
+                   "discriminator gradient norm")
+        if scaler is not None:
+            scaler.update()
 
         return {
             "loss_g": loss_g.detach(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,7 @@ class Trainer:
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor) for name, opt in self.optimizers.items()
         }
+        self.scaler = torch.amp.GradScaler(self.device.type) if train.precision == "fp16" else None
         target = self.objective.ema_target
         self.ema = EMA(getattr(self.model, target), train.ema_decay) if train.ema_decay > 0 and target else None
         self.noise_generator = torch.Generator().manual_seed(train.seed)
@@ -171,6 +173,8 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
         return state
 
     def _ema_state(self) -> dict[str, torch.Tensor] | None:
@@ -192,6 +196,8 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.noise_generator.set_state(state["noise_generator"])
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         if self.ema is not None:
             if (ckpt / "ema.safetensors").is_file():
                 prefix = self.objective.ema_target + "."
@@ -202,7 +208,9 @@ class Trainer:
         self.step = state["step"]
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.train.precision == "bf16")
+        precision = self.config.train.precision
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
     def save(self) -> Path:
         path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(), self._ema_state())
@@ -285,19 +293,24 @@ class Trainer:
                 assert_shape(real, expected, "training batch (B, C, T, H, W)")
                 try:
                     with self._autocast():
-                        metrics = self.objective.train_step(real, self.optimizers, self.noise_generator)
+                        metrics = self.objective.train_step(real, self.optimizers, self.noise_generator, self.scaler)
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
                     hint = "Lower train.lr or raise objective.gp_weight, then resume with --resume"
-                    if train.precision == "bf16" and self.device.type == "cpu":
-                        hint = ("bf16 on CPU: PyTorch's bf16 conv3d weight gradient is non-finite for time "
-                                "axes of length 2 (seen with torch 2.13); use train.precision = \"fp32\" on CPU")
+                    if train.precision != "fp32" and self.device.type == "cpu":
+                        hint = (f"{train.precision} on CPU: PyTorch's low-precision conv3d weight gradient is "
+                                "sometimes non-finite for time axes of length 2 (seen with torch 2.13 bf16); "
+                                "use train.precision = \"fp32\" on CPU")
                     raise TrainingError(
                         f"step {self.step + 1}: {exc}; training stopped before applying it ({kept}). {hint}"
                     ) from exc
-                for sched in self.schedulers.values():
-                    sched.step()
+                with warnings.catch_warnings():
+                    # fp16: GradScaler skips the steps whose gradients overflowed (the first few, while
+                    # it calibrates the scale); the schedule still counts them, which is what we want.
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)`", UserWarning)
+                    for sched in self.schedulers.values():
+                        sched.step()
                 if self.ema is not None:
                     self.ema.update(getattr(self.model, self.objective.ema_target))
                 self.step += 1
