@@ -1,0 +1,113 @@
+"""Weight files of the metric networks: safetensors in, clear errors out; a safe reader for pickles.
+
+Metric networks never download anything: the user converts published weights once
+(``kinema convert i3d|c3d|inception SRC OUT.safetensors``) and points kinema at the result.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+NETWORK_KEY = "kinema_network"  # safetensors metadata: which network the file holds
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, of another network, or does not match the architecture."""
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str) -> Path:
+    """Write a converted state dict with its network name in the metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={NETWORK_KEY: network})
+    return path
+
+
+def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn.Module:
+    """Load ``path`` into ``module`` strictly; every problem is one message naming the fix.
+
+    Raises :class:`WeightsError` for a missing file, a file of another network, or missing /
+    unexpected / wrongly shaped keys (named, first few listed).
+    """
+    if path is None:
+        raise WeightsError(f"no weights file given for {network}; convert the published weights with "
+                           f"`kinema convert {network} SRC OUT.safetensors` and pass OUT")
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{network} weights file {path} does not exist; convert the published weights with "
+                           f"`kinema convert {network} SRC {path}`")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get(NETWORK_KEY)
+        state = load_file(str(path))
+    except Exception as exc:  # safetensors raises several types for foreign files
+        raise WeightsError(f"{path} is not a safetensors weights file ({exc}); convert it with "
+                           f"`kinema convert {network} SRC OUT.safetensors`") from exc
+    if stored is not None and stored != network:
+        raise WeightsError(f"{path} holds {stored} weights, but {network} weights are needed")
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{len(wrong)} keys with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
+                         f"network {tuple(expected[k].shape)})")
+        raise WeightsError(f"{path} does not match the {network} network: " + "; ".join(parts))
+    module.load_state_dict(state)
+    return module
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only; anything else is refused."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("collections", "OrderedDict"), ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays and plain "
+                                     "containers are accepted in weight files")
+
+
+def restricted_unpickle(path: str | Path):
+    """``pickle.load`` that accepts only numpy arrays and plain containers (never runs code)."""
+    with open(path, "rb") as f:
+        return _NumpyOnlyUnpickler(f).load()
+
+
+def numpy_to_torch(tree) -> dict[str, torch.Tensor]:
+    """Flatten nested dicts of numpy arrays into ``{'a/b/c': tensor}``."""
+    flat: dict[str, torch.Tensor] = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}/{key}" if prefix else str(key))
+        elif isinstance(node, np.ndarray) or np.isscalar(node):
+            flat[prefix] = torch.from_numpy(np.asarray(node, dtype=np.float32).copy())
+        else:
+            raise WeightsError(f"unexpected {type(node).__name__} at {prefix!r} in a weights pickle")
+
+    walk(tree, "")
+    return flat
