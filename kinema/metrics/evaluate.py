@@ -1,0 +1,182 @@
+"""Evaluate a checkpoint under named protocols: features of generated and real clips, cached.
+
+Generated clips are produced in batches from seeded noise and turned into features at once, so
+2,048 clips at 192x192 never sit in memory. Real-clip features are cached on disk under a key made
+of the dataset description, protocol, clip count, seed and the SHA-256 of the weights file, and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kinema.metrics.frechet import FeatureStats, frechet_distance_from_stats
+from kinema.metrics.protocols import Protocol, get_protocol
+from kinema.video import to_uint8
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # videos (N, 3, T, H, W) in [-1, 1] -> (N, D)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("KINEMA_CACHE", Path.home() / ".cache" / "kinema")) / "real_features"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def quantise(videos: torch.Tensor) -> np.ndarray:
+    """``(N, 3, T, H, W)`` in [-1, 1] -> uint8 ``(N, T, H, W, 3)``, as videos written to disk would be."""
+    return np.stack([to_uint8(v) for v in videos])
+
+
+def feature_function(protocol: Protocol, weights: dict[str, str | None], device: torch.device) -> FeatureFn:
+    """The protocol's network as ``videos -> features`` (I3D logits, or C3D class probabilities)."""
+    if protocol.network == "i3d":
+        from kinema.metrics.networks.i3d import i3d_logits, load_i3d
+
+        model = load_i3d(weights.get("i3d"), device=device)
+        return lambda videos: i3d_logits(quantise(videos), model, device=device)
+    from kinema.metrics.networks.c3d import load_c3d, load_mean_clip, preprocess_for_c3d
+
+    model = load_c3d(weights.get("c3d")).to(device).eval()
+    mean_clip = load_mean_clip(weights.get("c3d_mean"))
+
+    @torch.no_grad()
+    def c3d_probs(videos: torch.Tensor) -> torch.Tensor:
+        x = preprocess_for_c3d(videos.clamp(-1, 1), protocol.c3d_preprocessing, mean_clip)
+        return model(x.to(device)).cpu()
+
+    return c3d_probs
+
+
+def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``num`` generated videos in batches ``(b, 3, frames, H, W)``, from one seeded noise draw."""
+    available = model.video_shape[1]
+    if available < frames:
+        raise ValueError(f"the protocol needs {frames} frames per video but the model generates {available}; "
+                         "use a protocol with fewer frames")
+    device = next(model.parameters()).device
+    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
+    with torch.no_grad():
+        for chunk in noise.split(batch_size):
+            yield model.sample(chunk)[:, :, :frames].float().cpu()
+
+
+def real_batches(dataset, num: int, seed: int, batch_size: int, frames: int) -> Iterator[torch.Tensor]:
+    """``num`` real clips drawn without replacement, in a seeded order, in batches."""
+    if len(dataset) < num:
+        raise ValueError(f"too few real clips: the protocol needs {num}, the dataset has {len(dataset)}; "
+                         "use more data, or lower --num (the result is then not comparable with the protocol)")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num].tolist()
+    for start in range(0, num, batch_size):
+        clips = torch.stack([dataset[i] for i in order[start:start + batch_size]])
+        if clips.shape[2] < frames:
+            raise ValueError(f"real clips have {clips.shape[2]} frames, the protocol needs {frames}")
+        yield clips[:, :, :frames]
+
+
+def extract(batches: Iterator[torch.Tensor], features: FeatureFn, num: int, desc: str) -> np.ndarray:
+    out = []
+    with tqdm(total=num, desc=desc, unit="clip", leave=False) as bar:
+        for batch in batches:
+            f = features(batch).double().cpu().numpy()
+            if not np.isfinite(f).all():
+                raise ValueError(f"{desc}: the network produced NaN/inf features; check its weights and input range")
+            out.append(f)
+            bar.update(len(batch))
+    return np.concatenate(out)
+
+
+def cached_real_features(key: dict, compute: Callable[[], np.ndarray], cache_dir: Path | None) -> np.ndarray:
+    """Load real features for ``key`` from the cache, or compute and store them (atomically)."""
+    if cache_dir is None:
+        return compute()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(cache_dir) / f"{key['protocol']}-{digest}.npy"
+    if path.is_file():
+        return np.load(path)
+    features = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
+    np.save(tmp, features)
+    os.replace(tmp, path)
+    (path.with_suffix(".json")).write_text(json.dumps(key, indent=1, sort_keys=True))
+    return features
+
+
+def score(protocol: Protocol, fake: np.ndarray, real: np.ndarray | None) -> dict:
+    """The protocol's statistic from feature arrays ``(N, D)``."""
+    if protocol.statistic == "fvd":
+        a, b = FeatureStats(), FeatureStats()
+        a.update(real)
+        b.update(fake)
+        return {"value": frechet_distance_from_stats(a, b), "std": None}
+    if protocol.statistic == "kvd":
+        from kinema.metrics.kernel import kernel_distance
+
+        return kernel_distance(real, fake, mode="all_pairs")
+    from kinema.metrics.inception_score import repeated_inception_score
+
+    sets = np.array_split(fake, protocol.repeats)
+    mean, std = repeated_inception_score([torch.from_numpy(s) for s in sets])
+    return {"value": mean, "std": std}
+
+
+def evaluate_model(
+    model,
+    metrics: list[str],
+    weights: dict[str, str | None],
+    dataset=None,
+    dataset_key: dict | None = None,
+    num: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    cache_dir: Path | None = None,
+) -> dict[str, dict]:
+    """Score ``model`` (eval mode) under each protocol in ``metrics``; returns ``{name: result}``.
+
+    ``num`` overrides the protocol's clip count (the result then carries ``"num"`` so nobody mistakes
+    it for the protocol's). Real features come from ``dataset`` and are cached under ``dataset_key``.
+    """
+    device = torch.device(device)
+    results: dict[str, dict] = {}
+    network_cache: dict[tuple, FeatureFn] = {}
+    for name in metrics:
+        protocol = get_protocol(name)
+        count = num or protocol.num_samples
+        total = count * protocol.repeats if protocol.statistic == "is" else count
+        if protocol.statistic == "is" and count < 2:
+            raise ValueError(f"{name} needs at least 2 clips per repetition, got {count}")
+        net_key = (protocol.network, protocol.c3d_preprocessing)
+        if net_key not in network_cache:
+            network_cache[net_key] = feature_function(protocol, weights, device)
+        features = network_cache[net_key]
+        fake = extract(generated_batches(model, total, protocol.frames, seed, batch_size), features, total,
+                       f"{name}: generated")
+        real = None
+        if protocol.needs_real:
+            if dataset is None:
+                raise ValueError(f"{name} compares with real clips: give a dataset (--data)")
+            weights_path = weights.get(protocol.network)
+            key = {"protocol": name, "num": count, "seed": seed, "data": dataset_key or repr(dataset),
+                   "weights_sha256": file_sha256(weights_path) if weights_path else None}
+            real = cached_real_features(
+                key, lambda: extract(real_batches(dataset, count, seed, batch_size, protocol.frames), features,
+                                     count, f"{name}: real"), cache_dir)
+        result = score(protocol, fake, real)
+        result.update({"num": count, "protocol_num": protocol.num_samples, "frames": protocol.frames})
+        results[name] = result
+    return results

@@ -1,0 +1,48 @@
+"""Named evaluation protocols: which network, how many clips, how many frames, which statistic.
+
+A protocol name fixes everything that moves the number, so results under one name are comparable:
+
+- ``fvd2048_16f`` / ``fvd2048_128f``: Fréchet distance of I3D (Kinetics-400) logits, 2,048 real vs
+  2,048 generated clips of 16 / 128 frames, generated videos quantised to uint8 first, frames resized
+  to 224x224 with TF1 bilinear resizing, covariance with N - 1 (StyleGAN-V's naming).
+- ``kvd2048_16f``: unbiased MMD² with the cubic polynomial kernel on the same I3D logits, all pairs.
+- ``is2048_c3d_tganv2``: Inception Score of the UCF-101 C3D, 2,048 generated clips of 16 frames,
+  TGANv2's preprocessing, one split, repeated 10 times with fresh samples -> mean ± std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    network: Literal["i3d", "c3d"]
+    statistic: Literal["fvd", "kvd", "is"]
+    num_samples: int
+    frames: int
+    repeats: int = 1  # IS: independent sample sets, reported as mean ± std
+    c3d_preprocessing: str = "tganv2"
+
+    @property
+    def needs_real(self) -> bool:
+        return self.statistic in ("fvd", "kvd")
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    p.name: p
+    for p in (
+        Protocol("fvd2048_16f", "i3d", "fvd", 2048, 16),
+        Protocol("fvd2048_128f", "i3d", "fvd", 2048, 128),
+        Protocol("kvd2048_16f", "i3d", "kvd", 2048, 16),
+        Protocol("is2048_c3d_tganv2", "c3d", "is", 2048, 16, repeats=10, c3d_preprocessing="tganv2"),
+    )
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
