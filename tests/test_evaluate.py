@@ -1,0 +1,132 @@
+"""Evaluation plumbing: protocols, generated/real batching, the real-feature cache, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.cli import main
+from kinema.data import BouncingShapes, RotatingBars
+from kinema.metrics import evaluate as ev
+from kinema.metrics.protocols import PROTOCOLS, get_protocol
+from kinema.training import Trainer
+from tiny import tiny_run_config
+
+
+def colour_features(videos: torch.Tensor) -> torch.Tensor:
+    """A cheap stand-in network: per-channel mean and std of each clip, (N, 6)."""
+    return torch.cat([videos.mean((2, 3, 4)), videos.std((2, 3, 4))], 1)
+
+
+@pytest.fixture()
+def cheap_network(monkeypatch):
+    calls = []
+
+    def fake_feature_function(protocol, weights, device):
+        calls.append(protocol.name)
+        return colour_features
+
+    monkeypatch.setattr(ev, "feature_function", fake_feature_function)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    trainer = Trainer(tiny_run_config(steps=1), out, device="cpu", progress=False)
+    trainer.fit()
+    return trainer.model.eval(), out
+
+
+def test_protocol_registry():
+    assert {"fvd2048_16f", "fvd2048_128f", "kvd2048_16f", "is2048_c3d_tganv2"} <= set(PROTOCOLS)
+    p = get_protocol("fvd2048_16f")
+    assert (p.network, p.statistic, p.num_samples, p.frames) == ("i3d", "fvd", 2048, 16)
+    assert get_protocol("is2048_c3d_tganv2").repeats == 10
+    with pytest.raises(ValueError, match="unknown metric 'fid'; available: fvd2048_16f"):
+        get_protocol("fid")
+
+
+def test_fvd_with_a_stand_in_network_separates_distributions_and_caches_reals(tiny_model, tmp_path, cheap_network):
+    model, _ = tiny_model
+    same = BouncingShapes(32, 8, 16, 16, seed=0)
+    other = RotatingBars(32, 8, 16, 16, seed=0)
+    kw = dict(weights={}, num=16, seed=0, batch_size=8, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs 16 frames per video but the model generates 8"):
+        ev.evaluate_model(model, ["fvd2048_16f"], dataset=same, dataset_key={"d": "same"}, **kw)
+    proto = ev.Protocol("fvd_test", "i3d", "fvd", 16, 8)
+    PROTOCOLS["fvd_test"] = proto
+    try:
+        a = ev.evaluate_model(model, ["fvd_test"], dataset=same, dataset_key={"d": "same"}, **kw)["fvd_test"]
+        cached = list(tmp_path.glob("fvd_test-*.npy"))
+        assert len(cached) == 1 and (cached[0].with_suffix(".json")).is_file()
+        again = ev.evaluate_model(model, ["fvd_test"], dataset=same, dataset_key={"d": "same"}, **kw)["fvd_test"]
+        assert again["value"] == a["value"] and len(list(tmp_path.glob("fvd_test-*.npy"))) == 1
+        b = ev.evaluate_model(model, ["fvd_test"], dataset=other, dataset_key={"d": "other"}, **kw)["fvd_test"]
+        assert a["value"] != b["value"] and a["num"] == 16 and a["protocol_num"] == 16
+        with pytest.raises(ValueError, match="too few real clips: the protocol needs 64, the dataset has 32"):
+            ev.evaluate_model(model, ["fvd_test"], dataset=same, dataset_key={"d": "x"},
+                              **{**kw, "num": 64})
+    finally:
+        del PROTOCOLS["fvd_test"]
+
+
+def test_real_features_of_a_dataset_against_itself_give_zero_fvd(cheap_network):
+    data = BouncingShapes(8, 8, 16, 16, seed=1)
+    feats = ev.extract(ev.real_batches(data, 8, 0, 4, 8), colour_features, 8, "real")
+    result = ev.score(ev.Protocol("t", "i3d", "fvd", 8, 8), feats, feats)
+    assert abs(result["value"]) < 1e-9
+
+
+def test_quantise_matches_written_videos():
+    videos = torch.rand(2, 3, 4, 8, 8) * 2 - 1
+    q = ev.quantise(videos)
+    assert q.dtype == np.uint8 and q.shape == (2, 4, 8, 8, 3)
+
+
+def test_evaluate_cli_errors(tiny_model, tmp_path, capsys):
+    _, run = tiny_model
+    assert main(["evaluate", "--checkpoint", str(run), "--metrics", "fid"]) == 2
+    assert "unknown metric 'fid'" in capsys.readouterr().err
+    code = main(["evaluate", "--checkpoint", str(run), "--metrics", "fvd2048_16f", "--num", "4",
+                 "--i3d", str(tmp_path / "missing.safetensors"), "--cache", "none"])
+    err = capsys.readouterr().err
+    assert code == 2 and "i3d weights file" in err and "kinema convert i3d" in err
+    assert main(["convert", "c3d", str(tmp_path / "nope.npz"), str(tmp_path / "o.safetensors")]) == 2
+
+
+def test_weights_errors_name_the_problem(tmp_path):
+    from safetensors.torch import save_file
+    from torch import nn
+
+    from kinema.metrics.networks.weights import WeightsError, load_weights, save_weights
+
+    net = nn.Sequential(nn.Linear(2, 3))
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_weights(net, tmp_path / "x.safetensors", "i3d")
+    save_weights(net.state_dict(), tmp_path / "c3d.safetensors", "c3d")
+    with pytest.raises(WeightsError, match="holds c3d weights, but i3d weights are needed"):
+        load_weights(net, tmp_path / "c3d.safetensors", "i3d")
+    save_file({"0.weight": torch.zeros(3, 2)}, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(WeightsError, match=r"1 missing keys \(e.g. 0.bias\)"):
+        load_weights(net, tmp_path / "partial.safetensors", "i3d")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(WeightsError, match="not a safetensors weights file"):
+        load_weights(net, tmp_path / "junk.safetensors", "i3d")
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    import pickle
+
+    from kinema.metrics.networks.weights import restricted_unpickle
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps(json.loads))  # a function reference: never to be resolved
+    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle json.loads"):
+        restricted_unpickle(path)
+    ok = tmp_path / "ok.pkl"
+    ok.write_bytes(pickle.dumps({"params": {"w": np.ones((2, 2), np.float32)}}))
+    assert restricted_unpickle(ok)["params"]["w"].shape == (2, 2)
