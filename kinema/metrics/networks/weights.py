@@ -90,9 +90,14 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
                                      "containers are accepted in weight files")
 
 
-def restricted_unpickle(path: str | Path):
-    """``pickle.load`` that accepts only numpy arrays and plain containers (never runs code)."""
-    with open(path, "rb") as f:
+def restricted_unpickle(source):
+    """``pickle.load`` that accepts only numpy arrays and plain containers (never runs code).
+
+    ``source`` is a path or a binary file object (e.g. a member read from a tarball).
+    """
+    if hasattr(source, "read"):
+        return _NumpyOnlyUnpickler(source).load()
+    with open(source, "rb") as f:
         return _NumpyOnlyUnpickler(f).load()
 
 
