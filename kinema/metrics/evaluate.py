@@ -2,7 +2,8 @@
 
 Generated clips are produced in batches from seeded noise and turned into features at once, so
 2,048 clips at 192x192 never sit in memory. Real-clip features are cached on disk under a key made
-of the dataset description, protocol, clip count, seed and the SHA-256 of the weights file, and reused.
+of the dataset description, network, frame count, clip count, seed and the SHA-256 of the weights
+file, and reused (FVD and KVD with the same network and frames share them).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def cached_real_features(key: dict, compute: Callable[[], np.ndarray], cache_dir
     if cache_dir is None:
         return compute()
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(cache_dir) / f"{key['protocol']}-{digest}.npy"
+    path = Path(cache_dir) / f"{key['network']}-{key['frames']}f-{digest}.npy"
     if path.is_file():
         return np.load(path)
     features = compute()
@@ -153,7 +154,8 @@ def evaluate_model(
     """
     device = torch.device(device)
     results: dict[str, dict] = {}
-    network_cache: dict[tuple, FeatureFn] = {}
+    networks: dict[tuple, FeatureFn] = {}
+    memo: dict[tuple, np.ndarray] = {}  # fvd2048_16f and kvd2048_16f share both feature sets
     for name in metrics:
         protocol = get_protocol(name)
         count = num or protocol.num_samples
@@ -161,21 +163,28 @@ def evaluate_model(
         if protocol.statistic == "is" and count < 2:
             raise ValueError(f"{name} needs at least 2 clips per repetition, got {count}")
         net_key = (protocol.network, protocol.c3d_preprocessing)
-        if net_key not in network_cache:
-            network_cache[net_key] = feature_function(protocol, weights, device)
-        features = network_cache[net_key]
-        fake = extract(generated_batches(model, total, protocol.frames, seed, batch_size), features, total,
-                       f"{name}: generated")
+        if net_key not in networks:
+            networks[net_key] = feature_function(protocol, weights, device)
+        features = networks[net_key]
+        fake_key = ("fake", *net_key, protocol.frames, total)
+        if fake_key not in memo:
+            memo[fake_key] = extract(generated_batches(model, total, protocol.frames, seed, batch_size), features,
+                                     total, f"{name}: generated")
+        fake = memo[fake_key]
         real = None
         if protocol.needs_real:
             if dataset is None:
                 raise ValueError(f"{name} compares with real clips: give a dataset (--data)")
-            weights_path = weights.get(protocol.network)
-            key = {"protocol": name, "num": count, "seed": seed, "data": dataset_key or repr(dataset),
-                   "weights_sha256": file_sha256(weights_path) if weights_path else None}
-            real = cached_real_features(
-                key, lambda: extract(real_batches(dataset, count, seed, batch_size, protocol.frames), features,
-                                     count, f"{name}: real"), cache_dir)
+            real_key = ("real", *net_key, protocol.frames, count)
+            if real_key not in memo:
+                weights_path = weights.get(protocol.network)
+                key = {"network": protocol.network, "frames": protocol.frames, "num": count, "seed": seed,
+                       "data": dataset_key or repr(dataset),
+                       "weights_sha256": file_sha256(weights_path) if weights_path else None}
+                memo[real_key] = cached_real_features(
+                    key, lambda: extract(real_batches(dataset, count, seed, batch_size, protocol.frames), features,
+                                         count, f"{name}: real"), cache_dir)
+            real = memo[real_key]
         result = score(protocol, fake, real)
         result.update({"num": count, "protocol_num": protocol.num_samples, "frames": protocol.frames})
         results[name] = result
