@@ -153,3 +153,15 @@ def test_kinema_evaluate_end_to_end_with_random_weight_i3d(tmp_path, capsys):
     assert record["eval"]["fvd2048_16f"]["value"] > 0 and record["eval"]["fvd2048_16f"]["protocol_num"] == 2048
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["eval"].keys() == record["eval"].keys()
     assert len(list((tmp_path / "cache").glob("i3d-16f-*.npy"))) == 1, "FVD and KVD share the real features"
+
+
+def test_inception_score_protocol_repeats_over_fresh_samples(tiny_model, monkeypatch):
+    model, _ = tiny_model
+    PROTOCOLS["is_test"] = ev.Protocol("is_test", "c3d", "is", 16, 8, repeats=3)
+    monkeypatch.setattr(ev, "feature_function",
+                        lambda protocol, weights, device: lambda v: torch.softmax(10 * colour_features(v), 1))
+    try:
+        result = ev.evaluate_model(model, ["is_test"], weights={}, num=4, seed=0, batch_size=6)["is_test"]
+    finally:
+        del PROTOCOLS["is_test"]
+    assert 1.0 <= result["value"] <= 6.0 and result["std"] is not None and result["num"] == 4
