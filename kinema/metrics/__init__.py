@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from kinema.metrics.fid import FrameFID
 from kinema.metrics.frechet import FeatureStats, frechet_distance, frechet_distance_from_stats
 from kinema.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 
@@ -40,5 +41,5 @@ def fvd(real, fake, i3d_weights=None, batch_size: int = 16, device: str = "cpu")
     return frechet_distance_from_stats(*stats)
 
 
-__all__ = ["PROTOCOLS", "FeatureStats", "Protocol", "frechet_distance", "frechet_distance_from_stats", "fvd",
+__all__ = ["PROTOCOLS", "FeatureStats", "FrameFID", "Protocol", "frechet_distance", "frechet_distance_from_stats", "fvd",
            "get_protocol"]

@@ -49,6 +49,16 @@ def feature_function(protocol: Protocol, weights: dict[str, str | None], device:
 
         model = load_i3d(weights.get("i3d"), device=device)
         return lambda videos: i3d_logits(quantise(videos), model, device=device)
+    if protocol.network == "inception":
+        from kinema.metrics.networks.inception import load_inception
+
+        model = load_inception(weights.get("inception"), device=device)
+
+        def frame_features(videos: torch.Tensor) -> torch.Tensor:  # (n, 3, T, H, W) -> (n * T, 2048)
+            frames = quantise(videos)
+            return model.frame_features(frames.reshape(-1, *frames.shape[2:]))
+
+        return frame_features
     from kinema.metrics.networks.c3d import load_c3d, load_mean_clip, preprocess_for_c3d
 
     model = load_c3d(weights.get("c3d")).to(device).eval()
@@ -119,7 +129,7 @@ def cached_real_features(key: dict, compute: Callable[[], np.ndarray], cache_dir
 
 def score(protocol: Protocol, fake: np.ndarray, real: np.ndarray | None) -> dict:
     """The protocol's statistic from feature arrays ``(N, D)``."""
-    if protocol.statistic == "fvd":
+    if protocol.statistic in ("fvd", "fid"):
         a, b = FeatureStats(), FeatureStats()
         a.update(real)
         b.update(fake)
@@ -159,7 +169,7 @@ def evaluate_model(
     for name in metrics:
         protocol = get_protocol(name)
         count = num or protocol.num_samples
-        total = count * protocol.repeats if protocol.statistic == "is" else count
+        total = protocol.clips_for(count * protocol.repeats if protocol.statistic == "is" else count)
         if protocol.statistic == "is" and count < 2:
             raise ValueError(f"{name} needs at least 2 clips per repetition, got {count}")
         net_key = (protocol.network, protocol.c3d_preprocessing)
@@ -170,21 +180,22 @@ def evaluate_model(
         if fake_key not in memo:
             memo[fake_key] = extract(generated_batches(model, total, protocol.frames, seed, batch_size), features,
                                      total, f"{name}: generated")
-        fake = memo[fake_key]
+        fake = memo[fake_key][: count if protocol.statistic == "fid" else None]
         real = None
         if protocol.needs_real:
             if dataset is None:
                 raise ValueError(f"{name} compares with real clips: give a dataset (--data)")
-            real_key = ("real", *net_key, protocol.frames, count)
+            clips = protocol.clips_for(count)
+            real_key = ("real", *net_key, protocol.frames, clips)
             if real_key not in memo:
                 weights_path = weights.get(protocol.network)
-                key = {"network": protocol.network, "frames": protocol.frames, "num": count, "seed": seed,
+                key = {"network": protocol.network, "frames": protocol.frames, "num": clips, "seed": seed,
                        "data": dataset_key or repr(dataset),
                        "weights_sha256": file_sha256(weights_path) if weights_path else None}
                 memo[real_key] = cached_real_features(
-                    key, lambda: extract(real_batches(dataset, count, seed, batch_size, protocol.frames), features,
-                                         count, f"{name}: real"), cache_dir)
-            real = memo[real_key]
+                    key, lambda: extract(real_batches(dataset, clips, seed, batch_size, protocol.frames), features,
+                                         clips, f"{name}: real"), cache_dir)
+            real = memo[real_key][: count if protocol.statistic == "fid" else None]
         result = score(protocol, fake, real)
         result.update({"num": count, "protocol_num": protocol.num_samples, "frames": protocol.frames})
         results[name] = result

@@ -6,6 +6,8 @@ A protocol name fixes everything that moves the number, so results under one nam
   2,048 generated clips of 16 / 128 frames, generated videos quantised to uint8 first, frames resized
   to 224x224 with TF1 bilinear resizing, covariance with N - 1 (StyleGAN-V's naming).
 - ``kvd2048_16f``: unbiased MMD² with the cubic polynomial kernel on the same I3D logits, all pairs.
+- ``fid_frames50k``: frame FID, Inception-v3 (TF FID graph) pool3 features of 50,000 individual frames
+  (all 16 frames of 3,125 clips) of real and generated videos, generated videos quantised to uint8.
 - ``is2048_c3d_tganv2``: Inception Score of the UCF-101 C3D, 2,048 generated clips of 16 frames,
   TGANv2's preprocessing, one split, repeated 10 times with fresh samples -> mean ± std.
 """
@@ -19,16 +21,20 @@ from typing import Literal
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    network: Literal["i3d", "c3d"]
-    statistic: Literal["fvd", "kvd", "is"]
-    num_samples: int
+    network: Literal["i3d", "c3d", "inception"]
+    statistic: Literal["fvd", "kvd", "is", "fid"]
+    num_samples: int  # clips, or frames for the frame-level FID
     frames: int
     repeats: int = 1  # IS: independent sample sets, reported as mean ± std
     c3d_preprocessing: str = "tganv2"
 
     @property
     def needs_real(self) -> bool:
-        return self.statistic in ("fvd", "kvd")
+        return self.statistic in ("fvd", "kvd", "fid")
+
+    def clips_for(self, count: int) -> int:
+        """Clips to draw for ``count`` samples (FID counts frames: every frame of a clip is one)."""
+        return -(-count // self.frames) if self.statistic == "fid" else count
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -37,6 +43,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("fvd2048_16f", "i3d", "fvd", 2048, 16),
         Protocol("fvd2048_128f", "i3d", "fvd", 2048, 128),
         Protocol("kvd2048_16f", "i3d", "kvd", 2048, 16),
+        Protocol("fid_frames50k", "inception", "fid", 50_000, 16),
         Protocol("is2048_c3d_tganv2", "c3d", "is", 2048, 16, repeats=10, c3d_preprocessing="tganv2"),
     )
 }
