@@ -130,6 +130,7 @@ def evaluate(
     c3d_mean: str | None = None,
     inception: str | None = None,
     batch_size: int = 16,
+    workers: int = 2,
     cache_dir: str | Path | None = "default",
     out: str | Path | None = None,
     ema: bool = True,
@@ -164,7 +165,8 @@ def evaluate(
                        "seed": config.train.seed}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     results = evaluate_model(model, metrics, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
-                             batch_size=batch_size, device=model_device(model), cache_dir=cache)
+                             batch_size=batch_size, device=model_device(model), cache_dir=cache,
+                             workers=config.data.workers if not data else workers)
     record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
     targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Inception-v3 FID weights (.safetensors from `kinema convert inception`); "
                                "default $KINEMA_INCEPTION_WEIGHTS")
     evaluate.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default 16)")
+    evaluate.add_argument("--workers", type=int, default=2,
+                          help="DataLoader processes decoding real videos for --data (default 2; the run's "
+                               "data.workers when --data is omitted)")
     evaluate.add_argument("--cache", default="default",
                           help="folder for cached real-clip features (default ~/.cache/kinema or $KINEMA_CACHE; "
                                "'none' disables)")
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             record = api.evaluate(
                 args.checkpoint, [m.strip() for m in args.metrics.split(",") if m.strip()], data=args.data,
                 num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
-                inception=args.inception,
+                inception=args.inception, workers=args.workers,
                 batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
                 ema=not args.no_ema)
             for name, result in record["eval"].items():

@@ -195,3 +195,21 @@ def test_frame_fid_api_and_protocol_count_frames(tiny_model, monkeypatch):
     finally:
         del PROTOCOLS["fid_test"]
     assert result["num"] == 20 and result["value"] > 0  # 20 frames = 3 clips of 8, truncated
+
+
+def test_fvd_entry_point_on_raw_uint8_videos(tmp_path):
+    from kinema.metrics import fvd
+    from kinema.metrics.networks.i3d import InceptionI3d
+    from kinema.metrics.networks.weights import save_weights
+
+    torch.manual_seed(0)
+    weights = save_weights(InceptionI3d().state_dict(), tmp_path / "i3d.safetensors", "i3d")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (3, 9, 32, 32, 3), dtype=np.uint8)
+    b = rng.integers(0, 128, (3, 9, 32, 32, 3), dtype=np.uint8)
+    assert abs(fvd(a, a, i3d_weights=weights)) < 1e-6
+    assert fvd(a, b, i3d_weights=weights) > 0
+    with pytest.raises(ValueError, match="different frame counts"):
+        fvd(a, b[:, :5], i3d_weights=weights)
+    with pytest.raises(TypeError, match="FVD takes uint8 videos"):
+        fvd(a.astype(np.float32), b.astype(np.float32), i3d_weights=weights)

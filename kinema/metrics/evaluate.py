@@ -85,14 +85,17 @@ def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) 
             yield model.sample(chunk)[:, :, :frames].float().cpu()
 
 
-def real_batches(dataset, num: int, seed: int, batch_size: int, frames: int) -> Iterator[torch.Tensor]:
-    """``num`` real clips drawn without replacement, in a seeded order, in batches."""
+def real_batches(dataset, num: int, seed: int, batch_size: int, frames: int, workers: int = 0) -> Iterator[torch.Tensor]:
+    """``num`` real clips drawn without replacement, in a seeded order, in batches; decoded in
+    ``workers`` DataLoader processes (0: in this process)."""
     if len(dataset) < num:
         raise ValueError(f"too few real clips: the protocol needs {num}, the dataset has {len(dataset)}; "
                          "use more data, or lower --num (the result is then not comparable with the protocol)")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num].tolist()
-    for start in range(0, num, batch_size):
-        clips = torch.stack([dataset[i] for i in order[start:start + batch_size]])
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=batch_size,
+                                         num_workers=workers, shuffle=False)
+    for clips in loader:
+        clips = clips[0] if isinstance(clips, (list, tuple)) else clips
         if clips.shape[2] < frames:
             raise ValueError(f"real clips have {clips.shape[2]} frames, the protocol needs {frames}")
         yield clips[:, :, :frames]
@@ -156,6 +159,7 @@ def evaluate_model(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
+    workers: int = 0,
 ) -> dict[str, dict]:
     """Score ``model`` (eval mode) under each protocol in ``metrics``; returns ``{name: result}``.
 
@@ -193,7 +197,7 @@ def evaluate_model(
                        "data": dataset_key or repr(dataset),
                        "weights_sha256": file_sha256(weights_path) if weights_path else None}
                 memo[real_key] = cached_real_features(
-                    key, lambda: extract(real_batches(dataset, clips, seed, batch_size, protocol.frames), features,
+                    key, lambda: extract(real_batches(dataset, clips, seed, batch_size, protocol.frames, workers), features,
                                          clips, f"{name}: real"), cache_dir)
             real = memo[real_key][: count if protocol.statistic == "fid" else None]
         result = score(protocol, fake, real)
