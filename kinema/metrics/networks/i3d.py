@@ -37,6 +37,7 @@ from kinema.metrics.networks.weights import (
     numpy_to_torch,
     restricted_unpickle,
     save_weights,
+    uint8_tensor,
 )
 
 NETWORK = "i3d"
@@ -262,15 +263,7 @@ def preprocess_for_i3d(videos, size: int = INPUT_SIZE) -> torch.Tensor:
     As the TF FVD code: TF1 bilinear resize of every frame (see :func:`resize_bilinear_tf1`), then
     ``2 x / 255 - 1``. Runs on the tensor's device.
     """
-    if isinstance(videos, np.ndarray):
-        videos = torch.from_numpy(videos)
-    if not isinstance(videos, torch.Tensor):
-        raise TypeError(f"videos must be a numpy array or a torch tensor, got {type(videos).__name__}")
-    if videos.dtype != torch.uint8:
-        raise TypeError(f"FVD takes uint8 videos; quantise first (got {videos.dtype}; "
-                        "kinema.video.to_uint8 turns [-1, 1] floats into uint8)")
-    if videos.ndim != 5 or videos.shape[-1] != 3:
-        raise ValueError(f"videos must be (N, T, H, W, 3) RGB uint8, got shape {tuple(videos.shape)}")
+    videos = uint8_tensor(videos, 5, "videos (N, T, H, W, 3)", "FVD", "videos")
     x = resize_bilinear_tf1(videos.float(), (size, size))  # (N, T, size, size, 3)
     x = 2.0 * x / 255.0 - 1.0
     return x.permute(0, 4, 1, 2, 3).contiguous()

@@ -44,13 +44,12 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kinema.metrics.networks.i3d import resize_bilinear_tf1
-from kinema.metrics.networks.weights import WeightsError, load_weights, save_weights
+from kinema.metrics.networks.weights import WeightsError, check_state_dict, load_weights, save_weights, uint8_tensor
 
 NETWORK = "inception"
 INPUT_SIZE = 299
@@ -294,16 +293,8 @@ class FIDInceptionV3(nn.Module):
         """uint8 RGB frames ``(N, H, W, 3)`` (numpy or tensor) -> float32 CPU ``(N, 2048)`` pool3
         (or ``(N, 1008)`` logits). Batches of ``batch_size`` go to the model's device, so only
         that many frames ever exist at 299²."""
-        if isinstance(frames, np.ndarray):
-            frames = torch.from_numpy(frames)
-        if not isinstance(frames, torch.Tensor):
-            raise TypeError(f"frames must be a numpy array or a torch tensor, got {type(frames).__name__}")
-        if frames.dtype != torch.uint8:
-            raise TypeError(f"frame_features takes uint8 frames (got {frames.dtype}); quantise first "
-                            "(kinema.video.to_uint8 turns [-1, 1] floats into uint8)")
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"frames must be (N, H, W, 3) RGB uint8, got shape {tuple(frames.shape)}; "
-                             "flatten videos (N, T, H, W, 3) to frames with reshape(-1, H, W, 3)")
+        frames = uint8_tensor(frames, 4, "frames (N, H, W, 3) (flatten videos with reshape(-1, H, W, 3))",
+                              "frame_features", "frames")
         if len(frames) == 0:
             raise ValueError("no frames given")
         if batch_size < 1:
@@ -395,22 +386,9 @@ def convert_inception(src: str | Path, out: str | Path) -> Path:
     bn_layers = {k.rsplit(".", 1)[0] for k in expected if k.endswith(".running_var")}
     state = {k: v for k, v in state.items()
              if not (k.endswith(".num_batches_tracked") and k.rsplit(".", 1)[0] in bn_layers)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} keys with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
-                         f"network {tuple(expected[k].shape)})")
-        aux = any("AuxLogits" in k for k in state)
-        hint = "; torchvision's ImageNet Inception is a different network" if aux else ""
-        raise WeightsError(f"{src} is not the FID Inception: " + "; ".join(parts) + hint)
+    aux = any("AuxLogits" in k for k in state)
+    check_state_dict(expected, state, f"{src} is not the FID Inception",
+                     "; torchvision's ImageNet Inception is a different network" if aux else "")
     bad = sorted(k for k, v in state.items() if not torch.isfinite(v).all())
     if bad:
         raise WeightsError(f"{src} has non-finite values in {len(bad)} tensors (e.g. {bad[0]}); corrupted file?")

@@ -54,23 +54,43 @@ def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn
                            f"`kinema convert {network} SRC OUT.safetensors`") from exc
     if stored is not None and stored != network:
         raise WeightsError(f"{path} holds {stored} weights, but {network} weights are needed")
-    expected = module.state_dict()
+    check_state_dict(module.state_dict(), state, f"{path} does not match the {network} network")
+    module.load_state_dict(state)
+    return module
+
+
+def check_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], context: str,
+                     hint: str = "") -> None:
+    """Raise :class:`WeightsError` (``context: ...``) naming missing, unexpected and misshaped keys."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} keys with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
-                         f"network {tuple(expected[k].shape)})")
-        raise WeightsError(f"{path} does not match the {network} network: " + "; ".join(parts))
-    module.load_state_dict(state)
-    return module
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if wrong:
+        k = wrong[0]
+        parts.append(f"{len(wrong)} keys with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
+                     f"network {tuple(expected[k].shape)})")
+    raise WeightsError(f"{context}: " + "; ".join(parts) + hint)
+
+
+def uint8_tensor(x, ndim: int, layout: str, caller: str, noun: str = "input") -> torch.Tensor:
+    """``x`` (numpy or tensor) as a uint8 tensor of ``ndim`` dims with 3 channels last, or a clear error."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{caller}: expected a numpy array or a torch tensor, got {type(x).__name__}")
+    if x.dtype != torch.uint8:
+        raise TypeError(f"{caller} takes uint8 {noun}; quantise first (got {x.dtype}; "
+                        "kinema.video.to_uint8 turns [-1, 1] floats into uint8)")
+    if x.ndim != ndim or x.shape[-1] != 3:
+        raise ValueError(f"{caller}: expected {layout} RGB uint8, got shape {tuple(x.shape)}")
+    return x
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
