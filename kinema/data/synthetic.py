@@ -35,6 +35,13 @@ def _pair(value: tuple[float, float] | float, name: str) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def _count_range(value: tuple[int, int] | int, name: str) -> tuple[int, int]:
+    lo, hi = _pair(value, name)
+    if lo < 1 or lo != int(lo) or hi != int(hi):
+        raise ValueError(f"{name} must be a positive integer or (min, max) pair, got {value}")
+    return int(lo), int(hi)
+
+
 class SyntheticVideoDataset(Dataset):
     """Base class: validation, per-clip generators, and the ``Dataset`` protocol.
 
@@ -121,10 +128,7 @@ class BouncingShapes(SyntheticVideoDataset):
         speed: tuple[float, float] = (0.03, 0.1),
     ):
         super().__init__(num_clips, frames, height, width, seed)
-        lo, hi = _pair(num_objects, "num_objects")
-        if lo < 1 or lo != int(lo) or hi != int(hi):
-            raise ValueError(f"num_objects must be a positive integer or (min, max) pair, got {num_objects}")
-        self.num_objects = (int(lo), int(hi))
+        self.num_objects = _count_range(num_objects, "num_objects")
         self.radius = _pair(radius, "radius")
         self.speed = _pair(speed, "speed")
 
@@ -200,10 +204,7 @@ class RotatingBars(SyntheticVideoDataset):
         angular_speed: tuple[float, float] = (np.pi / 32, np.pi / 8),
     ):
         super().__init__(num_clips, frames, height, width, seed)
-        lo, hi = _pair(num_bars, "num_bars")
-        if lo < 1 or lo != int(lo) or hi != int(hi):
-            raise ValueError(f"num_bars must be a positive integer or (min, max) pair, got {num_bars}")
-        self.num_bars = (int(lo), int(hi))
+        self.num_bars = _count_range(num_bars, "num_bars")
         self.angular_speed = _pair(angular_speed, "angular_speed")
 
     def _simulate(self, rng: np.random.Generator) -> dict:
