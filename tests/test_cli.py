@@ -148,3 +148,25 @@ def test_console_entry_points():
     exe = shutil.which("kinema")
     if exe:
         assert subprocess.run([exe, "--help"], capture_output=True).returncode == 0
+
+
+def test_continuous_time_sampling_flags(tmp_path, trained_run, capsys):
+    config = tmp_path / "ode.toml"
+    cfg = tiny_run_config(steps=1)
+    cfg.model.temporal = "ode"
+    config.write_text(cfg.to_toml())
+    run = tmp_path / "ode"
+    assert main(["train", "--config", str(config), "--out", str(run), "--no-progress"]) == 0
+    assert main(["sample", "--checkpoint", str(run), "--num", "2", "--fps-multiplier", "4",
+                 "--out", str(tmp_path / "x4.gif")]) == 0
+    assert read_video(tmp_path / "x4.gif").shape[0] == 29  # (8 - 1) * 4 + 1
+    assert main(["sample", "--checkpoint", str(run), "--num", "2", "--t-start", "-4", "--t-end", "7",
+                 "--frames", "12", "--out", str(tmp_path / "back.gif")]) == 0
+    assert read_video(tmp_path / "back.gif").shape[0] == 12
+    capsys.readouterr()
+    err = run_error(["sample", "--checkpoint", str(trained_run), "--fps-multiplier", "2",
+                     "--out", str(tmp_path / "no.gif")], capsys)
+    assert "discrete-time temporal generator" in err
+    err = run_error(["sample", "--checkpoint", str(run), "--fps-multiplier", "2", "--frames", "5",
+                     "--out", str(tmp_path / "no.gif")], capsys)
+    assert "not both" in err

@@ -190,3 +190,47 @@ def test_parameter_counts_match_the_hand_derivation_in_the_model_card():
     cfg = load_config("configs/tganv2_ucf101_192.toml").model
     with torch.device("meta"):
         assert parameter_counts(TGANv2(cfg)) == {"generator": generator, "discriminator": 4 * one_level}
+
+
+@pytest.mark.parametrize("changes", [{"temporal": "ode"}, {"temporal": "ode", "temporal_order": 2},
+                                     {"temporal": "ode", "temporal_order": 3}, {"temporal": "sde"}])
+def test_tganv2_ode_variants_train_one_step(changes):
+    """TGANv2-ODE, its higher-order and SDE variants run a training step (the reference crashes there)."""
+    from kinema.config import ObjectiveConfig
+    from kinema.objectives import GANObjective
+
+    model = make_model(**changes)
+    obj = GANObjective(model, ObjectiveConfig())
+    opts = {n: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)) for n, p in obj.parameter_groups().items()}
+    before = [p.detach().clone() for p in model.generator.temporal.parameters()]
+    obj.train_step(torch.rand(2, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.temporal.parameters()))
+    assert model.continuous_time
+
+
+def test_tganv2_ode_samples_at_any_times_and_convlstm_refuses():
+    model = make_model(temporal="ode").eval()
+    z = model.sample_noise(2)
+    assert model.sample(z, torch.linspace(-3, 7, 21)).shape == (2, 3, 21, 16, 16)
+    dense = model.sample(z)
+    torch.testing.assert_close(model.sample(z, torch.linspace(0, 7, 29))[:, :, ::4], dense, rtol=1e-4, atol=1e-5)
+    convlstm = make_model().eval()
+    assert not convlstm.continuous_time
+    with pytest.raises(ValueError, match="convlstm is a discrete-time generator"):
+        convlstm.sample(z, torch.linspace(0, 7, 29))
+
+
+def test_tganv2_ode_paper_config_parameter_count():
+    """DESIGN.md: the TGANv2-ODE generator has 21,969,100 parameters (TGANv2 without the ConvLSTM's
+    75,501,568, plus the field Conv2d(1024, 1024, 3): 9,438,208)."""
+    cfg = load_config("configs/tganv2_ode_ucf101_192.toml").model
+    with torch.device("meta"):
+        counts = parameter_counts(TGANv2(cfg))
+    assert counts["generator"] == 88_032_460 - 75_501_568 + 1024 * 1024 * 9 + 1024 == 21_969_100
+
+
+def test_bad_temporal_settings_name_the_model_key():
+    with pytest.raises(ConfigError, match="model.temporal_order"):
+        load_config(None, model={**TINY_MODEL, "temporal": "ode", "temporal_order": 0})
+    with pytest.raises(ConfigError, match="model.temporal_solver"):
+        load_config(None, model={**TINY_MODEL, "temporal": "ode", "temporal_solver": "rk5"})

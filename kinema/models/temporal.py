@@ -118,8 +118,8 @@ class TemporalConfig:
 
 def check_times(times: torch.Tensor | Sequence[float], like: torch.Tensor) -> torch.Tensor:
     """Return ``times`` as a 1-D tensor with ``like``'s float dtype and device, or raise ValueError."""
-    t = torch.as_tensor(times, device=like.device)
-    t = t.to(like.dtype if like.is_floating_point() else torch.get_default_dtype())
+    # Checked on the CPU (a handful of numbers), so meta / CUDA codes need no data-dependent sync there.
+    t = torch.as_tensor(times).detach().to("cpu", like.dtype if like.is_floating_point() else torch.get_default_dtype())
     if t.dim() != 1 or t.numel() == 0:
         raise ValueError(f"times: expected a non-empty 1-D tensor of time points (T,), got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():
@@ -127,7 +127,7 @@ def check_times(times: torch.Tensor | Sequence[float], like: torch.Tensor) -> to
     if not (t[1:] > t[:-1]).all():
         raise ValueError(f"times must be strictly increasing, got {_show(t)}; "
                          "sort them and drop repeats (torch.unique does both)")
-    return t
+    return t.to(like.device)
 
 
 def _show(t: torch.Tensor, n: int = 10) -> str:
@@ -150,16 +150,16 @@ class TemporalGenerator(nn.Module):
     def _times(self, times: torch.Tensor | Sequence[float] | None, z: torch.Tensor) -> torch.Tensor:
         if times is None:
             times = torch.arange(self.frames)
-        t = check_times(times, z)
+        t = check_times(times, torch.empty(0, dtype=z.dtype))  # on the CPU: no sync, works for meta codes
         if not self.continuous:
             n = t.numel()
-            if n > self.frames or not torch.equal(t, torch.arange(n, dtype=t.dtype, device=t.device)):
+            if n > self.frames or not torch.equal(t, torch.arange(n, dtype=t.dtype)):
                 raise ValueError(
                     f"{self.kind} is a discrete-time generator: it only produces frames at "
                     f"t = 0, 1, ..., T-1 (T <= {self.frames}), got times {_show(t)}; "
                     "use kind = 'ode' or 'sde' for continuous time"
                 )
-        return t
+        return t.to(z.device)
 
 
 def _activation(name: str) -> nn.Module:

@@ -25,7 +25,8 @@ from einops import rearrange
 from torch import nn
 
 from kinema.config import ConfigError
-from kinema.nn import ConvLSTM, DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
+from kinema.models.temporal import TemporalConfig, build_temporal
+from kinema.nn import DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
 
 
 @dataclass
@@ -56,6 +57,17 @@ class TGANv2Config:
     dis_pad_singleton: bool = True
     bn_eps: float = 2e-5  # Chainer's BatchNormalization default (PyTorch's is 1e-5)
     init: Literal["official", "pytorch"] = "official"  # see init_official_weights()
+    # Temporal generator on the C0 x s x s map. "convlstm" is TGANv2; "ode" is TGANv2-ODE (Kanaa et al.
+    # 2021: field Conv2d(C0, C0, 3) + LeakyReLU, RK4; any order); "sde" a neural SDE (diagonal noise).
+    temporal: Literal["convlstm", "ode", "sde"] = "convlstm"
+    temporal_order: int = 1
+    temporal_solver: str = "rk4"
+    temporal_activation: Literal["tanh", "leaky_relu", "softplus"] = "leaky_relu"
+    temporal_adjoint: bool = False
+
+    def temporal_config(self) -> TemporalConfig:
+        return TemporalConfig(kind=self.temporal, order=self.temporal_order, solver=self.temporal_solver,
+                              activation=self.temporal_activation, adjoint=self.temporal_adjoint)
 
     @property
     def level_resolutions(self) -> list[int]:
@@ -87,6 +99,11 @@ class TGANv2Config:
                 f"doubled by {blocks} Up blocks gives {produced}. Set model.resolution = {produced}, "
                 f"or change base_size / the number of gen_channels (resolution = base_size * 2^blocks)"
             )
+        try:
+            self.temporal_config().validate()
+        except ConfigError as exc:  # name the flat model.* key the user wrote
+            raise ConfigError(str(exc).replace("temporal.kind", "model.temporal")
+                              .replace("temporal.", "model.temporal_")) from None
         if len(self.dis_channels) < 1:
             raise ConfigError("model.dis_channels needs at least one width")
         span = self.subsample_stride ** (self.levels - 1)
@@ -148,21 +165,22 @@ class TGANv2Generator(nn.Module):
         self.cfg = cfg
         c0 = cfg.gen_channels[0]
         self.fc = nn.Linear(cfg.z_dim, c0 * cfg.base_size**2)
-        self.temporal = ConvLSTM(c0, c0, kernel_size=3)
+        self.temporal = build_temporal(cfg.temporal_config(), dim=c0, frames=cfg.frames, map_channels=c0)
         self.blocks = nn.ModuleList(
             UpBlock2d(cin, cout, cfg.bn_eps) for cin, cout in zip(cfg.gen_channels[:-1], cfg.gen_channels[1:])
         )
         self.first_level_block = len(self.blocks) - cfg.levels
         self.renders = nn.ModuleList(RenderBlock(c, cfg.bn_eps) for c in cfg.gen_channels[-cfg.levels:])
 
-    def latent_sequence(self, z: torch.Tensor) -> torch.Tensor:
-        """``z (B, z_dim)`` -> ConvLSTM hidden maps ``(B, C0, T, s, s)``."""
+    def latent_sequence(self, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """``z (B, z_dim)`` -> latent maps ``(B, C0, T, s, s)`` at ``times`` (default ``0..frames-1``).
+
+        The ConvLSTM gets ``fc(z)`` at t = 0 and zeros after; an ODE/SDE starts from ``fc(z)`` at t = 0.
+        """
         cfg = self.cfg
         assert_shape(z, [None, cfg.z_dim], "TGANv2 noise z (B, z_dim)")
         x0 = self.fc(z).view(z.shape[0], -1, cfg.base_size, cfg.base_size)
-        inputs = x0.new_zeros(x0.shape[0], x0.shape[1], cfg.frames, cfg.base_size, cfg.base_size)
-        inputs[:, :, 0] = x0  # z enters at t = 0 only; later steps get zeros
-        return self.temporal(inputs)
+        return rearrange(self.temporal(x0, times), "b t c h w -> b c t h w")
 
     def forward(
         self, z: torch.Tensor, generator: torch.Generator | None = None
@@ -198,10 +216,11 @@ class TGANv2Generator(nn.Module):
                 h = gather_frames(h, cols)
         return videos, frame_indices
 
-    def dense(self, z: torch.Tensor) -> torch.Tensor:
-        """Inference: every block on every frame, only the last level rendered -> ``(B, 3, T, R, R)``."""
+    def dense(self, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+        """Inference: every block on every frame, only the last level rendered -> ``(B, 3, T, R, R)``;
+        ``T = len(times)`` for a continuous-time temporal generator."""
         b = z.shape[0]
-        h = rearrange(self.latent_sequence(z), "b c t h w -> (b t) c h w")
+        h = rearrange(self.latent_sequence(z, times), "b c t h w -> (b t) c h w")
         for block in self.blocks:
             h = block(h)
         return rearrange(self.renders[-1](h), "(b t) c h w -> b c t h w", b=b)
@@ -305,12 +324,19 @@ class TGANv2(nn.Module):
     def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.discriminator(videos)
 
-    def sample(self, z: torch.Tensor) -> torch.Tensor:
+    @property
+    def continuous_time(self) -> bool:
+        """Whether ``sample`` accepts any increasing times (ODE/SDE), not only ``0..frames-1``."""
+        return self.generator.temporal.continuous
+
+    def sample(self, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """Dense generation ``z (B, z_dim)`` -> videos ``(B, 3, T, R, R)`` in [-1, 1].
 
-        BatchNorm follows the module's mode: call ``model.eval()`` first to use running statistics.
+        ``times``: 1-D increasing time points in frame units (default ``0..frames-1``); fractional,
+        finer or negative times need a continuous-time temporal generator. BatchNorm follows the
+        module's mode: call ``model.eval()`` first to use running statistics.
         """
-        return self.generator.dense(z)
+        return self.generator.dense(z, times)
 
 
 def init_official_weights(model: TGANv2) -> None:
@@ -334,7 +360,8 @@ def init_official_weights(model: TGANv2) -> None:
             nn.init.xavier_uniform_(module.linear.weight)
         elif isinstance(module, TGANv2Generator):
             lecun_normal_(module.fc.weight)
-            lecun_normal_(module.temporal.cell.gates.weight)
+            if module.cfg.temporal == "convlstm":
+                lecun_normal_(module.temporal.rnn.cell.gates.weight)
             for render in module.renders:
                 lecun_normal_(render.conv.weight)
         if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)) and module.bias is not None:
