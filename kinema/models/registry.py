@@ -7,11 +7,13 @@ from typing import Any
 from torch import nn
 
 from kinema.config import ConfigError
+from kinema.models.tgan import TGAN, TGANConfig
 from kinema.models.tganv2 import TGANv2, TGANv2Config
 
 # name -> (config dataclass, nn.Module built as cls(config)). A new model adds one line here.
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "tganv2": (TGANv2Config, TGANv2),
+    "tgan": (TGANConfig, TGAN),
 }
 
 
