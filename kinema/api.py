@@ -121,7 +121,11 @@ def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16,
     device = next(model.parameters()).device
     noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
     kwargs = {} if times is None else {"times": times}
-    return torch.cat([model.sample(chunk, **kwargs).cpu() for chunk in noise.split(batch_size)])
+    # Anything that draws from the global RNG while sampling (an SDE's Brownian path) is seeded too,
+    # without disturbing the caller's RNG state.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return torch.cat([model.sample(chunk, **kwargs).cpu() for chunk in noise.split(batch_size)])
 
 
 def sample(
