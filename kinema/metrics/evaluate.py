@@ -8,6 +8,7 @@ file, and reused (FVD and KVD with the same network and frames share them).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -196,9 +197,10 @@ def evaluate_model(
                 key = {"network": protocol.network, "frames": protocol.frames, "num": clips, "seed": seed,
                        "data": dataset_key or repr(dataset),
                        "weights_sha256": file_sha256(weights_path) if weights_path else None}
-                memo[real_key] = cached_real_features(
-                    key, lambda: extract(real_batches(dataset, clips, seed, batch_size, protocol.frames, workers), features,
-                                         clips, f"{name}: real"), cache_dir)
+                compute = functools.partial(  # runs only on a cache miss
+                    extract, real_batches(dataset, clips, seed, batch_size, protocol.frames, workers), features,
+                    clips, f"{name}: real")
+                memo[real_key] = cached_real_features(key, compute, cache_dir)
             real = memo[real_key][: count if protocol.statistic == "fid" else None]
         result = score(protocol, fake, real)
         result.update({"num": count, "protocol_num": protocol.num_samples, "frames": protocol.frames})
