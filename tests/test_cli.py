@@ -170,3 +170,9 @@ def test_continuous_time_sampling_flags(tmp_path, trained_run, capsys):
     err = run_error(["sample", "--checkpoint", str(run), "--fps-multiplier", "2", "--frames", "5",
                      "--out", str(tmp_path / "no.gif")], capsys)
     assert "not both" in err
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("configs").glob("*.toml")))
+def test_every_shipped_config_dry_runs(path, tmp_path, capsys):
+    assert main(["train", "--config", path, "--out", str(tmp_path), "--dry-run"]) == 0
+    assert "# generator:" in capsys.readouterr().out
