@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tiny import tiny_run_config
@@ -172,7 +173,10 @@ def test_continuous_time_sampling_flags(tmp_path, trained_run, capsys):
     assert "not both" in err
 
 
-@pytest.mark.parametrize("path", sorted(str(p) for p in __import__("pathlib").Path("configs").glob("*.toml")))
+CONFIGS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS)
 def test_every_shipped_config_dry_runs(path, tmp_path, capsys):
     assert main(["train", "--config", path, "--out", str(tmp_path), "--dry-run"]) == 0
     assert "# generator:" in capsys.readouterr().out
