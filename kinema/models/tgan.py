@@ -33,6 +33,7 @@ from einops import rearrange
 from torch import nn
 
 from kinema.config import ConfigError
+from kinema.models.base import UniformNoiseVideoGAN
 from kinema.models.temporal import SDEGenerator, TemporalConfig, build_temporal
 from kinema.nn import assert_shape
 
@@ -191,7 +192,7 @@ class TGANDiscriminator(nn.Module):
         return self.score(self.convs(video)).flatten()  # (B,)
 
 
-class TGAN(nn.Module):
+class TGAN(UniformNoiseVideoGAN):
     """TGAN / TGAN-ODE behind the GAN-model interface, with a single level.
 
     The GAN objective uses ``sample_noise``, ``generate_levels``, ``real_levels``, ``discriminate`` and
@@ -207,23 +208,6 @@ class TGAN(nn.Module):
         self.discriminator = TGANDiscriminator(cfg)
         if cfg.init == "reference":
             init_reference_weights(self)
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        """Shape of one generated (and one training) video, ``(C, T, H, W)``."""
-        c = self.config
-        return (3, c.frames, c.resolution, c.resolution)
-
-    @property
-    def continuous_time(self) -> bool:
-        """True when the temporal generator takes any (fractional, negative) time points."""
-        return bool(self.generator.temporal.continuous)
-
-    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """``z ~ U(-1, 1)^z_dim``, ``(n, z_dim)``; drawn on the generator's device, then moved."""
-        gen_device = generator.device if generator is not None else "cpu"
-        z = torch.rand(n, self.config.z_dim, generator=generator, device=gen_device) * 2 - 1
-        return z.to(device if device is not None else next(self.parameters()).device)
 
     @staticmethod
     def _seed(generator: torch.Generator | None) -> int:

@@ -25,6 +25,7 @@ from einops import rearrange
 from torch import nn
 
 from kinema.config import ConfigError
+from kinema.models.base import UniformNoiseVideoGAN
 from kinema.models.temporal import TemporalConfig, build_temporal
 from kinema.nn import DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
 
@@ -261,7 +262,7 @@ class MultiLevelDiscriminator(nn.Module):
         return [d(v) for d, v in zip(self.levels, videos)]
 
 
-class TGANv2(nn.Module):
+class TGANv2(UniformNoiseVideoGAN):
     """TGANv2 generator + multi-level discriminator behind the GAN-model interface.
 
     The GAN objective uses: ``sample_noise``, ``generate_levels``, ``real_levels``, ``discriminate``
@@ -276,18 +277,6 @@ class TGANv2(nn.Module):
         self.discriminator = MultiLevelDiscriminator(cfg)
         if cfg.init == "official":
             init_official_weights(self)
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        """Shape of one generated (and one training) video, ``(C, T, H, W)``."""
-        c = self.config
-        return (3, c.frames, c.resolution, c.resolution)
-
-    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """``z ~ U(-1, 1)^z_dim``, ``(n, z_dim)``; drawn on the generator's device, then moved."""
-        gen_device = generator.device if generator is not None else "cpu"
-        z = torch.rand(n, self.config.z_dim, generator=generator, device=gen_device) * 2 - 1
-        return z.to(device if device is not None else next(self.parameters()).device)
 
     def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """Training-time fakes, one video per level (sparse or dense per ``config.sparse``)."""
@@ -323,11 +312,6 @@ class TGANv2(nn.Module):
 
     def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
         return self.discriminator(videos)
-
-    @property
-    def continuous_time(self) -> bool:
-        """Whether ``sample`` accepts any increasing times (ODE/SDE), not only ``0..frames-1``."""
-        return self.generator.temporal.continuous
 
     def sample(self, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
         """Dense generation ``z (B, z_dim)`` -> videos ``(B, 3, T, R, R)`` in [-1, 1].
