@@ -1,4 +1,4 @@
-"""Library entry points behind the CLI: ``train``, ``sample``, ``info`` and ``load``.
+"""Library entry points behind the CLI: ``train``, ``sample``, ``evaluate``, ``prepare``, ``info`` and ``load``.
 
 Each takes plain Python values, so ``kinema.api.train(...)`` from a notebook does exactly what
 ``kinema train ...`` does from a shell.
@@ -60,14 +60,23 @@ def train(
     device: str = "auto",
     dry_run: bool = False,
     progress: bool = True,
+    dist_backend: str = "auto",
 ) -> Path | str:
-    """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory."""
+    """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory.
+
+    Under ``torchrun`` every process calls this; see ``docs/distributed.md``.
+    """
+    from kinema.training import distributed
+
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     config = resolve_run_config(config_path, out, overrides, resume)
     if dry_run:
         return describe(config)
-    trainer = Trainer(config, out, device=device, resume=resume, progress=progress)
-    return trainer.fit()
+    try:
+        trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend)
+        return trainer.fit()
+    finally:
+        distributed.teardown()
 
 
 def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
@@ -182,7 +191,7 @@ def evaluate(
     ema: bool = True,
 ) -> dict:
     """Score a checkpoint under named protocols (``kinema evaluate``). Real clips come from ``data``
-    (a folder of videos) or, if omitted, the run's own data config. Results are appended to the run's
+    (a folder of videos or a ``kinema prepare`` cache) or, if omitted, the run's own data config. Results are appended to the run's
     ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to ``out`` (JSON lines)."""
     import json
     import os
@@ -200,7 +209,9 @@ def evaluate(
                "inception": inception or os.environ.get("KINEMA_INCEPTION_WEIGHTS")}
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
-        data_cfg = DataConfig(source="folder", path=str(data)) if data else config.data
+        # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos
+        source = "cache" if data and (Path(data) / "meta.json").is_file() else "folder"
+        data_cfg = DataConfig(source=source, path=str(data)) if data else config.data
         frames = max(p.frames for p in protocols if p.needs_real)
         _, _, height, width = model.video_shape
         dataset = build_dataset(data_cfg, frames=frames, height=height, width=width, seed=config.train.seed,
@@ -220,6 +231,29 @@ def evaluate(
         with open(target, "a") as f:
             f.write(json.dumps(record) + "\n")
     return record
+
+
+def prepare(
+    data: str | Path,
+    out: str | Path,
+    resolution: str | tuple[int, int] = "192x256",
+    fps: float | None = None,
+    layout: str = "folder",
+    split: str | None = None,
+    splits: str | Path | None = None,
+    workers: int | None = None,
+    min_frames: int = 16,
+    verify: bool = True,
+    progress: bool = True,
+):
+    """``kinema prepare``: decode every video under ``data`` once into the cache ``out`` (one uint8
+    ``(T, H, W, 3)`` ``.npy`` per video, ``index.json``, ``meta.json``); rerunning resumes. Returns a
+    :class:`kinema.data.prepare.PrepareReport` (``.summary()`` lists skipped files with reasons).
+    Train on it with ``data.source = "cache"``, ``data.path = out``. See :func:`kinema.data.prepare.prepare`."""
+    from kinema.data.prepare import prepare as _prepare
+
+    return _prepare(data, out, resolution=resolution, fps=fps, layout=layout, split=split, splits=splits,
+                    workers=workers, min_frames=min_frames, verify=verify, progress=progress)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -259,4 +293,5 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "sample", "train"]
+__all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "prepare",
+           "sample", "train"]

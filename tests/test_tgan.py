@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import tomllib
 import torch
+from tiny import one_batch
 
 from kinema.config import ConfigError, ObjectiveConfig, build_dataclass
 from kinema.models.tgan import TGAN, TGANConfig, parameter_counts
@@ -51,7 +52,7 @@ def test_one_gan_step_changes_generator_and_discriminator(kind):
     opts = {n: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)) for n, p in obj.parameter_groups().items()}
     g0 = [p.detach().clone() for p in model.generator.parameters()]
     d0 = [p.detach().clone() for p in model.discriminator.parameters()]
-    metrics = obj.train_step(torch.rand(4, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0))
+    metrics = obj.train_step(*one_batch(torch.rand(4, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0)))
     assert all(torch.isfinite(v) for v in metrics.values())
     assert all(not torch.equal(a, b) for a, b in zip(g0, model.generator.parameters()) if a.dim() > 1)
     assert all(not torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()) if a.dim() > 1)

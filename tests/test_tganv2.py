@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import TINY_MODEL, tiny_model_config
+from tiny import TINY_MODEL, one_batch, tiny_model_config
 
 from kinema.config import ConfigError, load_config
 from kinema.models.tganv2 import TGANv2, TGANv2Config, parameter_counts
@@ -203,7 +203,7 @@ def test_tganv2_ode_variants_train_one_step(changes):
     obj = GANObjective(model, ObjectiveConfig())
     opts = {n: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.9)) for n, p in obj.parameter_groups().items()}
     before = [p.detach().clone() for p in model.generator.temporal.parameters()]
-    obj.train_step(torch.rand(2, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0))
+    obj.train_step(*one_batch(torch.rand(2, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0)))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.temporal.parameters()))
     assert model.continuous_time
 

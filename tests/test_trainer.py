@@ -92,10 +92,10 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
     trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
     original = trainer.objective.train_step
 
-    def poisoned(real, *args):
+    def poisoned(micro_batches, ctx):
         if trainer.step == 3:
-            real = real * float("nan")
-        return original(real, *args)
+            micro_batches = [real * float("nan") for real in micro_batches]
+        return original(micro_batches, ctx)
 
     trainer.objective.train_step = poisoned
     with pytest.raises(TrainingError, match=r"step 4: loss '.*' is nan.*last good checkpoint is .*step_0000002"):

@@ -24,3 +24,10 @@ def tiny_run_config(steps: int = 4, **train):
         train=dict(steps=steps, batch_size=4, log_every=1, sample_every=steps, checkpoint_every=steps,
                    num_samples=4, keep_checkpoints=0, **train),
     )
+
+
+def one_batch(real, optimizers, generator, scaler=None):
+    """``train_step`` arguments for one process holding the whole batch ``real``."""
+    from kinema.objectives.base import StepContext
+
+    return [real], StepContext.for_batch(optimizers, generator, real.shape[0], scaler)

@@ -1,4 +1,4 @@
-"""Datasets of video clips: procedural (synthetic) and folders of video files.
+"""Datasets of video clips: procedural (synthetic), folders of video files, prepared caches.
 
 Every dataset returns float32 clips ``(3, T, H, W)`` in ``[-1, 1]``.
 """
@@ -9,6 +9,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from kinema.data.cache import CacheError, VideoCache
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder
 from kinema.data.synthetic import (
     SYNTHETIC_FAMILIES,
@@ -22,14 +23,17 @@ __all__ = [
     "SYNTHETIC_FAMILIES",
     "VIDEO_EXTENSIONS",
     "BouncingShapes",
+    "CacheError",
     "DatasetError",
+    "Draws",
     "RotatingBars",
     "SyntheticVideoDataset",
+    "VideoCache",
     "VideoFolder",
     "build_dataset",
 ]
 
-DATA_SOURCES = ("synthetic", "folder")
+DATA_SOURCES = ("synthetic", "folder", "cache")
 
 
 def _field(cfg: Any, name: str, source: str) -> Any:
@@ -41,8 +45,9 @@ def _field(cfg: Any, name: str, source: str) -> Any:
 def build_dataset(cfg: Any, *, frames: int, height: int, width: int, seed: int, train: bool = True) -> Dataset:
     """Build the dataset a data config describes; its items are ``(3, frames, height, width)``.
 
-    ``cfg`` is any object with the attributes ``source`` (``"synthetic"`` or ``"folder"``),
-    ``family`` and ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder).
+    ``cfg`` is any object with the attributes ``source`` (``"synthetic"``, ``"folder"`` or ``"cache"``),
+    ``family`` and ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder, cache),
+    ``crop_margin`` (cache: a folder written by ``kinema prepare``).
     Synthetic data ignores ``train``, ``frame_stride`` and ``flip``: its clips are fixed by
     ``seed``, so pass a different seed for a held-out set.
     """
@@ -65,4 +70,35 @@ def build_dataset(cfg: Any, *, frames: int, height: int, width: int, seed: int, 
             frame_stride=getattr(cfg, "frame_stride", 1), train=train,
             flip=getattr(cfg, "flip", False), seed=seed,
         )
+    if source == "cache":
+        path = _field(cfg, "path", source)
+        if not path:
+            raise ValueError("data.source='cache' needs data.path set to a cache folder written by `kinema prepare`, "
+                             "but it is empty")
+        return VideoCache(
+            path, frames, height, width,
+            frame_stride=getattr(cfg, "frame_stride", 1), train=train, flip=getattr(cfg, "flip", False),
+            crop_margin=getattr(cfg, "crop_margin", 4), seed=seed,
+        )
     raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(DATA_SOURCES)}")
+
+
+class Draws(Dataset):
+    """Item ``d`` (a *draw id*: ``epoch * len(dataset) + index``) of a training stream.
+
+    Returns ``dataset.clip(d % len, draw=d)`` when the dataset has random augmentation (its
+    randomness is then a pure function of the draw id: the same clip for any number of DataLoader
+    workers or training processes, and after a resume), else ``dataset[d % len]``.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.length = len(dataset)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, draw: int) -> Any:
+        index = int(draw) % self.length
+        clip = getattr(self.dataset, "clip", None)
+        return clip(index, draw=int(draw)) if clip is not None else self.dataset[index]

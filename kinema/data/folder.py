@@ -33,12 +33,12 @@ class VideoFolder(Dataset):
     ``height x width`` with its aspect ratio kept, then cropped to that size.
 
     Training (``train=True``) picks a random start frame, a random crop and, with ``flip``, a
-    random horizontal flip. Its generator is seeded from ``(seed, i, n, worker seed)``, where
-    ``n`` counts the calls this dataset copy has served (so repeated reads of a clip differ) and
-    the worker seed is the one PyTorch gives each DataLoader worker (drawn from the torch RNG each
-    epoch; 0 in the main process). Seeding torch therefore makes a run reproducible for a fixed
-    ``num_workers``. Evaluation (``train=False``) is deterministic: the first frames, centre crop,
-    no flip.
+    random horizontal flip. ``clip(i, draw)`` seeds them from ``(seed, draw)`` alone, so the
+    trainer (which passes a global draw id, see :class:`kinema.data.Draws`) gets the same clips for
+    any number of DataLoader workers, processes, or a resume. Plain ``ds[i]`` seeds from
+    ``(seed, i, n, worker seed)``, where ``n`` counts the calls this copy has served (repeated reads
+    differ) and the worker seed is the one PyTorch gives each DataLoader worker. Evaluation
+    (``train=False``) is deterministic: the first frames, centre crop, no flip.
 
     Files are probed at construction; unreadable, empty, non-video, truncated or too-short files
     are skipped with one warning each and recorded in ``skipped`` (path -> reason). Files with
@@ -136,12 +136,16 @@ class VideoFolder(Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         """Clip from file ``i``: float32 ``(3, frames, height, width)`` in ``[-1, 1]``."""
+        return self.clip(i)
+
+    def clip(self, i: int, draw: int | None = None) -> torch.Tensor:
+        """Clip from file ``i``; ``draw`` (an integer >= 0) fixes its random start, crop and flip."""
         i = int(i)
         if i < 0:
             i += len(self.videos)
         if not 0 <= i < len(self.videos):
             raise IndexError(f"index {i} out of range for VideoFolder of length {len(self.videos)}")
-        rng = self._rng(i)
+        rng = self._rng(i) if draw is None else np.random.default_rng([self.seed, int(draw)])
         # Try file i, then the files after it: a file that breaks mid-run is replaced, never zeros.
         for k in range(len(self.videos)):
             j = (i + k) % len(self.videos)

@@ -215,11 +215,12 @@ class TGAN(UniformNoiseVideoGAN):
         device = generator.device if generator is not None else "cpu"
         return int(torch.randint(0, 2**62, (), generator=generator, device=device))
 
-    def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """Training-time fakes: ``[(B, 3, T, R, R)]`` (one level)."""
+    def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None, rows=None) -> list[torch.Tensor]:
+        """Training-time fakes: ``[(B, 3, T, R, R)]`` (one level). ``rows`` is unused: TGAN draws no
+        per-sample randomness (an SDE's Brownian path depends on the batch it is drawn for)."""
         return [self.generator(z, seed=self._seed(generator))]
 
-    def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None, rows=None) -> list[torch.Tensor]:
         """Real videos ``(B, 3, T, R, R)`` -> ``[video]`` (one level, unchanged)."""
         c = self.config
         assert_shape(video, [None, 3, c.frames, c.resolution, c.resolution],

@@ -27,7 +27,7 @@ from torch import nn
 from kinema.config import ConfigError
 from kinema.models.base import UniformNoiseVideoGAN
 from kinema.models.temporal import TemporalConfig, build_temporal
-from kinema.nn import DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
+from kinema.nn import BatchRows, DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
 
 
 @dataclass
@@ -120,14 +120,20 @@ class TGANv2Config:
 
 
 def frame_offsets(
-    batch: int, stride: int, policy: str, generator: torch.Generator | None, device: torch.device
+    rows: BatchRows | int, stride: int, policy: str, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """Offsets in ``[0, stride)`` for each of ``batch`` samples, ``(B,)`` long."""
+    """Offsets in ``[0, stride)`` for each sample of ``rows``, ``(len(rows),)`` long.
+
+    Per-sample offsets are drawn for all ``rows.total`` rows of the logical batch, then sliced: a
+    batch split across processes or micro-steps gets the offsets the whole batch would get.
+    """
+    rows = BatchRows.whole(rows) if isinstance(rows, int) else rows
     if policy == "zero":
-        return torch.zeros(batch, dtype=torch.long, device=device)
-    size = 1 if policy == "batch" else batch
+        return torch.zeros(len(rows), dtype=torch.long, device=device)
+    size = 1 if policy == "batch" else rows.total
     offsets = torch.randint(stride, (size,), generator=generator, device=generator.device if generator else "cpu")
-    return offsets.to(device).expand(batch)
+    offsets = offsets.expand(len(rows)) if policy == "batch" else offsets[rows.start : rows.stop]
+    return offsets.to(device)
 
 
 def subsample_indices(indices: torch.Tensor, stride: int, offsets: torch.Tensor) -> torch.Tensor:
@@ -184,16 +190,19 @@ class TGANv2Generator(nn.Module):
         return rearrange(self.temporal(x0, times), "b t c h w -> b c t h w")
 
     def forward(
-        self, z: torch.Tensor, generator: torch.Generator | None = None
+        self, z: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Training forward.
 
         Returns ``(videos, frame_indices)``: per level ``l`` a video ``(B_l, 3, T_l, H_l, W_l)`` and
         the frame index of each rendered frame ``(B_l, T_l)`` (which frames of the dense clip it
-        shows). With ``cfg.sparse`` False every level renders all ``T`` frames.
+        shows). With ``cfg.sparse`` False every level renders all ``T`` frames. ``rows`` says which
+        rows of a larger logical batch ``z`` holds (default: all of it), see :class:`BatchRows`.
         """
         cfg = self.cfg
         b = z.shape[0]
+        rows = BatchRows.whole(b) if rows is None else rows
+        assert len(rows) == b, f"rows {rows} do not match the batch of {b} noise vectors"
         h = rearrange(self.latent_sequence(z), "b c t h w -> b t c h w")
         indices = torch.arange(cfg.frames, device=z.device).expand(b, -1)
         videos, frame_indices = [], []
@@ -208,8 +217,9 @@ class TGANv2Generator(nn.Module):
             frame_indices.append(indices)
             if cfg.sparse and level < cfg.levels - 1:
                 if cfg.batch_subsample > 1:
-                    h, indices = h[:: cfg.batch_subsample], indices[:: cfg.batch_subsample]
-                offsets = frame_offsets(h.shape[0], cfg.subsample_stride, cfg.subsample_offset, generator, z.device)
+                    first, rows = rows.every(cfg.batch_subsample)
+                    h, indices = h[first :: cfg.batch_subsample], indices[first :: cfg.batch_subsample]
+                offsets = frame_offsets(rows, cfg.subsample_stride, cfg.subsample_offset, generator, z.device)
                 indices = subsample_indices(indices, cfg.subsample_stride, offsets)
                 cols = subsample_indices(
                     torch.arange(t, device=z.device).expand(h.shape[0], -1), cfg.subsample_stride, offsets
@@ -278,30 +288,37 @@ class TGANv2(UniformNoiseVideoGAN):
         if cfg.init == "official":
             init_official_weights(self)
 
-    def generate_levels(self, z: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def generate_levels(
+        self, z: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
+    ) -> list[torch.Tensor]:
         """Training-time fakes, one video per level (sparse or dense per ``config.sparse``)."""
-        return self.generator(z, generator)[0]
+        return self.generator(z, generator, rows)[0]
 
-    def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    def real_levels(
+        self, video: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
+    ) -> list[torch.Tensor]:
         """Reduce real videos ``(B, 3, T, R, R)`` to each level like the fake path.
 
         Level ``l`` is box-pooled to its resolution; in sparse mode its frames are the previous
         level's frames sub-sampled with a random offset *per sample* (nested), as in the official
         ``MultiLevelDataset``; with batch sub-sampling, level ``l`` keeps samples ``[::k^l]``.
+        ``rows``: which rows of a larger logical batch ``video`` holds (see :class:`BatchRows`).
         """
         cfg = self.config
         assert_shape(video, [None, 3, cfg.frames, cfg.resolution, cfg.resolution],
                      f"real video (B, 3, {cfg.frames}, {cfg.resolution}, {cfg.resolution})")
         b = video.shape[0]
+        rows = BatchRows.whole(b) if rows is None else rows
+        assert len(rows) == b, f"rows {rows} do not match the batch of {b} videos"
         frames = rearrange(video, "b c t h w -> b t c h w")
         indices = torch.arange(cfg.frames, device=video.device).expand(b, -1)
         levels = []
         for level, res in enumerate(cfg.level_resolutions):
             if cfg.sparse and level > 0 and cfg.batch_subsample > 1:
-                frames, indices = frames[:: cfg.batch_subsample], indices[:: cfg.batch_subsample]
-                b = frames.shape[0]
+                first, rows = rows.every(cfg.batch_subsample)
+                frames, indices = frames[first :: cfg.batch_subsample], indices[first :: cfg.batch_subsample]
             if cfg.sparse and level > 0:
-                offsets = frame_offsets(b, cfg.subsample_stride, "sample", generator, video.device)
+                offsets = frame_offsets(rows, cfg.subsample_stride, "sample", generator, video.device)
                 indices = subsample_indices(indices, cfg.subsample_stride, offsets)
             clip = rearrange(gather_frames(frames, indices), "b t c h w -> b c t h w")
             factor = cfg.resolution // res

@@ -1,9 +1,8 @@
-"""Small pieces the trainer is built from: device choice, resumable data order, EMA."""
+"""Small pieces the trainer is built from: device choice and EMA."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -25,32 +24,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     elif device.type != "cpu":
         raise ValueError(f"--device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     return device
-
-
-class ResumableSampler(torch.utils.data.Sampler[int]):
-    """Endless shuffled indices; epoch ``e`` is a permutation seeded by ``(seed, e)``.
-
-    The order is a pure function of the seed and the number of samples consumed, so a resumed run
-    reads exactly the data the uninterrupted run would have read (set ``consumed`` to resume).
-    """
-
-    def __init__(self, length: int, seed: int, consumed: int = 0) -> None:
-        if length <= 0:
-            raise ValueError("dataset is empty")
-        self.length = length
-        self.seed = seed
-        self.consumed = consumed
-
-    def __iter__(self) -> Iterator[int]:
-        epoch, position = divmod(self.consumed, self.length)
-        while True:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.length, generator=g).tolist()
-            yield from order[position:]
-            epoch, position = epoch + 1, 0
-
-    def __len__(self) -> int:  # DataLoader asks; the stream itself is endless
-        return 2**62
 
 
 class EMA:

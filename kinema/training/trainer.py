@@ -19,10 +19,12 @@ import torch
 from tqdm.auto import tqdm
 
 from kinema.config import RunConfig, diff_configs, load_config_json
-from kinema.data import build_dataset
+from kinema.data import Draws, build_dataset
 from kinema.models import build_model
-from kinema.nn import assert_shape
+from kinema.nn import assert_shape, convert_batchnorm
 from kinema.objectives import NonFiniteLossError, build_objective
+from kinema.objectives.base import StepContext, all_reduce_mean
+from kinema.training import distributed
 from kinema.training.checkpoint import (
     checkpoint_step,
     list_checkpoints,
@@ -30,13 +32,15 @@ from kinema.training.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from kinema.training.loop_utils import EMA, ResumableSampler, resolve_device
+from kinema.training.distributed import DrawSampler
+from kinema.training.loop_utils import EMA
 from kinema.video import save_video_grid
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
-    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers",
+    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
+    "train.sync_batchnorm",
 }
 
 
@@ -80,6 +84,10 @@ class Trainer:
 
     ``out_dir`` receives ``config.toml``, ``metrics.jsonl``, ``tensorboard/``, ``samples/`` and
     ``checkpoints/step_*``. ``resume=True`` continues from the latest complete checkpoint there.
+
+    Under ``torchrun`` every process builds a Trainer (see :mod:`kinema.training.distributed`):
+    each trains on its rows of every global batch, gradients are averaged after each phase, and
+    rank 0 alone writes files. ``out_dir`` must then be on a filesystem all ranks see.
     """
 
     def __init__(
@@ -89,11 +97,15 @@ class Trainer:
         device: str = "auto",
         resume: bool = False,
         progress: bool = True,
+        dist_backend: str = "auto",
     ) -> None:
         self.out = Path(out_dir)
-        self.progress = progress
         self._writer = None  # TensorBoard, open only inside fit()
-        _prepare_out_dir(self.out)
+        self.device, self.process = distributed.setup(device, dist_backend)
+        self.progress = progress and self.process.is_main
+        if self.process.is_main:
+            _prepare_out_dir(self.out)
+        distributed.barrier()
         existing = list_checkpoints(self.out)
         resume_from = None
         if resume:
@@ -111,14 +123,23 @@ class Trainer:
             )
         self.config = config
         train = config.train
+        world = self.process.world_size
+        if train.batch_size % (world * train.accumulate):
+            raise TrainingError(
+                f"train.batch_size {train.batch_size} (the global batch) is not divisible by {world} process(es) x "
+                f"train.accumulate {train.accumulate}: each process takes batch_size / processes samples in "
+                f"`accumulate` equal micro-batches; use a multiple of {world * train.accumulate}"
+            )
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.device = resolve_device(device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes per level: autotuned kernels pay off
         torch.manual_seed(train.seed)
 
         self.model = build_model(config.model).to(self.device)
+        if self.process.distributed and train.sync_batchnorm:
+            convert_batchnorm(self.model)  # same parameter names: checkpoints load either way
+        distributed.broadcast_module_(self.model)  # every process starts from rank 0's weights
         self.objective = build_objective(self.model, config.objective)
         if train.compile:
             for name in self.objective.compile_targets:
@@ -212,7 +233,10 @@ class Trainer:
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 only; other ranks return None)."""
+        if not self.process.is_main:
+            return None
         path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(), self._ema_state())
         prune_checkpoints(self.out, self.config.train.keep_checkpoints)
         return path
@@ -235,6 +259,9 @@ class Trainer:
             model.train()
 
     def write_samples(self) -> list[Path]:
+        """Fixed-noise sample grid as GIF and MP4 (rank 0 only; other ranks write nothing)."""
+        if not self.process.is_main:
+            return []
         videos = self.sample(self.fixed_noise).cpu()
         stem = self.out / "samples" / f"step_{self.step:07d}"
         stem.parent.mkdir(exist_ok=True)
@@ -245,6 +272,8 @@ class Trainer:
         return paths
 
     def _log(self, metrics: dict[str, float]) -> None:
+        if not self.process.is_main:
+            return
         record = {"step": self.step, **{k: round(v, 6) for k, v in metrics.items()}}
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -255,10 +284,13 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def _batches(self):
-        sampler = ResumableSampler(len(self.dataset), self.config.train.seed, self.step * self.config.train.batch_size)
+        """This process's share of each global batch, ``(B / processes, C, T, H, W)``."""
+        train, info = self.config.train, self.process
+        sampler = DrawSampler(len(self.dataset), train.seed, train.batch_size, self.step * train.batch_size,
+                              info.rank, info.world_size)
         loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.config.train.batch_size,
+            Draws(self.dataset),
+            batch_size=train.batch_size // info.world_size,
             sampler=sampler,
             num_workers=self.config.data.workers,
             drop_last=True,
@@ -269,15 +301,17 @@ class Trainer:
 
     def fit(self) -> Path:
         """Train until ``train.steps``; returns the final checkpoint directory."""
-        train = self.config.train
-        (self.out / "config.toml").write_text(self.config.to_toml())
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        train, info = self.config.train, self.process
+        if info.is_main:
+            (self.out / "config.toml").write_text(self.config.to_toml())
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.out / "tensorboard"))
-        except ImportError:  # TensorBoard is optional at run time
-            pass
-        expected = [train.batch_size, *self.model.video_shape]
+                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+            except ImportError:  # TensorBoard is optional at run time
+                pass
+        expected = [train.batch_size // info.world_size, *self.model.video_shape]
+        rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         if self.step == 0:
@@ -290,10 +324,11 @@ class Trainer:
                 wait_start = time.perf_counter()
                 real = next(batches).to(self.device, non_blocking=True)
                 data_wait += time.perf_counter() - wait_start
-                assert_shape(real, expected, "training batch (B, C, T, H, W)")
+                assert_shape(real, expected, "training batch per process (B / processes, C, T, H, W)")
+                ctx = StepContext(self.optimizers, self.noise_generator, rows, self.scaler)
                 try:
                     with self._autocast():
-                        metrics = self.objective.train_step(real, self.optimizers, self.noise_generator, self.scaler)
+                        metrics = self.objective.train_step(list(real.chunk(train.accumulate)), ctx)
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
@@ -317,7 +352,9 @@ class Trainer:
                 bar.update(1)
                 done = self.step == train.steps
                 if self.step % train.log_every == 0 or done:
-                    metrics = {k: float(v) for k, v in metrics.items()}  # the only sync for logging
+                    # The only sync for logging; with several processes, the mean over all of them.
+                    averaged = all_reduce_mean(torch.stack([v.float().reshape(()) for v in metrics.values()]))
+                    metrics = dict(zip(metrics, averaged.tolist()))
                     now = time.perf_counter()
                     elapsed = max(now - last_time, 1e-9)
                     metrics["lr"] = self.schedulers[next(iter(self.schedulers))].get_last_lr()[0]
@@ -331,7 +368,8 @@ class Trainer:
                 if self.step % train.checkpoint_every == 0 or done:
                     self.save()
         except KeyboardInterrupt:
-            if self.step > 0 and not any(checkpoint_step(p) == self.step for p in list_checkpoints(self.out)):
+            if (self.process.is_main and self.step > 0
+                    and not any(checkpoint_step(p) == self.step for p in list_checkpoints(self.out))):
                 bar.write(f"interrupted: saving a checkpoint at step {self.step} (resume with --resume)")
                 self.save()
             raise
@@ -340,4 +378,5 @@ class Trainer:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+        distributed.barrier()  # the final checkpoint exists before any rank returns
         return list_checkpoints(self.out)[-1]
