@@ -21,8 +21,8 @@ def tiny_run_config(steps: int = 4, **train):
         None,
         model=dict(TINY_MODEL),
         data=dict(source="synthetic", num_clips=64),
-        train=dict(steps=steps, batch_size=4, log_every=1, sample_every=steps, checkpoint_every=steps,
-                   num_samples=4, keep_checkpoints=0, **train),
+        train={**dict(steps=steps, batch_size=4, log_every=1, sample_every=steps, checkpoint_every=steps,
+                      num_samples=4, keep_checkpoints=0), **train},
     )
 
 
