@@ -56,7 +56,7 @@ def train(
     out: str | Path,
     overrides: list[str] = (),
     steps: int | None = None,
-    resume: bool = False,
+    resume: bool | str = False,
     device: str = "auto",
     dry_run: bool = False,
     progress: bool = True,
@@ -64,10 +64,15 @@ def train(
 ) -> Path | str:
     """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory.
 
-    Under ``torchrun`` every process calls this; see ``docs/distributed.md``.
+    ``resume``: True continues the run in ``out`` (error if it has no checkpoint); ``"auto"``
+    continues it when it has one and starts it otherwise -- what the restarted workers of
+    ``torchrun --max-restarts`` need, since they rerun the same command. Under ``torchrun`` every
+    process calls this; see ``docs/distributed.md``.
     """
     from kinema.training import distributed
 
+    if resume == "auto":
+        resume = bool(list_checkpoints(Path(out)))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     config = resolve_run_config(config_path, out, overrides, resume)
     if dry_run:

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest complete checkpoint in --out (same config required, "
                             "except train.steps and logging cadence)")
+    train.add_argument("--auto-resume", action="store_true",
+                       help="resume if --out holds a checkpoint, else start a new run: use it with torchrun "
+                            "--max-restarts, whose restarted workers rerun the same command")
     train.add_argument("--device", default="auto",
                        help="auto (CUDA if available), cpu, cuda or cuda:N (default auto); under torchrun use "
                             "cuda or cpu: each process takes the GPU of its LOCAL_RANK")
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names: fvd2048_16f, fvd2048_128f, kvd2048_16f, "
                                "is2048_c3d_tganv2, fid_frames50k")
-    evaluate.add_argument("--data", help="folder of real videos for FVD/KVD (default: the run's own data config)")
+    evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache, for FVD/KVD "
+                                         "(default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
                           help="clips per set (frames for fid_frames50k) instead of the protocol's count "
                                "(then not comparable with the protocol)")
@@ -158,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "train":
-            result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=args.resume,
+            resume = "auto" if args.auto_resume else args.resume
+            result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=resume,
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
                                dist_backend=args.dist_backend)
             print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")

@@ -66,7 +66,7 @@ def torchrun(cfg: RunConfig, out: Path, tmp: Path, *extra: str, nproc: int = 2) 
     config = tmp / f"{out.name}.toml"
     config.write_text(cfg.to_toml())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}",
            "-m", "kinema", "train", "--config", str(config), "--out", str(out), "--device", "cpu",
            "--no-progress", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -145,6 +145,56 @@ def test_resume_two_process_checkpoint_in_one_process(runs):
     one_process(longer, resumed_dir, resume=True)
     straight = one_process(longer, tmp / "straight5").parent.parent
     distance = update_distance(final_weights(straight), final_weights(resumed_dir), initial_weights(cfg))
+    assert distance < 1e-3, distance
+
+
+CRASHING_WORKER = """
+import os, sys
+from pathlib import Path
+from kinema.training import trainer as T
+marker = Path(sys.argv[1])
+init = T.Trainer.__init__
+
+def crash_once(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    step = self.objective.train_step
+
+    def train_step(micro_batches, ctx):
+        if os.environ["RANK"] == "1" and self.step == 3 and not marker.exists():
+            marker.touch()
+            os._exit(17)  # a hard failure of one rank, no cleanup
+        return step(micro_batches, ctx)
+
+    self.objective.train_step = train_step
+
+T.Trainer.__init__ = crash_once
+from kinema.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_elastic_restart_resumes_from_the_last_checkpoint(runs):
+    """Rank 1 dies during step 4; torchrun restarts both workers, which rerun the same command with
+    --auto-resume and continue from the step-2 checkpoint to the weights of an uninterrupted run."""
+    cfg, out, tmp = runs
+    longer = run_config(steps=5, checkpoint_every=2)
+    config = tmp / "elastic.toml"
+    config.write_text(longer.to_toml())
+    script, marker, run = tmp / "crashing_worker.py", tmp / "crashed", tmp / "elastic"
+    script.write_text(CRASHING_WORKER)
+    # c10d rendezvous: with the static one (--master_addr/--master_port) the restarted workers find
+    # the first round's stale addresses in the store and gloo cannot connect.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", str(script), str(marker),
+           "train", "--config", str(config), "--out", str(run), "--device", "cpu", "--no-progress", "--auto-resume"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert marker.exists(), "the worker did not crash: the test exercised nothing"
+    steps = [eval(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 3, 4, 5], f"expected a resume from step 2 after the crash, log steps {steps}"
+    straight = one_process(run_config(steps=5, checkpoint_every=2), tmp / "straight5_elastic").parent.parent
+    distance = update_distance(final_weights(straight), final_weights(run), initial_weights(cfg))
     assert distance < 1e-3, distance
 
 

@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import Dataset
 
 from kinema.data.folder import DatasetError
-from kinema.video.io import from_uint8
 
 __all__ = ["CacheError", "VideoCache"]
 
@@ -202,8 +201,13 @@ class VideoCache(Dataset):
             flip = self.flip and bool(rng.random() < 0.5)
         else:
             start, left, flip = 0, (self.cache_width - self.width) // 2, False
-        raw = video[start : start + self.span : self.frame_stride, :, left : left + self.width]
-        if flip:
-            raw = raw[:, :, ::-1]
-        x = from_uint8(np.ascontiguousarray(raw))  # (3, T, H, W)
-        return (x, self.label(i)) if self.return_label else x
+        raw = np.ascontiguousarray(video[start : start + self.span : self.frame_stride, :, left : left + self.width])
+        if flip:  # torch's flip of whole pixels is 3x faster than numpy copying a reversed view
+            raw = torch.from_numpy(raw).flip(2).numpy()
+        # uint8 (T, H, W, 3) -> float32 (3, T, H, W) in one numpy pass (faster than torch's strided cast);
+        # the same values as kinema.video.from_uint8: x / 127.5 - 1.
+        x = raw.transpose(3, 0, 1, 2).astype(np.float32)
+        x /= np.float32(127.5)
+        x -= np.float32(1.0)
+        clip = torch.from_numpy(x)
+        return (clip, self.label(i)) if self.return_label else clip

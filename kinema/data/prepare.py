@@ -30,7 +30,6 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from kinema.data.folder import DatasetError
-from kinema.data.ucf101 import VideoEntry, list_videos
-from kinema.video.io import VideoReadError, _check_readable, _decode, _open, _video_stream
+from kinema.data.ucf101 import list_videos
+from kinema.video.io import (
+    VideoReadError,
+    _check_readable,
+    _decode,
+    _open,
+    _video_stream,
+)
 
 __all__ = ["CACHE_FORMAT", "FILTER", "PrepareError", "PrepareReport", "parse_resolution", "prepare", "resize_frame"]
 
@@ -72,11 +77,11 @@ class PrepareReport:
     skipped: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
-        lines = [
+        lines = [(
             f"cache {self.out}: {self.videos} videos, {self.frames:,} frames, {self.bytes / 2**30:.2f} GiB "
             f"({self.decoded} decoded now, {self.reused} kept from an earlier run) in {self.seconds:.1f} s; "
             f"{len(self.skipped)} skipped"
-        ]
+        )]
         lines += [f"  skipped {source}: {reason}" for source, reason in sorted(self.skipped.items())]
         return "\n".join(lines)
 
@@ -197,7 +202,7 @@ def _prepare_one(task: dict[str, Any]) -> dict[str, Any]:
         except OSError:
             pass
         return record | {"status": "error", "message": _os_error(exc, exc.filename or tmp)}
-    return record | {"status": "ok", "frames": int(len(frames)), "height": int(frames.shape[1]),
+    return record | {"status": "ok", "frames": len(frames), "height": int(frames.shape[1]),
                      "width": int(frames.shape[2]), "sha256": _sha256(frames), "fps": fps}
 
 

@@ -242,7 +242,7 @@ def ucf101_videos(
         if other.is_file():
             shared = _split_keys(pairs) & _split_keys(read_split(other, classes))
             if shared:
-                label, group = sorted(shared)[0]
+                label, group = min(shared)
                 raise DatasetError(
                     f"{list_path} and {other} share {len(shared)} (class, group) pairs, e.g. class {classes[label]} "
                     f"group g{group:02d}: UCF-101 splits are disjoint by group, so these lists are not the "

@@ -1,9 +1,9 @@
 """Batch norm whose training statistics cover the batch of every data-parallel process.
 
 TGANv2 synchronised its generator's batch norm across its 4 GPUs (Chainer's multi-node BN). PyTorch's
-``nn.SyncBatchNorm`` does the same but only on CUDA; this layer is plain autograd over
-``torch.distributed.nn.functional.all_reduce`` (which differentiates through the reduction), so it
-runs on CPU with gloo as well as on GPUs with NCCL, and supports double backward.
+``nn.SyncBatchNorm`` does the same but only on CUDA; this layer is plain autograd around one
+differentiable all-reduce (:class:`AllReduceSum`), so it runs on CPU with gloo as well as on GPUs
+with NCCL, and supports double backward.
 """
 
 from __future__ import annotations
@@ -13,6 +13,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Sum of a tensor over processes. Its gradient is again the sum of the incoming gradients over
+    processes (each process's output depends on every input), computed with this same function,
+    so higher-order gradients work too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return AllReduceSum.apply(grad.contiguous())
 
 
 def _distributed() -> bool:
@@ -33,15 +49,13 @@ class DistributedBatchNorm(_BatchNorm):
         self._check_input_dim(x)
         if not (self.training and _distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, x.dim())]
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)
         xf = x.float()
         # One reduction of [sum, sum of squares, count] per channel; its backward all-reduces the
         # gradients, so every process gets the gradient of the global normalisation.
         stats = torch.cat([xf.sum(dims), xf.pow(2).sum(dims), count.expand(1)])
-        stats = all_reduce(stats, op=dist.ReduceOp.SUM)
+        stats = AllReduceSum.apply(stats)
         c = x.shape[1]
         n = stats[-1]
         mean = stats[:c] / n
