@@ -25,7 +25,12 @@ class ConfigError(ValueError):
 
 @dataclass
 class ObjectiveConfig:
-    """How the model is trained. ``name`` selects the objective (only ``gan`` so far)."""
+    """The GAN objective's settings (``objective.name = "gan"``).
+
+    Every objective has its own config dataclass, registered with it in
+    :data:`kinema.objectives.OBJECTIVES`; ``[objective] name`` picks one (default: the model's
+    ``default_objective``).
+    """
 
     name: Literal["gan"] = "gan"
     # Non-saturating softplus loss is TGANv2's; hinge is offered for comparison.
@@ -111,7 +116,7 @@ class RunConfig:
     """A whole run: ``model`` is the model's own config dataclass (it has a ``name`` field)."""
 
     model: Any
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    objective: Any = field(default_factory=ObjectiveConfig)  # the config dataclass of objective.name
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -264,7 +269,8 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     """Build a :class:`RunConfig` from nested dicts (a parsed TOML file or ``config.json``)."""
-    from kinema.models.registry import model_config_class
+    from kinema.models.registry import model_class, model_config_class
+    from kinema.objectives import objective_config_class
 
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
@@ -273,9 +279,11 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     if "name" not in model_values:
         raise ConfigError('[model] needs a name, e.g. name = "tganv2"')
     model_cls = model_config_class(model_values["name"])
+    objective_values = dict(raw.get("objective", {}))
+    objective_values.setdefault("name", getattr(model_class(model_values["name"]), "default_objective", "gan"))
     return RunConfig(
         model=build_dataclass(model_cls, model_values, "model"),
-        objective=build_dataclass(ObjectiveConfig, raw.get("objective", {}), "objective"),
+        objective=build_dataclass(objective_config_class(objective_values["name"]), objective_values, "objective"),
         data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
         train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
     )

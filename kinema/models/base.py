@@ -12,6 +12,7 @@ class UniformNoiseVideoGAN(nn.Module):
 
     config: object
     generator: nn.Module
+    default_objective = "gan"  # objective.name when a config does not say
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:

@@ -23,6 +23,11 @@ def model_config_class(name: str) -> type:
     return MODELS[name][0]
 
 
+def model_class(name: str) -> type[nn.Module]:
+    model_config_class(name)  # raises the unknown-name error
+    return MODELS[name][1]
+
+
 def build_model(config: Any) -> nn.Module:
     """Instantiate the model described by a model config dataclass (it carries ``name``)."""
     if config.name not in MODELS:

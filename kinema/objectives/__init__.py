@@ -1,18 +1,31 @@
-"""Training objectives: the only place that knows how a model family is trained."""
+"""Training objectives: the only place that knows how a model family is trained.
+
+A new objective is one module with an objective class and its config dataclass (with a ``name``
+field), plus one entry in :data:`OBJECTIVES`.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from kinema.config import ConfigError, ObjectiveConfig
-from kinema.objectives.base import NonFiniteLossError, Objective
+from kinema.objectives.base import NonFiniteLossError, Objective, StepContext
 from kinema.objectives.gan import GANObjective
 
-OBJECTIVES = {"gan": GANObjective}
+# name -> (config dataclass, objective class built as cls(model, config)).
+OBJECTIVES: dict[str, tuple[type, type]] = {"gan": (ObjectiveConfig, GANObjective)}
 
 
-def build_objective(model, config: ObjectiveConfig) -> Objective:
-    if config.name not in OBJECTIVES:
-        raise ConfigError(f"unknown objective.name {config.name!r}; available: {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[config.name](model, config)
+def objective_config_class(name: str) -> type:
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective.name {name!r}; available: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name][0]
 
 
-__all__ = ["OBJECTIVES", "GANObjective", "NonFiniteLossError", "Objective", "build_objective"]
+def build_objective(model, config: Any) -> Objective:
+    objective_config_class(config.name)  # raises the unknown-name error
+    return OBJECTIVES[config.name][1](model, config)
+
+
+__all__ = ["OBJECTIVES", "GANObjective", "NonFiniteLossError", "Objective", "StepContext", "build_objective",
+           "objective_config_class"]

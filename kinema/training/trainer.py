@@ -160,6 +160,7 @@ class Trainer:
         self.fixed_noise = self.model.sample_noise(
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
         )
+        self._preview_real: torch.Tensor | None = None
         self.step = 0
         if resume_from is not None:
             self._load(resume_from)
@@ -243,15 +244,30 @@ class Trainer:
 
     # ------------------------------------------------------------------ sampling and logging
 
+    def _fixed_real(self) -> torch.Tensor:
+        """The first ``num_samples`` training clips (draw ids 0..n-1), ``(n, C, T, H, W)``."""
+        if self._preview_real is None:
+            draws = Draws(self.dataset)
+            clips = [draws[i] for i in range(self.config.train.num_samples)]
+            clips = [c[0] if isinstance(c, (list, tuple)) else c for c in clips]
+            self._preview_real = torch.stack(clips).to(self.device)
+        return self._preview_real
+
     @torch.no_grad()
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Videos ``(B, C, T, H, W)`` from the (EMA) model in eval mode; restores train mode."""
+        """Videos ``(B, C, T, H, W)`` from the (EMA) model in eval mode; restores train mode.
+
+        A model with a ``preview(noise, real)`` method (e.g. an autoencoder, whose progress shows in
+        reconstructions of real clips) is asked for that instead of ``sample(noise)``.
+        """
         model, target = self.model, self.objective.ema_target
         original = getattr(model, target) if self.ema is not None else None
         try:
             if original is not None:
                 setattr(model, target, self.ema.module)
             model.eval()
+            if hasattr(model, "preview"):
+                return model.preview(noise, self._fixed_real())
             return model.sample(noise)
         finally:
             if original is not None:
