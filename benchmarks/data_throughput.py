@@ -73,7 +73,7 @@ def measure(dataset, workers: int, seconds: float) -> dict:
     clips, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         batch = next(iterator)
-        assert batch.shape[0] == BATCH and batch.dtype == torch.float32
+        assert batch.shape[0] == BATCH and batch.dtype in (torch.float32, torch.uint8)
         clips += batch.shape[0]
     elapsed = time.perf_counter() - start
     del iterator
@@ -133,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="DataLoader workers to try")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 192], help="square clip sizes")
     parser.add_argument("--seconds", type=float, default=8.0, help="measuring time per setting (default 8)")
-    parser.add_argument("--sources", nargs="+", default=["folder", "cache"], choices=["folder", "cache"])
+    parser.add_argument("--sources", nargs="+", default=["folder", "cache", "cache-uint8"],
+                        choices=["folder", "cache", "cache-uint8"],
+                        help="folder: decode on the fly; cache: float clips; cache-uint8: uint8 clips, what the "
+                             "trainer reads (it converts to float on its device)")
     parser.add_argument("--skip-format", action="store_true", help="skip the npy / npz comparison")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 def build(source=source, r=r):
                     if source == "folder":
                         return VideoFolder(data, FRAMES, r, r, train=True, flip=True, seed=0)
-                    return VideoCache(caches[r], FRAMES, r, r, train=True, flip=True, seed=0)
+                    return VideoCache(caches[r], FRAMES, r, r, train=True, flip=True, seed=0,
+                                      uint8=source == "cache-uint8")
 
                 row = {"source": source, "resolution": r} | measure_direct(build(), args.seconds / 2)
                 results["direct"].append(row)
@@ -187,16 +191,18 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(results: dict) -> str:
     rows = {(t["source"], t["resolution"], t["workers"]): t["clips_per_second"] for t in results["throughput"]}
     rows |= {(t["source"], t["resolution"], "none"): t["clips_per_second"] for t in results.get("direct", [])}
-    lines = ["| resolution | DataLoader workers | on-the-fly decode clips/s | cache clips/s | speed-up |",
-             "|---:|---:|---:|---:|---:|"]
+    lines = ["| resolution | DataLoader workers | on-the-fly decode clips/s | cache clips/s (float) | speed-up "
+             "| cache clips/s (uint8, the trainer's path) | speed-up |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     for (source, r, w), value in sorted(rows.items(), key=lambda kv: (kv[0][1], str(kv[0][2]))):
         if source != "cache":
             continue
         folder = rows.get(("folder", r, w))
-        speed = f"{value / folder:.0f}x" if folder else "-"
+        uint8 = rows.get(("cache-uint8", r, w))
+        cells = [f"{folder:.1f}" if folder else "-", f"{value:.1f}", f"{value / folder:.0f}x" if folder else "-",
+                 f"{uint8:.1f}" if uint8 else "-", f"{uint8 / folder:.0f}x" if folder and uint8 else "-"]
         w = "no DataLoader, one clip at a time" if w == "none" else w
-        lines.append(f"| {r}² | {w} | {folder:.1f} | {value:.1f} | {speed} |" if folder else
-                     f"| {r}² | {w} | - | {value:.1f} | - |")
+        lines.append(f"| {r}² | {w} | " + " | ".join(cells) + " |")
     if results["formats"]:
         lines += ["", "| format | MiB | read one random 16-frame clip (ms) |", "|---|---:|---:|"]
         lines += [f"| {f['format']} | {f['bytes'] / 2**20:.1f} | {f['read_ms']:.2f} |" for f in results["formats"]]

@@ -154,3 +154,29 @@ def test_config_and_build_dataset(cache):
         load_config(None, model={"name": "tganv2"}, data={"crop_margin": -1})
     with pytest.raises(ValueError, match="needs data.path"):
         build_dataset(SimpleNamespace(source="cache", path=""), frames=4, height=H, width=24, seed=0)
+
+
+def test_uint8_clips_convert_to_the_float_clips(cache):
+    """The trainer reads uint8 clips (a quarter of the bytes) and converts them on its device."""
+    floats = VideoCache(cache, 4, H, 24, train=True, flip=True, seed=3)
+    bytes_ = VideoCache(cache, 4, H, 24, train=True, flip=True, seed=3, uint8=True)
+    for draw in range(6):
+        raw = bytes_.clip(draw % len(bytes_), draw=draw)
+        assert raw.dtype == torch.uint8 and raw.shape == (3, 4, H, 24)
+        torch.testing.assert_close(raw.float() / 127.5 - 1, floats.clip(draw % len(floats), draw=draw))
+
+
+def test_trainer_trains_from_a_cache(cache, tmp_path):
+    from tiny import tiny_run_config
+
+    from kinema.training import Trainer
+
+    cfg = tiny_run_config(steps=2)
+    cfg.data.source, cfg.data.path = "cache", str(cache)
+    cfg.model.resolution, cfg.model.base_size = H, 3  # 3 * 2**3 = 24: the cache height
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    batch = next(trainer._batches())
+    assert batch.dtype == torch.uint8
+    real = trainer._to_device(batch)
+    assert real.dtype == torch.float32 and -1 <= real.min() and real.max() <= 1
+    trainer.fit()

@@ -42,8 +42,12 @@ def _field(cfg: Any, name: str, source: str) -> Any:
     return getattr(cfg, name)
 
 
-def build_dataset(cfg: Any, *, frames: int, height: int, width: int, seed: int, train: bool = True) -> Dataset:
-    """Build the dataset a data config describes; its items are ``(3, frames, height, width)``.
+def build_dataset(
+    cfg: Any, *, frames: int, height: int, width: int, seed: int, train: bool = True, uint8: bool = False
+) -> Dataset:
+    """Build the dataset a data config describes; its items are ``(3, frames, height, width)``,
+    float in ``[-1, 1]`` -- or uint8 in ``[0, 255]`` where the source supports ``uint8=True`` (the
+    cache), for a consumer that converts on its device (the trainer does).
 
     ``cfg`` is any object with the attributes ``source`` (``"synthetic"``, ``"folder"`` or ``"cache"``),
     ``family`` and ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder, cache),
@@ -78,7 +82,7 @@ def build_dataset(cfg: Any, *, frames: int, height: int, width: int, seed: int, 
         return VideoCache(
             path, frames, height, width,
             frame_stride=getattr(cfg, "frame_stride", 1), train=train, flip=getattr(cfg, "flip", False),
-            crop_margin=getattr(cfg, "crop_margin", 4), seed=seed,
+            crop_margin=getattr(cfg, "crop_margin", 4), seed=seed, uint8=uint8,
         )
     raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(DATA_SOURCES)}")
 
