@@ -319,3 +319,15 @@ def test_nccl_without_cuda_and_missing_rendezvous_are_explained(monkeypatch):
         distributed.setup("cpu", "gloo")
     with pytest.raises(DistributedSetupError, match="LOCAL_RANK"):
         distributed.setup("cuda:1", "auto")
+
+
+def test_fp16_with_accumulation_scales_every_micro_step(tmp_path):
+    cfg = tiny_run_config(steps=2, precision="fp16", accumulate=2)
+    cfg.model.sparse = False  # see test_trainer: CPU low-precision conv3d with T = 2
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
+    scaled = []
+    original = trainer.scaler.scale
+    trainer.scaler.scale = lambda loss: scaled.append(loss.detach()) or original(loss)
+    final = load_file(trainer.fit() / "model.safetensors")
+    assert len(scaled) == 2 * 2 * 2, "G and D phases x 2 micro-steps x 2 steps"
+    assert all(torch.isfinite(v).all() for v in final.values() if v.is_floating_point())
