@@ -182,8 +182,6 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(runs):
     config.write_text(longer.to_toml())
     script, marker, run = tmp / "crashing_worker.py", tmp / "crashed", tmp / "elastic"
     script.write_text(CRASHING_WORKER)
-    # c10d rendezvous: with the static one (--master_addr/--master_port) the restarted workers find
-    # the first round's stale addresses in the store and gloo cannot connect.
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", str(script), str(marker),
            "train", "--config", str(config), "--out", str(run), "--device", "cpu", "--no-progress", "--auto-resume"]

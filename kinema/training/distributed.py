@@ -100,8 +100,14 @@ def setup(device: str = "auto", backend: str = "auto", timeout_minutes: float = 
                     f"WORLD_SIZE={world_size} is set but {name} is not: start multi-process runs with torchrun "
                     "(it sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT)"
                 )
-        dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(minutes=timeout_minutes))
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        # torchrun's restarted workers reuse the agent's key-value store, which still holds the failed
+        # round's keys; without a per-attempt prefix gloo connected to the dead workers' addresses
+        # and failed or hung (seen in tests/test_distributed.py under CPU load).
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend, store=dist.PrefixStore(f"kinema/attempt_{attempt}", store),
+                                rank=rank, world_size=world_size, timeout=timeout)
     info = ProcessInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
     return torch_device, info
 
