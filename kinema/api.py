@@ -298,5 +298,217 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
+def sample_prior(
+    checkpoint: str | Path,
+    out: str | Path,
+    condition: str | Path | None = None,
+    num: int = 16,
+    seed: int = 0,
+    device: str = "auto",
+    ema: bool = True,
+    fps: float | None = None,
+    batch_size: int = 16,
+    temperature: float | None = None,
+    top_k: int | None = None,
+) -> list[Path]:
+    """Sample a VideoGPT prior (``kinema sample --condition/--temperature/--top-k``); returns the paths.
+
+    ``condition``: a video file whose first frames are continued. A frame-conditional prior
+    (``model.cond_frames = n``) reads its first ``n`` frames through cross-attention (BAIR-style);
+    an unconditional prior keeps the codes of the first ``k`` latent time steps of the clip fixed
+    (``k = frames_in_file // downsample_t``, at most all but one) and samples the rest. Every one of
+    the ``num`` videos continues the same clip with its own seed. The file's frames must be
+    ``resolution x resolution``. Output as :func:`sample` (grid file or folder).
+    """
+    from kinema.video import from_uint8, read_video
+
+    if num <= 0:
+        raise ValueError(f"--num must be > 0, got {num}")
+    model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
+    if config.model.name != "videogpt_prior":
+        raise ValueError(f"--condition/--temperature/--top-k need a VideoGPT prior checkpoint; {checkpoint} holds a "
+                         f"{config.model.name!r} model")
+    cfg, dev = config.model, model_device(model)
+    frames_needed = cfg.cond_frames or cfg.downsample[0]
+    clip = None
+    if condition is not None:
+        clip = from_uint8(read_video(condition, max_frames=cfg.frames))  # VideoReadError names the file
+        if tuple(clip.shape[2:]) != (cfg.resolution, cfg.resolution) or clip.shape[1] < frames_needed:
+            raise ValueError(
+                f"--condition {condition}: got {clip.shape[1]} frame(s) of {clip.shape[2]}x{clip.shape[3]}, the prior "
+                f"needs at least {frames_needed} frame(s) of {cfg.resolution}x{cfg.resolution} "
+                f"({'model.cond_frames' if cfg.cond_frames else 'one latent time step = model.downsample[0]'}); "
+                f"resize/crop the video to {cfg.resolution}x{cfg.resolution} first")
+        clip = clip.to(dev)
+    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=dev)
+    videos = []
+    with torch.no_grad():
+        for chunk in noise.split(batch_size):
+            kwargs = {"temperature": temperature, "top_k": top_k}
+            if clip is not None and cfg.cond_frames:
+                kwargs["condition"] = clip[None, :, : cfg.cond_frames].expand(len(chunk), -1, -1, -1, -1)
+            elif clip is not None:
+                steps = min(clip.shape[1] // cfg.downsample[0], model.latent_shape[0] - 1)
+                prefix_frames = clip[None, :, : steps * cfg.downsample[0]]
+                if prefix_frames.shape[2] < cfg.frames:  # encode a full-length clip: repeat the last frame
+                    pad = prefix_frames[:, :, -1:].expand(-1, -1, cfg.frames - prefix_frames.shape[2], -1, -1)
+                    prefix_frames = torch.cat([prefix_frames, pad], dim=2)
+                codes = model.encode(prefix_frames)[:, : steps * model.latent_shape[1] * model.latent_shape[2]]
+                kwargs["prefix"] = codes.expand(len(chunk), -1)
+            videos.append(model.sample(chunk, **kwargs).cpu())
+    videos = torch.cat(videos)
+    out, fps = Path(out), fps or config.train.fps
+    is_file = out.suffix.lower() in VIDEO_SUFFIXES
+    if out.suffix and not is_file:
+        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
+    (out.parent if is_file else out).mkdir(parents=True, exist_ok=True)
+    if is_file:
+        return [save_video_grid(videos, out, fps=fps)]
+    width = len(str(num - 1))
+    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
+    paths += [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=math.ceil(math.sqrt(num))) for ext in VIDEO_SUFFIXES]
+    return paths
+
+
 __all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "prepare",
-           "sample", "train"]
+           "sample", "sample_prior", "train"]
+
+
+# --------------------------------------------------------------------------- video diffusion (VDM)
+
+
+def _load_vdm(checkpoint: str | Path, device: str, ema: bool, flag: str):
+    model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
+    if config.model.name != "vdm":
+        raise ValueError(f"{flag} needs a video diffusion checkpoint (model.name = \"vdm\", e.g. trained with "
+                         f"configs/vdm_tiny.toml); {checkpoint} holds a {config.model.name!r} model")
+    return model, config
+
+
+def _write_videos(videos: torch.Tensor, out: str | Path, fps: float) -> list[Path]:
+    """One grid file (``out`` ending in .mp4/.gif) or a folder with one MP4 per video plus grids."""
+    out = Path(out)
+    is_file = out.suffix.lower() in VIDEO_SUFFIXES
+    if out.suffix and not is_file:
+        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
+    (out.parent if is_file else out).mkdir(parents=True, exist_ok=True)
+    if is_file:
+        return [save_video_grid(videos, out, fps=fps)]
+    width = len(str(len(videos) - 1))
+    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
+    nrow = math.ceil(math.sqrt(len(videos)))
+    return paths + [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=nrow) for ext in VIDEO_SUFFIXES]
+
+
+def _read_clip(path: str | Path) -> torch.Tensor:
+    from kinema.video import from_uint8, read_video
+
+    return from_uint8(read_video(path))  # (C, T, H, W); VideoReadError names a bad file
+
+
+@torch.no_grad()
+def extend(model, clip: torch.Tensor, new_frames: int | None = None, num: int = 1, seed: int = 0,
+           method: str = "reconstruction", guidance_weight: float = 2.0, sampler: str | None = None,
+           steps: int | None = None, context_frames: int | None = None) -> torch.Tensor:
+    """Continue ``clip (C, T_in, H, W)`` by ``new_frames`` frames with a VDM: ``(num, C, T_in + new, H, W)``.
+
+    Autoregressive windows of the model's ``T`` frames: each conditions on the last ``context_frames``
+    frames so far (default ``T // 2``) and adds ``T - context_frames`` new ones, by reconstruction
+    guidance (paper eq. 7) or the replacement method. The same seed gives the same videos.
+    """
+    from kinema import diffusion
+
+    cfg = model.config
+    diffusion.check_guidance(method, guidance_weight)
+    context = cfg.frames // 2 if context_frames is None else context_frames
+    if not 1 <= context < cfg.frames:
+        raise ValueError(f"context frames must be in [1, {cfg.frames - 1}] for a {cfg.frames}-frame model, got {context}")
+    new_frames = cfg.frames - context if new_frames is None else new_frames
+    if new_frames < 1:
+        raise ValueError(f"--frames (new frames to add) must be >= 1, got {new_frames}")
+    c, t_in, h, w = clip.shape
+    if (c, h, w) != (cfg.channels, cfg.resolution, cfg.resolution):
+        raise ValueError(f"--extend video: expected {cfg.channels}-channel frames of {cfg.resolution}x{cfg.resolution} "
+                         f"(the model's resolution), got {c}-channel {h}x{w}; resize/crop it first")
+    if t_in < context:
+        raise ValueError(f"--extend video: expected at least {context} frames (the conditioning window, half the "
+                         f"model's {cfg.frames}), got {t_in}")
+    device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    video = clip.to(device)[None].expand(num, -1, -1, -1, -1)
+    made = 0
+    while made < new_frames:
+        noise = model.sample_noise(num, generator=gen, device=device)
+        window = model.extend(video[:, :, -context:], noise, method=method, weight=guidance_weight, sampler=sampler,
+                              steps=steps, generator=gen)
+        video = torch.cat([video, window[:, :, context:]], dim=2)
+        made += cfg.frames - context
+    return video[:, :, : t_in + new_frames].cpu()
+
+
+@torch.no_grad()
+def super_resolve(model, low: torch.Tensor, num: int = 1, seed: int = 0, method: str = "reconstruction",
+                  guidance_weight: float = 2.0, sampler: str | None = None, steps: int | None = None) -> torch.Tensor:
+    """Up-sample ``low (C, T, h, w)`` to the model's resolution: ``(num, C, T, H, W)`` whose box
+    down-sampling matches ``low`` (reconstruction guidance, or the replacement method)."""
+    from kinema import diffusion
+
+    cfg = model.config
+    diffusion.check_guidance(method, guidance_weight)
+    c, t, h, w = low.shape
+    factor = cfg.resolution // max(h, 1)
+    if c != cfg.channels or h != w or factor < 2 or h * factor != cfg.resolution:
+        raise ValueError(f"--upsample video: expected {cfg.channels}-channel square frames of {cfg.resolution}/f for an "
+                         f"integer f >= 2 (e.g. {cfg.resolution // 2}x{cfg.resolution // 2}), got {c}-channel {h}x{w}")
+    if t < cfg.frames:
+        raise ValueError(f"--upsample video: expected at least {cfg.frames} frames (the model's), got {t}")
+    device = model_device(model)
+    gen = torch.Generator().manual_seed(seed)
+    noise = model.sample_noise(num, generator=gen, device=device)
+    x_low = low[:, : cfg.frames].to(device)[None].expand(num, -1, -1, -1, -1)
+    return model.super_resolve(x_low, noise, method=method, weight=guidance_weight, sampler=sampler, steps=steps,
+                               generator=gen).cpu()
+
+
+def sample_diffusion(
+    checkpoint: str | Path,
+    out: str | Path,
+    num: int = 16,
+    seed: int = 0,
+    extend_video: str | Path | None = None,
+    upsample_video: str | Path | None = None,
+    frames: int | None = None,
+    method: str = "reconstruction",
+    guidance_weight: float = 2.0,
+    sampler: str | None = None,
+    steps: int | None = None,
+    device: str = "auto",
+    ema: bool = True,
+    fps: float | None = None,
+    batch_size: int = 16,
+) -> list[Path]:
+    """``kinema sample`` for a VDM with ``--extend`` / ``--upsample`` / ``--sampler`` / ``--steps``.
+
+    ``extend_video``: write the clip continued by ``frames`` new frames (:func:`extend`);
+    ``upsample_video``: write it at the model's resolution (:func:`super_resolve`); neither: unconditional
+    samples with the given sampler and steps. Output as :func:`sample`.
+    """
+    if num <= 0:
+        raise ValueError(f"--num must be > 0, got {num}")
+    if extend_video is not None and upsample_video is not None:
+        raise ValueError("use either --extend or --upsample, not both")
+    flag = "--extend" if extend_video is not None else "--upsample" if upsample_video is not None else "--sampler/--steps"
+    model, config = _load_vdm(checkpoint, device, ema, flag)
+    fps = fps or config.train.fps
+    if extend_video is not None:
+        videos = extend(model, _read_clip(extend_video), frames, num, seed, method, guidance_weight, sampler, steps)
+    elif upsample_video is not None:
+        videos = super_resolve(model, _read_clip(upsample_video), num, seed, method, guidance_weight, sampler, steps)
+    else:
+        dev = model_device(model)
+        noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=dev)
+        videos = torch.cat([model.sample(chunk, sampler=sampler, steps=steps).cpu() for chunk in noise.split(batch_size)])
+    return _write_videos(videos, out, fps)
+
+
+__all__ += ["extend", "sample_diffusion", "super_resolve"]

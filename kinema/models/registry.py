@@ -9,11 +9,17 @@ from torch import nn
 from kinema.config import ConfigError
 from kinema.models.tgan import TGAN, TGANConfig
 from kinema.models.tganv2 import TGANv2, TGANv2Config
+from kinema.models.vdm import VDM, VDMConfig
+from kinema.models.videogpt import VideoGPTVQVAE, VideoGPTVQVAEConfig
+from kinema.models.videogpt_prior import VideoGPTPrior, VideoGPTPriorConfig
 
 # name -> (config dataclass, nn.Module built as cls(config)). A new model adds one line here.
 MODELS: dict[str, tuple[type, type[nn.Module]]] = {
     "tganv2": (TGANv2Config, TGANv2),
     "tgan": (TGANConfig, TGAN),
+    "vdm": (VDMConfig, VDM),
+    "videogpt_vqvae": (VideoGPTVQVAEConfig, VideoGPTVQVAE),
+    "videogpt_prior": (VideoGPTPriorConfig, VideoGPTPrior),
 }
 
 

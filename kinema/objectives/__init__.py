@@ -11,9 +11,13 @@ from typing import Any
 from kinema.config import ConfigError, ObjectiveConfig
 from kinema.objectives.base import NonFiniteLossError, Objective, StepContext
 from kinema.objectives.gan import GANObjective
+from kinema.objectives.diffusion import DiffusionObjective, DiffusionObjectiveConfig
+from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
 
 # name -> (config dataclass, objective class built as cls(model, config)).
-OBJECTIVES: dict[str, tuple[type, type]] = {"gan": (ObjectiveConfig, GANObjective)}
+OBJECTIVES: dict[str, tuple[type, type]] = {"gan": (ObjectiveConfig, GANObjective),
+                                             "likelihood": (LikelihoodConfig, LikelihoodObjective),
+                                             "diffusion": (DiffusionObjectiveConfig, DiffusionObjective)}
 
 
 def objective_config_class(name: str) -> type:

@@ -1,0 +1,418 @@
+"""Video Diffusion Models (Ho, Salimans, Gritsenko, Chan, Norouzi, Fleet; NeurIPS 2022, arXiv 2204.03458).
+
+The denoiser is the paper's factorised space-time 3-D U-Net (Section 3, Figure 1): a 2-D diffusion
+U-Net (Ho et al. 2020 / ADM layout) whose every 3x3 convolution becomes a space-only 1x3x3
+convolution, whose down/up-sampling is spatial only, and which, after each spatial self-attention
+block (attention within each frame), has a temporal self-attention block (attention across frames
+at each pixel) with a learned relative-position bias. Frames are otherwise processed independently,
+so a frame can be made an independent *image* by masking temporal attention (joint image-video
+training, Section 3). GroupNorm normalises each frame on its own (frames folded into the batch) so
+that such images really are independent of the other frames -- see docs/models/vdm.md.
+
+Schedule, parameterisations and samplers live in :mod:`kinema.diffusion`; training lives in
+:mod:`kinema.objectives.diffusion`. This file knows nothing of the trainer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from kinema import diffusion
+from kinema.config import ConfigError
+from kinema.nn import assert_shape
+
+
+@dataclass
+class VDMConfig:
+    """VDM hyper-parameters. Defaults: the paper's UCF-101 16x64x64 model as far as stated (docs/models/vdm.md)."""
+
+    name: Literal["vdm"] = "vdm"
+    channels: int = 3  # video channels
+    frames: int = 16
+    resolution: int = 64
+    base_channels: int = 256
+    channel_mult: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # one entry per resolution level
+    num_res_blocks: int = 2  # ResNet blocks per level (the up path has one more, for the down-sampler's skip)
+    attention_resolutions: list[int] = field(default_factory=lambda: [8, 16, 32])  # spatial + temporal attention
+    head_channels: int = 64  # channels per attention head (heads = width // head_channels, at least 1)
+    max_frames: int = 64  # temporal attention's relative-position bias covers distances < max_frames
+    embed_channels: int = 1024  # noise-level (and class) embedding width
+    dropout: float = 0.1
+    norm_groups: int = 32  # GroupNorm groups (gcd with the width), per frame
+    num_classes: int = 0  # > 0: class-conditional with a learned null label (classifier-free guidance)
+    cond_drop_prob: float = 0.1  # training: labels replaced by the null label with this probability
+    guidance_scale: float = 0.0  # sampling: classifier-free guidance weight w, (1 + w) f(z, c) - w f(z)
+    # Diffusion process (kinema.diffusion): continuous-time cosine schedule with clipped log-SNR.
+    parameterization: Literal["eps", "v"] = "eps"
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+    # Default sampler for model.sample (sample grids, `kinema sample`, `kinema evaluate`).
+    sampler: Literal["ancestral", "ddim"] = "ancestral"
+    sampling_steps: int = 256
+    ddim_eta: float = 0.0
+    variance_gamma: float = 0.1  # ancestral: log-variance interpolation (paper eq. 5)
+    clip_denoised: bool = True  # clip x_hat to [-1, 1] while sampling
+
+    @property
+    def level_resolutions(self) -> list[int]:
+        return [self.resolution // 2**i for i in range(len(self.channel_mult))]
+
+    def validate(self) -> None:
+        for key in ("channels", "frames", "resolution", "base_channels", "num_res_blocks", "head_channels",
+                    "max_frames", "embed_channels", "norm_groups", "sampling_steps"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        if not self.channel_mult or any(m <= 0 for m in self.channel_mult):
+            raise ConfigError(f"model.channel_mult must be a non-empty list of positive integers, got {self.channel_mult}")
+        levels = len(self.channel_mult)
+        if self.resolution % 2 ** (levels - 1):
+            raise ConfigError(
+                f"model.resolution = {self.resolution} cannot be halved {levels - 1} times for {levels} levels "
+                f"(channel_mult {self.channel_mult}); use a multiple of {2 ** (levels - 1)} or fewer levels"
+            )
+        unknown = sorted(set(self.attention_resolutions) - set(self.level_resolutions))
+        if unknown:
+            raise ConfigError(f"model.attention_resolutions {unknown} are not level resolutions "
+                              f"{self.level_resolutions}; pick from those")
+        if self.frames > self.max_frames:
+            raise ConfigError(f"model.frames = {self.frames} exceeds model.max_frames = {self.max_frames}, the "
+                              "span of temporal attention's relative-position bias; raise model.max_frames")
+        if not 0 <= self.dropout < 1 or not 0 <= self.cond_drop_prob <= 1:
+            raise ConfigError("model.dropout must be in [0, 1) and model.cond_drop_prob in [0, 1]")
+        if self.num_classes < 0 or self.guidance_scale < 0:
+            raise ConfigError("model.num_classes and model.guidance_scale must be >= 0")
+        if not self.logsnr_min < self.logsnr_max:
+            raise ConfigError(f"model.logsnr_min ({self.logsnr_min}) must be below model.logsnr_max ({self.logsnr_max})")
+        try:
+            diffusion.check_sampler(self.sampler, self.sampling_steps, self.ddim_eta, self.variance_gamma)
+        except ValueError as exc:
+            raise ConfigError(f"model: {exc}") from None
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def sinusoidal_embedding(x: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """``(B,)`` -> ``(B, dim)``: ``[cos(x f_k), sin(x f_k)]`` with ``f_k = max_period^(-k / (dim / 2))``."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    args = x.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, dim % 2))
+
+
+def spatial_conv(c_in: int, c_out: int) -> nn.Conv3d:
+    """A 2-D 3x3 convolution applied to every frame: a 1x3x3 3-D convolution."""
+    return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1))
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class FrameGroupNorm(nn.GroupNorm):
+    """GroupNorm over ``(C / G, H, W)`` of each frame of ``(B, C, T, H, W)`` (no statistics across frames)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        y = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(y, "(b t) c h w -> b c t h w", b=b)
+
+
+def norm(channels: int, groups: int) -> FrameGroupNorm:
+    return FrameGroupNorm(math.gcd(groups, channels), channels)
+
+
+class ResBlock(nn.Module):
+    """GN -> SiLU -> conv1x3x3 -> + Linear(embedding) -> GN -> SiLU -> dropout -> conv1x3x3, plus skip."""
+
+    def __init__(self, c_in: int, c_out: int, emb: int, dropout: float, groups: int) -> None:
+        super().__init__()
+        self.in_layers = nn.Sequential(norm(c_in, groups), nn.SiLU(), spatial_conv(c_in, c_out))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb, c_out))
+        self.out_layers = nn.Sequential(norm(c_out, groups), nn.SiLU(), nn.Dropout(dropout),
+                                        zero_init(spatial_conv(c_out, c_out)))
+        self.skip = nn.Identity() if c_in == c_out else nn.Conv3d(c_in, c_out, 1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.in_layers(x) + self.emb(emb)[:, :, None, None, None]
+        return self.skip(x) + self.out_layers(h)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a pre-norm and a zero-initialised output projection (residual).
+
+    ``axis="space"``: tokens are the ``H*W`` pixels of each frame. ``axis="time"``: tokens are the ``T``
+    frames at each pixel, with a learned bias per head and relative distance ``j - i`` (|j - i| <
+    ``max_frames``) and an optional boolean mask ``(T, T)`` (True = may attend).
+    """
+
+    def __init__(self, channels: int, head_channels: int, groups: int, axis: str, max_frames: int = 0) -> None:
+        super().__init__()
+        self.axis, self.heads, self.max_frames = axis, max(1, channels // head_channels), max_frames
+        self.norm = norm(channels, groups)
+        self.qkv = nn.Conv3d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv3d(channels, channels, 1))
+        if axis == "time":
+            self.relative_bias = nn.Parameter(torch.zeros(self.heads, 2 * max_frames - 1))
+
+    def time_bias(self, frames: int, mask: torch.Tensor | None, device) -> torch.Tensor:
+        """Additive attention bias ``(heads, T, T)``: relative-position bias, ``-inf`` where masked."""
+        pos = torch.arange(frames, device=device)
+        rel = (pos[None, :] - pos[:, None]).clamp(-(self.max_frames - 1), self.max_frames - 1) + self.max_frames - 1
+        bias = self.relative_bias[:, rel]
+        if mask is not None:
+            bias = bias.masked_fill(~mask.to(device), float("-inf"))
+        return bias
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, video_frames: int | None = None) -> torch.Tensor:
+        b, _, t, h, _ = x.shape
+        qkv = self.qkv(self.norm(x))
+        if self.axis == "space":
+            q, k, v = rearrange(qkv, "b (n g d) t h w -> n (b t) g (h w) d", n=3, g=self.heads)
+            out = F.scaled_dot_product_attention(q, k, v)
+            out = rearrange(out, "(b t) g (h w) d -> b (g d) t h w", b=b, h=h)
+        else:
+            if (video_frames or t) > self.max_frames:
+                raise ValueError(
+                    f"temporal attention got {video_frames or t} frames but its relative-position bias covers at "
+                    f"most model.max_frames = {self.max_frames}; sample at most {self.max_frames} frames per "
+                    "window (or train a model with a larger max_frames)"
+                )
+            q, k, v = rearrange(qkv, "b (n g d) t h w -> n (b h w) g t d", n=3, g=self.heads)
+            bias = self.time_bias(t, mask, x.device).to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
+            out = rearrange(out, "(b h w) g t d -> b (g d) t h w", b=b, h=h)
+        return x + self.proj(out)
+
+
+class Downsample(nn.Module):
+    """Spatial 2x down-sampling: a 1x3x3 convolution with stride (1, 2, 2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(channels, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    """Spatial 2x nearest up-sampling, then a 1x3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = spatial_conv(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+
+
+class Block(nn.Module):
+    """A ResBlock, then (at attention resolutions) spatial attention followed by temporal attention."""
+
+    def __init__(self, c_in: int, c_out: int, cfg: VDMConfig, attention: bool) -> None:
+        super().__init__()
+        self.res = ResBlock(c_in, c_out, cfg.embed_channels, cfg.dropout, cfg.norm_groups)
+        self.space = Attention(c_out, cfg.head_channels, cfg.norm_groups, "space") if attention else None
+        self.time = (Attention(c_out, cfg.head_channels, cfg.norm_groups, "time", cfg.max_frames)
+                     if attention else None)
+
+    def forward(self, x, emb, mask, video_frames):
+        x = self.res(x, emb)
+        if self.space is not None:
+            x = self.time(self.space(x), mask, video_frames)
+        return x
+
+
+def temporal_mask(video_frames: int, image_frames: int, device=None) -> torch.Tensor | None:
+    """``(T, T)`` boolean, ``T = video_frames + image_frames``: the video frames attend to each other;
+    each trailing image frame attends only to itself. ``None`` when there are no image frames."""
+    if image_frames == 0:
+        return None
+    total = video_frames + image_frames
+    mask = torch.eye(total, dtype=torch.bool, device=device)
+    mask[:video_frames, :video_frames] = True
+    return mask
+
+
+class UNet3D(nn.Module):
+    """The factorised space-time U-Net: ``(z (B, C, T, H, W), log-SNR (B,), labels (B,) | None)`` -> ``(B, C, T, H, W)``."""
+
+    def __init__(self, cfg: VDMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        ch, emb = cfg.base_channels, cfg.embed_channels
+        self.time_embed = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
+        # index num_classes is the learned null label (unconditional branch of classifier-free guidance)
+        self.label_embed = nn.Embedding(cfg.num_classes + 1, emb) if cfg.num_classes > 0 else None
+        self.input = spatial_conv(cfg.channels, ch)
+        self.down = nn.ModuleList()
+        skips, width, res = [ch], ch, cfg.resolution
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                self.down.append(Block(width, ch * mult, cfg, res in cfg.attention_resolutions))
+                width = ch * mult
+                skips.append(width)
+            if level < len(cfg.channel_mult) - 1:
+                self.down.append(Downsample(width))
+                skips.append(width)
+                res //= 2
+        self.middle = nn.ModuleList([Block(width, width, cfg, True), Block(width, width, cfg, False)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for _ in range(cfg.num_res_blocks + 1):
+                self.up.append(Block(width + skips.pop(), ch * mult, cfg, res in cfg.attention_resolutions))
+                width = ch * mult
+            if level > 0:
+                self.up.append(Upsample(width))
+                res *= 2
+        self.out = nn.Sequential(norm(width, cfg.norm_groups), nn.SiLU(), zero_init(spatial_conv(width, cfg.channels)))
+
+    def embed(self, logsnr: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.cfg
+        # log-SNR mapped linearly onto DDPM's timestep range [0, 1000] before the sinusoidal embedding
+        c_noise = 1000 * (cfg.logsnr_max - logsnr) / (cfg.logsnr_max - cfg.logsnr_min)
+        emb = self.time_embed(sinusoidal_embedding(c_noise, cfg.base_channels))
+        if self.label_embed is not None:
+            if labels is None:
+                labels = torch.full((logsnr.shape[0],), cfg.num_classes, device=logsnr.device, dtype=torch.long)
+            emb = emb + self.label_embed(labels)
+        return emb
+
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, labels: torch.Tensor | None = None,
+                image_frames: int = 0) -> torch.Tensor:
+        """``z (B, C, T + k, H, W)``; the last ``k = image_frames`` frames are independent images."""
+        cfg = self.cfg
+        assert_shape(z, [None, cfg.channels, None, cfg.resolution, cfg.resolution], "VDM input (B, C, T, H, W)")
+        b, _, t, _, _ = z.shape
+        assert_shape(logsnr, [b], "log-SNR per sample (B,)")
+        if not 0 <= image_frames < t:
+            raise ValueError(f"image_frames must be in [0, {t}), got {image_frames}")
+        mask = temporal_mask(t - image_frames, image_frames, z.device)
+        emb = self.embed(logsnr, labels)
+        x = self.input(z)
+        skips = [x]
+        for layer in self.down:
+            x = layer(x) if isinstance(layer, Downsample) else layer(x, emb, mask, t - image_frames)
+            skips.append(x)
+        for layer in self.middle:
+            x = layer(x, emb, mask, t - image_frames)
+        for layer in self.up:
+            if isinstance(layer, Upsample):
+                x = layer(x)
+            else:
+                x = layer(torch.cat([x, skips.pop()], dim=1), emb, mask, t - image_frames)
+        return self.out(x)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def noise_seed(noise: torch.Tensor) -> int:
+    """A seed derived from the initial noise, so ``sample(noise)`` is a function of ``noise`` alone."""
+    return int(noise.detach().double().abs().sum().mul(1e6).item()) % (2**63 - 1)
+
+
+class VDM(nn.Module):
+    """Video diffusion model: a 3-D U-Net denoiser (``self.denoiser``) plus the sampling procedures."""
+
+    default_objective = "diffusion"
+
+    def __init__(self, config: VDMConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.denoiser = UNet3D(config)
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """``(C, T, H, W)`` of one video."""
+        c = self.config
+        return (c.channels, c.frames, c.resolution, c.resolution)
+
+    def logsnr(self, t: torch.Tensor) -> torch.Tensor:
+        """The schedule's log-SNR at ``t in [0, 1]``."""
+        return diffusion.cosine_logsnr(t, self.config.logsnr_min, self.config.logsnr_max)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """``z_1 ~ N(0, I)``, ``(n, C, T, H, W)``; drawn on the generator's device, then moved."""
+        gen_device = generator.device if generator is not None else "cpu"
+        z = torch.randn(n, *self.video_shape, generator=generator, device=gen_device)
+        return z.to(device if device is not None else next(self.parameters()).device)
+
+    def x0(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+           guidance_scale: float | None = None) -> torch.Tensor:
+        """Denoised prediction ``x_hat(z_t)`` at times ``t (B,)``, with classifier-free guidance for a
+        class-conditional model (``guidance_scale`` defaults to the config's)."""
+        cfg = self.config
+        logsnr = self.logsnr(t).to(z.device)
+        alpha, sigma = diffusion.alpha_sigma(logsnr)
+        scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        out = self.denoiser(z, logsnr, labels)
+        if cfg.num_classes > 0 and labels is not None and scale > 0:
+            out = diffusion.classifier_free(out, self.denoiser(z, logsnr, None), scale)
+        return diffusion.x0_from_output(out, z, alpha, sigma, cfg.parameterization)
+
+    def default_labels(self, n: int, device) -> torch.Tensor | None:
+        """Class-conditional models label a batch ``0, 1, ..., num_classes - 1, 0, ...`` (one of each class)."""
+        if self.config.num_classes == 0:
+            return None
+        return torch.arange(n, device=device) % self.config.num_classes
+
+    def _sampling(self, noise, labels, guidance_scale, sampler, steps, eta, generator):
+        cfg = self.config
+        assert_shape(noise, [None, *self.video_shape], "VDM noise (B, C, T, H, W)")
+        labels = self.default_labels(noise.shape[0], noise.device) if labels is None else labels
+        generator = generator if generator is not None else torch.Generator().manual_seed(noise_seed(noise))
+        kwargs = {"logsnr_fn": self.logsnr, "eta": cfg.ddim_eta if eta is None else eta,
+                  "gamma": cfg.variance_gamma, "clip": cfg.clip_denoised}
+        sampler = cfg.sampler if sampler is None else sampler
+        steps = cfg.sampling_steps if steps is None else steps
+        return (lambda z, t: self.x0(z, t, labels, guidance_scale)), sampler, steps, generator, kwargs
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, labels: torch.Tensor | None = None, guidance_scale: float | None = None,
+               sampler: str | None = None, steps: int | None = None, eta: float | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Videos ``(B, C, T, H, W)`` in [-1, 1] from ``z_1 = noise`` with the config's sampler (or the one given).
+
+        Per-step noise comes from ``generator``, by default a CPU generator seeded from ``noise``
+        itself: the same noise gives the same video, and the global RNG is not touched.
+        """
+        fn, sampler, steps, generator, kwargs = self._sampling(noise, labels, guidance_scale, sampler, steps, eta,
+                                                               generator)
+        return diffusion.sample_loop(fn, noise, steps, sampler, generator=generator, **kwargs)
+
+    def extend(self, context: torch.Tensor, noise: torch.Tensor, method: str = "reconstruction",
+               weight: float = 2.0, labels=None, guidance_scale=None, sampler=None, steps=None, eta=None,
+               generator=None, trace: list[float] | None = None) -> torch.Tensor:
+        """One window ``(B, C, T, H, W)`` whose first frames continue ``context (B, C, T_a, H, W)``; the
+        last ``T - T_a`` frames are new (see :func:`kinema.diffusion.sample_extension`)."""
+        _, c, _, h, w = noise.shape
+        if context.shape[0] != noise.shape[0] or tuple(context.shape[1:2] + context.shape[3:]) != (c, h, w):
+            raise ValueError(f"conditioning frames: expected (B={noise.shape[0]}, {c}, T_a, {h}, {w}), "
+                             f"got {tuple(context.shape)}")
+        fn, sampler, steps, generator, kwargs = self._sampling(noise, labels, guidance_scale, sampler, steps, eta,
+                                                               generator)
+        return diffusion.sample_extension(fn, context, noise, steps, sampler, method=method, weight=weight,
+                                          generator=generator, trace=trace, **kwargs)
+
+    def super_resolve(self, low: torch.Tensor, noise: torch.Tensor, method: str = "reconstruction",
+                      weight: float = 2.0, labels=None, guidance_scale=None, sampler=None, steps=None, eta=None,
+                      generator=None, trace: list[float] | None = None) -> torch.Tensor:
+        """A full-resolution video whose box down-sampling matches ``low (B, C, T, h, w)``
+        (see :func:`kinema.diffusion.sample_super_resolution`)."""
+        fn, sampler, steps, generator, kwargs = self._sampling(noise, labels, guidance_scale, sampler, steps, eta,
+                                                               generator)
+        return diffusion.sample_super_resolution(fn, low, noise, steps, sampler, method=method, weight=weight,
+                                                 generator=generator, trace=trace, **kwargs)

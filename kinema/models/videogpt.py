@@ -1,0 +1,408 @@
+"""VideoGPT stage 1 -- the 3-D VQ-VAE (Yan, Zhang, Abbeel, Srinivas 2021, "VideoGPT: Video Generation
+using VQ-VAE and Transformers"). Stage 2, the transformer prior, is :mod:`kinema.models.videogpt_prior`.
+
+Facts from the official code (wilson1yan/VideoGPT, ``videogpt/vqvae.py``):
+
+- Encoder: ``max(log2 d)`` convs of kernel 4 with stride 2 on each axis that still has to shrink
+  (stride 1 on the others), "same" padding ``k - s`` split ``(p//2 + p%2, p//2)``, ReLU after each;
+  then a 3x3x3 conv and ``res_layers`` attention residual blocks, then BN + ReLU.
+- Attention residual block: ``x + [BN, ReLU, conv3 (n -> n/2, no bias), BN, ReLU, conv1 (n/2 -> n,
+  no bias), BN, ReLU, axial attention]``; axial attention = the sum of three 2-head attentions, each
+  over one of T, H, W.
+- Pre-/post-quantisation 1x1x1 convs (hidden <-> embedding_dim). Decoder mirrors the encoder with
+  transposed convs (kernel 4, stride 2), ReLU between them, no output activation.
+- Codebook: 2048 codes x 256 dims, data-dependent init from the first batch's encoder outputs, EMA
+  (decay 0.99) of counts ``N`` and sums ``z_avg``, Laplace-smoothed normalisation (1e-7), then every
+  code whose EMA count ``N < 1`` is replaced by a random encoder output of the batch (outputs are
+  tiled with noise ``0.01 / sqrt(D)`` when there are fewer outputs than codes).
+- Loss: ``mse(x_hat, x) / 0.06 + 0.25 * mse(z_e, sg[e])`` with pixels in ``[-0.5, 0.5]``
+  (0.06 is the data variance there). kinema's pixels are in ``[-1, 1]`` (4x the variance), so the
+  reconstruction term is ``mse / (4 * data_variance)`` -- the same number the official code gives.
+  Adam lr 7e-4, betas (0.9, 0.999).
+
+Deviation: the official encoder's 3x3x3 conv takes 3 input channels when there is a single
+downsampling stage (a bug that crashes); here it always takes ``hidden`` channels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.config import ConfigError
+from kinema.nn import assert_shape
+
+
+@dataclass
+class VideoGPTVQVAEConfig:
+    """VQ-VAE hyper-parameters; defaults are the official ones (16x64x64 clips -> 4x16x16 codes)."""
+
+    name: Literal["videogpt_vqvae"] = "videogpt_vqvae"
+    frames: int = 16
+    resolution: int = 64
+    downsample: list[int] = field(default_factory=lambda: [4, 4, 4])  # (T, H, W) factors, powers of 2
+    hidden: int = 240  # n_hiddens
+    res_layers: int = 4  # attention residual blocks in the encoder and in the decoder
+    attention_heads: int = 2  # per axial attention
+    codebook_size: int = 2048  # n_codes
+    embedding_dim: int = 256
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+    # Official data variance for pixels in [-0.5, 0.5]; the loss divides kinema's [-1, 1] MSE by 4x it.
+    data_variance: float = 0.06
+    restart_threshold: float = 1.0  # codes whose EMA count is below this are restarted (official: 1)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        t, h, w = self.downsample
+        return (self.frames // t, self.resolution // h, self.resolution // w)
+
+    def validate(self) -> None:
+        for key in ("frames", "resolution", "hidden", "res_layers", "attention_heads", "codebook_size",
+                    "embedding_dim"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        check_downsample(self.downsample, (self.frames, self.resolution, self.resolution), "model")
+        if self.hidden % 2 or self.hidden % self.attention_heads:
+            raise ConfigError(f"model.hidden = {self.hidden} must be even and divisible by model.attention_heads "
+                              f"= {self.attention_heads} (the residual blocks halve it; attention splits it)")
+        if not 0 < self.ema_decay < 1:
+            raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.data_variance <= 0 or self.commitment < 0:
+            raise ConfigError("model.data_variance must be > 0 and model.commitment >= 0")
+
+
+def check_downsample(downsample: list[int], size: tuple[int, int, int], section: str = "model") -> None:
+    """Raise ConfigError unless ``downsample`` is three powers of 2 dividing ``size = (T, H, W)``."""
+    if len(downsample) != 3 or any(d < 1 or d & (d - 1) for d in downsample):
+        raise ConfigError(f"{section}.downsample must be three powers of 2 for (T, H, W), got {downsample}")
+    if any(s % d for s, d in zip(size, downsample)):
+        raise ConfigError(
+            f"clip shape (T, H, W) = {tuple(size)} is not divisible by {section}.downsample {list(downsample)}; "
+            f"choose frames/resolution that are multiples of the factors (or smaller factors)")
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
+    """F.pad amounts for 'same' padding: total ``k - s`` per axis, the extra pixel first (official)."""
+    pads: list[int] = []
+    for k, s in zip(reversed(kernel), reversed(stride)):
+        p = k - s
+        pads += [p // 2 + p % 2, p // 2]
+    return tuple(pads)
+
+
+def _triple(v) -> tuple[int, int, int]:
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v, v)
+
+
+class SamePadConv3d(nn.Module):
+    """Conv3d whose output is ``input / stride`` on each axis (input divisible by the stride)."""
+
+    def __init__(self, cin: int, cout: int, kernel=3, stride=1, bias: bool = True) -> None:
+        super().__init__()
+        kernel, stride = _triple(kernel), _triple(stride)
+        self.pad = _same_pad(kernel, stride)
+        self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, self.pad))
+
+
+class SamePadConvTranspose3d(nn.Module):
+    """ConvTranspose3d whose output is ``input * stride`` on each axis."""
+
+    def __init__(self, cin: int, cout: int, kernel=4, stride=2, bias: bool = True) -> None:
+        super().__init__()
+        kernel, stride = _triple(kernel), _triple(stride)
+        self.pad = _same_pad(kernel, stride)
+        self.convt = nn.ConvTranspose3d(cin, cout, kernel, stride=stride, bias=bias,
+                                        padding=tuple(k - 1 for k in kernel))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convt(F.pad(x, self.pad))
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with the official initialisation (q/k/v without bias, output with bias).
+
+    ``forward(q, kv)`` takes ``(..., Lq, dim_q)`` and ``(..., Lk, dim_kv)`` and returns ``(..., Lq, dim_q)``.
+    """
+
+    def __init__(self, dim_q: int, dim_kv: int, heads: int, n_layer: int = 1) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(dim_q, dim_q, bias=False)
+        self.k = nn.Linear(dim_kv, dim_q, bias=False)
+        self.v = nn.Linear(dim_kv, dim_kv, bias=False)
+        self.out = nn.Linear(dim_kv, dim_q)
+        nn.init.normal_(self.q.weight, std=1 / math.sqrt(dim_q))
+        nn.init.normal_(self.k.weight, std=1 / math.sqrt(dim_kv))
+        nn.init.normal_(self.v.weight, std=1 / math.sqrt(dim_kv))
+        nn.init.normal_(self.out.weight, std=1 / math.sqrt(dim_q * n_layer))
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., L, C)`` -> ``(..., heads, L, C / heads)``."""
+        return x.unflatten(-1, (self.heads, -1)).transpose(-2, -3)
+
+    def merge(self, a: torch.Tensor) -> torch.Tensor:
+        return self.out(a.transpose(-2, -3).flatten(-2))
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, causal: bool = False, dropout: float = 0.0) -> torch.Tensor:
+        a = F.scaled_dot_product_attention(self.split(self.q(q)), self.split(self.k(kv)), self.split(self.v(kv)),
+                                           is_causal=causal, dropout_p=dropout if self.training else 0.0)
+        return self.merge(a)
+
+
+class AxialAttention(nn.Module):
+    """Sum of full attentions along T, H and W of ``(B, C, T, H, W)`` (non-causal, official AxialBlock)."""
+
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.attn_w = MultiHeadAttention(channels, channels, heads)
+        self.attn_h = MultiHeadAttention(channels, channels, heads)
+        self.attn_t = MultiHeadAttention(channels, channels, heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
+        out = 0
+        for attn, axis in ((self.attn_w, 3), (self.attn_h, 2), (self.attn_t, 1)):
+            seq = h.movedim(axis, -2)  # the attended axis next to channels
+            out = out + attn(seq, seq).movedim(-2, axis)
+        return out.permute(0, 4, 1, 2, 3)
+
+
+class AttentionResidualBlock(nn.Module):
+    def __init__(self, channels: int, heads: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.BatchNorm3d(channels), nn.ReLU(),
+            SamePadConv3d(channels, channels // 2, 3, bias=False),
+            nn.BatchNorm3d(channels // 2), nn.ReLU(),
+            SamePadConv3d(channels // 2, channels, 1, bias=False),
+            nn.BatchNorm3d(channels), nn.ReLU(),
+            AxialAttention(channels, heads),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+def _stage_strides(downsample: list[int]) -> list[tuple[int, int, int]]:
+    """Per stage, stride 2 on the axes that still have to shrink: [4, 4, 2] -> [(2,2,2), (2,2,1)]."""
+    steps = [int(math.log2(d)) for d in downsample]
+    return [tuple(2 if s > i else 1 for s in steps) for i in range(max(steps))]
+
+
+class Encoder(nn.Module):
+    """``(B, 3, T, H, W)`` -> ``(B, hidden, T/dt, H/dh, W/dw)``."""
+
+    def __init__(self, cfg: VideoGPTVQVAEConfig) -> None:
+        super().__init__()
+        strides = _stage_strides(cfg.downsample)
+        self.convs = nn.ModuleList(SamePadConv3d(3 if i == 0 else cfg.hidden, cfg.hidden, 4, stride=s)
+                                   for i, s in enumerate(strides))
+        self.conv_last = SamePadConv3d(cfg.hidden if strides else 3, cfg.hidden, 3)
+        self.res_stack = nn.Sequential(*[AttentionResidualBlock(cfg.hidden, cfg.attention_heads)
+                                         for _ in range(cfg.res_layers)], nn.BatchNorm3d(cfg.hidden), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        return self.res_stack(self.conv_last(x))
+
+
+class Decoder(nn.Module):
+    """``(B, hidden, t, h, w)`` -> ``(B, 3, t*dt, h*dh, w*dw)`` (no output activation, as official)."""
+
+    def __init__(self, cfg: VideoGPTVQVAEConfig) -> None:
+        super().__init__()
+        strides = _stage_strides(cfg.downsample)
+        self.res_stack = nn.Sequential(*[AttentionResidualBlock(cfg.hidden, cfg.attention_heads)
+                                         for _ in range(cfg.res_layers)], nn.BatchNorm3d(cfg.hidden), nn.ReLU())
+        self.convts = nn.ModuleList(
+            SamePadConvTranspose3d(cfg.hidden, 3 if i == len(strides) - 1 else cfg.hidden, 4, stride=s)
+            for i, s in enumerate(strides))
+        self.conv_out = None if strides else SamePadConv3d(cfg.hidden, 3, 3)  # no upsampling at all
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.res_stack(x)
+        for i, convt in enumerate(self.convts):
+            x = convt(x)
+            if i < len(self.convts) - 1:
+                x = F.relu(x)
+        return self.conv_out(x) if self.conv_out is not None else x
+
+
+# --------------------------------------------------------------------------- codebook
+
+
+def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    gen_device = generator.device if generator is not None else "cpu"
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+class Codebook(nn.Module):
+    """``codebook_size`` vectors of ``embedding_dim`` updated by EMA (no gradients; all buffers).
+
+    ``quantize`` has no side effects; the objective calls ``initialize`` once (first training batch)
+    and ``ema_update`` once per optimiser step with statistics summed over the whole global batch.
+    """
+
+    def __init__(self, size: int, dim: int, decay: float = 0.99, restart_threshold: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.dim, self.decay, self.restart_threshold = size, dim, decay, restart_threshold
+        self.register_buffer("embeddings", torch.randn(size, dim))
+        self.register_buffer("N", torch.zeros(size))  # EMA of assignment counts
+        self.register_buffer("z_avg", self.embeddings.clone())  # EMA of the sums of assigned vectors
+        self.register_buffer("initialized", torch.zeros(()))  # saved: a resumed run does not re-initialise
+
+    def quantize(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Nearest code per position of ``z (B, D, t, h, w)``.
+
+        Returns ``embeddings`` (straight-through: value of the codes, gradient of ``z``), ``indices``
+        ``(B, t, h, w)``, ``commitment`` (unweighted ``mse(z, sg[e])``), ``perplexity`` of the code
+        usage, and the EMA statistics of this batch: ``counts (K,)`` and ``sums (K, D)``, plus ``flat``
+        (the detached encoder outputs ``(B*t*h*w, D)``, candidates for dead-code restarts).
+        """
+        flat = z.movedim(1, -1).reshape(-1, self.dim).float()
+        codes = self.embeddings
+        with torch.autocast(z.device.type, enabled=False):  # fp32 distances: bf16 would pick wrong codes
+            distances = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
+        indices = distances.argmin(1)
+        e = F.embedding(indices, codes).view(z.shape[0], *z.shape[2:], self.dim).movedim(-1, 1)
+        counts = torch.bincount(indices, minlength=self.size).to(flat.dtype)
+        sums = torch.zeros_like(codes).index_add_(0, indices, flat.detach())
+        probs = counts / counts.sum()
+        return {
+            "embeddings": (e - z).detach() + z,
+            "indices": indices.view(z.shape[0], *z.shape[2:]),
+            "commitment": F.mse_loss(z.float(), e.detach()),
+            "perplexity": torch.exp(-(probs * torch.log(probs + 1e-10)).sum()).detach(),
+            "counts": counts, "sums": sums, "flat": flat.detach(),
+        }
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """``(B, t, h, w)`` long -> ``(B, D, t, h, w)``."""
+        return F.embedding(indices, self.embeddings).movedim(-1, 1)
+
+    def candidates(self, flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``size`` random rows of ``flat (M, D)``: tiled with noise 0.01/sqrt(D) when M < size (official)."""
+        if flat.shape[0] < self.size:
+            repeats = -(-self.size // flat.shape[0])
+            flat = flat.repeat(repeats, 1)
+            flat = flat + _randn(flat.shape, generator, flat.device) * (0.01 / math.sqrt(self.dim))
+        gen_device = generator.device if generator is not None else "cpu"
+        perm = torch.randperm(flat.shape[0], generator=generator, device=gen_device).to(flat.device)
+        return flat[perm[: self.size]]
+
+    @torch.no_grad()
+    def initialize(self, candidates: torch.Tensor) -> None:
+        """Data-dependent init: codes = random encoder outputs, ``N = 1``."""
+        self.embeddings.copy_(candidates)
+        self.z_avg.copy_(candidates)
+        self.N.fill_(1.0)
+        self.initialized.fill_(1.0)
+
+    @torch.no_grad()
+    def ema_update(self, counts: torch.Tensor, sums: torch.Tensor, candidates: torch.Tensor) -> None:
+        """One EMA step from batch statistics, then restart codes with ``N < restart_threshold``.
+
+        As the official code: ``N <- d N + (1-d) counts``, ``z_avg <- d z_avg + (1-d) sums``,
+        ``e = z_avg / ((N + 1e-7) / (n + K 1e-7) * n)`` with ``n = sum N``; dead codes take
+        ``candidates`` rows (``N`` and ``z_avg`` are left as they are, so a restarted code keeps being
+        restarted until data is assigned to it).
+        """
+        d = self.decay
+        self.N.mul_(d).add_(counts, alpha=1 - d)
+        self.z_avg.mul_(d).add_(sums, alpha=1 - d)
+        n = self.N.sum()
+        weights = (self.N + 1e-7) / (n + self.size * 1e-7) * n
+        self.embeddings.copy_(self.z_avg / weights[:, None])
+        usage = (self.N >= self.restart_threshold).to(self.embeddings.dtype)[:, None]
+        self.embeddings.mul_(usage).add_(candidates * (1 - usage))
+
+
+# --------------------------------------------------------------------------- model
+
+
+class VideoGPTVQVAE(nn.Module):
+    """The VQ-VAE. ``forward(video (B, 3, T, H, W))`` -> dict with ``reconstruction`` (same shape),
+    ``indices (B, t, h, w)``, ``commitment`` (weighted), ``perplexity`` and the codebook statistics."""
+
+    default_objective = "likelihood"
+
+    def __init__(self, config: VideoGPTVQVAEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.pre_vq = SamePadConv3d(config.hidden, config.embedding_dim, 1)
+        self.codebook = Codebook(config.codebook_size, config.embedding_dim, config.ema_decay,
+                                 config.restart_threshold)
+        self.post_vq = SamePadConv3d(config.embedding_dim, config.hidden, 1)
+        self.decoder = Decoder(config)
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.config.frames, self.config.resolution, self.config.resolution)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.config.latent_shape
+
+    def check_video(self, x: torch.Tensor, name: str = "video") -> None:
+        """Any ``(B, 3, T, H, W)`` whose T, H, W the downsampling factors divide."""
+        assert_shape(x, [None, 3, None, None, None], f"{name} (B, 3, T, H, W)")
+        try:
+            check_downsample(self.config.downsample, tuple(x.shape[2:]))
+        except ConfigError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` -> pre-quantisation latents ``(B, D, t, h, w)``."""
+        self.check_video(x)
+        return self.pre_vq(self.encoder(x))
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` in [-1, 1] -> code indices ``(B, t, h, w)`` (long)."""
+        return self.codebook.quantize(self.encode_latents(x))["indices"]
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices ``(B, t, h, w)`` -> video ``(B, 3, T, H, W)`` (not clamped)."""
+        assert_shape(indices, [None, None, None, None], "code indices (B, t, h, w)")
+        return self.decoder(self.post_vq(self.codebook.lookup(indices)))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.codebook.quantize(self.encode_latents(x))
+        out["reconstruction"] = self.decoder(self.post_vq(out["embeddings"]))
+        out["commitment"] = self.config.commitment * out["commitment"]
+        return out
+
+    def reconstruction_loss(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        """Official ``mse / 0.06`` in [-0.5, 0.5] pixel units = ``mse / (4 * 0.06)`` in kinema's [-1, 1]."""
+        return F.mse_loss(reconstruction.float(), x.float()) / (4 * self.config.data_variance)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Row indices ``(n,)``: a VQ-VAE has no noise; the trainer's preview reconstructs real clips."""
+        return torch.arange(n, device=device if device is not None else next(self.parameters()).device)
+
+    def sample(self, noise: torch.Tensor) -> torch.Tensor:
+        raise ValueError(
+            "a VideoGPT VQ-VAE is an autoencoder, not a generative model: it cannot sample. Train a prior "
+            "on its codes (kinema train --config configs/videogpt_prior_tiny.toml --set model.vqvae=THIS_RUN "
+            "--out PRIOR_RUN) and sample from the prior checkpoint")
+
+    @torch.no_grad()
+    def preview(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Originals and reconstructions side by side: ``(n, 3, T, H, 2W)`` (left real, right decoded)."""
+        real = real[: len(noise)]
+        recon = self.decode(self.encode(real)).clamp(-1, 1)
+        return torch.cat([real, recon], dim=-1)

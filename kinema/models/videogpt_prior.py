@@ -1,0 +1,480 @@
+"""VideoGPT stage 2 -- an autoregressive transformer prior over the VQ-VAE's code grid.
+
+Facts from the official code (wilson1yan/VideoGPT, ``videogpt/gpt.py``, ``videogpt/attention.py``):
+
+- Input of position i: the frozen VQ-VAE codebook vector of code i-1 (a zero vector at i = 0: the
+  sequence is right-shifted), ``Linear(embedding_dim, hidden, bias=False)`` (std 0.02), plus a
+  factorised learned position embedding: one table per axis (T, H, W) of ``hidden / 3`` dims
+  (init ``0.01 * randn``), broadcast and concatenated.
+- ``layers`` pre-norm blocks: LN -> causal self-attention -> dropout -> residual; [LN -> cross-attention
+  to the conditioning frames' features -> dropout -> residual]; LN -> Linear(4x) -> GeLU2
+  (``x * sigmoid(1.702 x)``) -> Linear -> dropout -> residual. Attention: q/k/v without bias,
+  init std ``1/sqrt(dim)``; output with bias, std ``1/sqrt(dim * layers)``; attention dropout 0.3,
+  residual dropout 0.2. Final LN, then ``Linear(hidden, codes, bias=False)`` initialised to zero.
+- Class conditioning: every LN is conditional, ``g = 1 + W onehot``, ``b = W_b onehot`` (W init
+  ``1/sqrt(classes)``). Frame conditioning: the first ``cond_frames`` frames of the training clip go
+  through a conv net that downsamples space by 4 (official: a 3-D ResNet-34, 240 channels), get their own
+  factorised position embedding, and every block reads them through cross-attention.
+- Defaults: hidden 576, 4 heads, 8 layers; Adam lr 3e-4 betas (0.9, 0.999), cosine schedule.
+  The official sampler draws from softmax(logits); temperature and top-k are kinema additions.
+
+Deviations: the conditioning encoder is a small residual conv net (``cond_layers`` blocks, no batch
+norm, so micro-batches and full batches agree) instead of ResNet-34; layer norm is the standard one
+(the official adds its 1e-5 to the reciprocal square root, which differs only for near-constant rows).
+
+Sampling "noise" is one int64 seed per video: video i is drawn with its own ``torch.Generator``
+seeded with ``noise[i]``, so a video depends only on its seed, not on the batch it is drawn in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kinema.config import ConfigError
+from kinema.models.videogpt import (
+    MultiHeadAttention,
+    SamePadConv3d,
+    VideoGPTVQVAE,
+    VideoGPTVQVAEConfig,
+    check_downsample,
+)
+from kinema.nn import assert_shape
+
+
+@dataclass
+class VideoGPTPriorConfig:
+    """Prior hyper-parameters (defaults: the official 576-wide, 8-layer transformer).
+
+    ``vqvae`` is the VQ-VAE run or checkpoint directory to train on. When a config is built, that
+    checkpoint's model config is copied into ``vqvae_config`` (JSON); the prior's checkpoint stores it
+    and the VQ-VAE weights, so loading a prior needs nothing else. ``frames``, ``resolution``,
+    ``downsample`` and ``codebook_size`` must match the VQ-VAE (checked); without a VQ-VAE (a dry run)
+    they describe a placeholder VQ-VAE of the default width.
+    """
+
+    name: Literal["videogpt_prior"] = "videogpt_prior"
+    vqvae: str = ""
+    vqvae_config: str = ""  # filled from `vqvae` automatically; do not edit
+    frames: int = 16
+    resolution: int = 64
+    downsample: list[int] = field(default_factory=lambda: [4, 4, 4])
+    codebook_size: int = 2048
+    hidden: int = 576
+    heads: int = 4
+    layers: int = 8
+    dropout: float = 0.2
+    attn_dropout: float = 0.3
+    cond_frames: int = 0  # > 0: condition on the first cond_frames frames (BAIR: 1)
+    cond_hidden: int = 240
+    cond_layers: int = 2
+    num_classes: int = 0  # > 0: class-conditional layer norms
+    temperature: float = 1.0  # sampling defaults of model.sample
+    top_k: int = 0  # 0 = no top-k filtering
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        t, h, w = self.downsample
+        return (self.frames // t, self.resolution // h, self.resolution // w)
+
+    def vqvae_model_config(self) -> VideoGPTVQVAEConfig:
+        """The VQ-VAE's config: the stored one, or a default-width placeholder matching this grid."""
+        if self.vqvae_config:
+            from kinema.config import build_dataclass
+
+            return build_dataclass(VideoGPTVQVAEConfig, json.loads(self.vqvae_config), "model.vqvae_config")
+        return VideoGPTVQVAEConfig(frames=self.frames, resolution=self.resolution, downsample=list(self.downsample),
+                                   codebook_size=self.codebook_size)
+
+    def validate(self) -> None:
+        for key in ("frames", "resolution", "codebook_size", "hidden", "heads", "layers", "cond_hidden",
+                    "temperature"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"model.{key} must be > 0, got {getattr(self, key)}")
+        for key in ("cond_frames", "cond_layers", "num_classes", "top_k"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
+        check_downsample(self.downsample, (self.frames, self.resolution, self.resolution))
+        if self.hidden % 3 or self.hidden % self.heads:
+            raise ConfigError(f"model.hidden = {self.hidden} must be divisible by 3 (one position table per "
+                              f"axis) and by model.heads = {self.heads}; e.g. 576")
+        if self.cond_frames and (self.cond_hidden % 3 or self.cond_hidden % self.heads):
+            raise ConfigError(f"model.cond_hidden = {self.cond_hidden} must be divisible by 3 and model.heads")
+        if self.cond_frames > self.frames:
+            raise ConfigError(f"model.cond_frames = {self.cond_frames} exceeds model.frames = {self.frames}")
+        if self.cond_frames and self.resolution % 4:
+            raise ConfigError(f"frame conditioning downsamples space by 4: model.resolution = {self.resolution} "
+                              "must be a multiple of 4")
+        if not 0 <= self.dropout < 1 or not 0 <= self.attn_dropout < 1:
+            raise ConfigError("model.dropout and model.attn_dropout must be in [0, 1)")
+        if self.top_k > self.codebook_size:
+            raise ConfigError(f"model.top_k = {self.top_k} is larger than the codebook ({self.codebook_size} "
+                              "codes); use 0 (no filtering) or a value <= codebook_size")
+        if self.vqvae and not self.vqvae_config:
+            self.vqvae_config = json.dumps(read_vqvae_config(self.vqvae))
+        if self.vqvae_config:
+            self.check_matches(self.vqvae_model_config())
+
+    def check_matches(self, vq: VideoGPTVQVAEConfig) -> None:
+        mine = (self.frames, self.resolution, self.resolution)
+        theirs = (vq.frames, vq.resolution, vq.resolution)
+        if mine != theirs or list(vq.downsample) != list(self.downsample) or vq.codebook_size != self.codebook_size:
+            fmt = "x".join
+            raise ConfigError(
+                f"the prior's code grid does not match its VQ-VAE ({self.vqvae or 'model.vqvae_config'}): the VQ-VAE "
+                f"encodes {fmt(map(str, theirs))} clips into a {fmt(map(str, vq.latent_shape))} grid of "
+                f"{vq.codebook_size} codes (downsample {list(vq.downsample)}), the prior expects "
+                f"{fmt(map(str, mine))} clips -> {fmt(map(str, self.latent_shape))} grid of {self.codebook_size} "
+                f"codes (downsample {list(self.downsample)}). Set model.frames={vq.frames}, "
+                f"model.resolution={vq.resolution}, model.downsample={list(vq.downsample)}, "
+                f"model.codebook_size={vq.codebook_size}, or point model.vqvae at a matching VQ-VAE")
+
+
+def read_vqvae_config(path: str | Path) -> dict:
+    """The model section of a VQ-VAE checkpoint's config.json; clear errors for a missing/wrong one."""
+    from kinema.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"model.vqvae: {exc}. Train the VQ-VAE first: kinema train --config "
+                          f"configs/videogpt_vqvae_tiny.toml --out {path}") from None
+    model = json.loads((ckpt / "config.json").read_text()).get("model", {})
+    if model.get("name") != "videogpt_vqvae":
+        raise ConfigError(f"model.vqvae = {str(path)!r} holds a {model.get('name')!r} model, not a VideoGPT VQ-VAE "
+                          "(videogpt_vqvae); point it at a run trained with configs/videogpt_vqvae_*.toml")
+    return model
+
+
+def vqvae_checkpoint_matches(path: str, stored: str) -> Path | None:
+    """The checkpoint dir under ``path`` whose model config equals ``stored`` JSON, else None."""
+    from kinema.training.checkpoint import CheckpointError, resolve_checkpoint
+
+    try:
+        ckpt = resolve_checkpoint(path)
+        model = json.loads((ckpt / "config.json").read_text()).get("model", {})
+    except (CheckpointError, OSError, ValueError):
+        return None
+    return ckpt if model == json.loads(stored) else None
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+class GeLU2(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LayerNorm(nn.Module):
+    """Layer norm; class-conditional (``g = 1 + W onehot, b = W_b onehot``) when ``classes > 0``."""
+
+    def __init__(self, dim: int, classes: int = 0) -> None:
+        super().__init__()
+        self.classes = classes
+        if classes:
+            self.w = nn.Linear(classes, dim, bias=False)
+            nn.init.constant_(self.w.weight, 1 / math.sqrt(classes))
+            self.wb = nn.Linear(classes, dim, bias=False)
+        else:
+            self.g = nn.Parameter(torch.ones(dim))
+            self.b = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, L, dim)``, ``onehot (B, classes)`` when conditional."""
+        y = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5)
+        if self.classes:
+            g, b = 1 + self.w(onehot)[:, None], self.wb(onehot)[:, None]
+        else:
+            g, b = self.g, self.b
+        return (y * g + b).to(x.dtype)
+
+
+class PositionEmbedding(nn.Module):
+    """Factorised learned embedding of a ``(t, h, w)`` grid, flattened T-major: ``(t*h*w, dim)``."""
+
+    def __init__(self, shape: tuple[int, int, int], dim: int) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(s, dim // 3) * 0.01) for s in shape)
+
+    def forward(self) -> torch.Tensor:
+        t, h, w = self.shape
+        et, eh, ew = self.tables
+        grid = torch.cat([et[:, None, None].expand(t, h, w, -1), eh[None, :, None].expand(t, h, w, -1),
+                          ew[None, None, :].expand(t, h, w, -1)], dim=-1)
+        return grid.reshape(t * h * w, -1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; ``cache`` (dict) holds this layer's keys/values when decoding."""
+
+    def __init__(self, cfg: VideoGPTPriorConfig) -> None:
+        super().__init__()
+        d, c = cfg.hidden, cfg.num_classes
+        self.attn_dropout = cfg.attn_dropout
+        self.norm_attn = LayerNorm(d, c)
+        self.attn = MultiHeadAttention(d, d, cfg.heads, cfg.layers)
+        if cfg.cond_frames:
+            self.norm_cross = LayerNorm(d, c)
+            self.cross = MultiHeadAttention(d, cfg.cond_hidden, cfg.heads, cfg.layers)
+        self.norm_fc = LayerNorm(d, c)
+        self.fc = nn.Sequential(nn.Linear(d, 4 * d), GeLU2(), nn.Linear(4 * d, d))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def self_attention(self, h: torch.Tensor, cache: dict | None, pos: int | None) -> torch.Tensor:
+        attn = self.attn
+        q, k, v = attn.split(attn.q(h)), attn.split(attn.k(h)), attn.split(attn.v(h))  # (B, heads, L, c)
+        if cache is None:  # training / full pass: causal over the whole sequence
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.attn_dropout if self.training else 0.0)
+        else:  # decoding one position: keys/values of positions 0..pos
+            if "k" not in cache:  # allocated on first use, in the dtype autocast gives k and v
+                shape = (*k.shape[:2], cache["length"], k.shape[-1])
+                cache["k"], cache["v"] = k.new_zeros(shape), v.new_zeros(shape)
+            cache["k"][:, :, pos : pos + 1] = k
+            cache["v"][:, :, pos : pos + 1] = v
+            a = F.scaled_dot_product_attention(q, cache["k"][:, :, : pos + 1], cache["v"][:, :, : pos + 1])
+        return attn.merge(a)
+
+    def forward(self, x, onehot=None, cond=None, cache: dict | None = None, pos: int | None = None):
+        x = x + self.drop(self.self_attention(self.norm_attn(x, onehot), cache, pos))
+        if cond is not None:
+            h = self.norm_cross(x, onehot)
+            x = x + self.drop(self.cross(h, cond))  # no attention dropout here (official enc_attn)
+        return x + self.drop(self.fc(self.norm_fc(x, onehot)))
+
+
+class FrameEncoder(nn.Module):
+    """Conditioning frames ``(B, 3, n, H, W)`` -> features ``(B, n*H/4*W/4, cond_hidden)``."""
+
+    def __init__(self, cfg: VideoGPTPriorConfig) -> None:
+        super().__init__()
+        c = cfg.cond_hidden
+        self.stem = nn.Sequential(SamePadConv3d(3, c, (1, 4, 4), stride=(1, 2, 2)), nn.ReLU(),
+                                  SamePadConv3d(c, c, (1, 4, 4), stride=(1, 2, 2)))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.ReLU(), SamePadConv3d(c, c, 3), nn.ReLU(), SamePadConv3d(c, c, 1))
+                                    for _ in range(cfg.cond_layers))
+        self.pos = PositionEmbedding((cfg.cond_frames, cfg.resolution // 4, cfg.resolution // 4), c)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        h = self.stem(frames)
+        for block in self.blocks:
+            h = h + block(h)
+        return F.relu(h).flatten(2).transpose(1, 2) + self.pos()
+
+
+class PriorTransformer(nn.Module):
+    """Logits over codes for every position of the flattened (T-major) code grid."""
+
+    def __init__(self, cfg: VideoGPTPriorConfig, embedding_dim: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.fc_in = nn.Linear(embedding_dim, cfg.hidden, bias=False)
+        nn.init.normal_(self.fc_in.weight, std=0.02)
+        self.pos = PositionEmbedding(cfg.latent_shape, cfg.hidden)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.norm = LayerNorm(cfg.hidden, cfg.num_classes)
+        self.fc_out = nn.Linear(cfg.hidden, cfg.codebook_size, bias=False)
+        nn.init.zeros_(self.fc_out.weight)
+        self.frame_encoder = FrameEncoder(cfg) if cfg.cond_frames else None
+
+    def forward(self, inputs: torch.Tensor, onehot=None, cond=None) -> torch.Tensor:
+        """``inputs (B, L, embedding_dim)`` = codebook vectors of the codes (not yet shifted) ->
+        logits ``(B, L, codes)``; the logits of position i depend on inputs ``< i`` only."""
+        x = F.pad(inputs[:, :-1], (0, 0, 1, 0))  # right shift: position i sees code i-1
+        x = self.fc_in(x) + self.pos()[: x.shape[1]]
+        for block in self.blocks:
+            x = block(x, onehot, cond)
+        return self.fc_out(self.norm(x, onehot))
+
+    def step(self, prev: torch.Tensor | None, pos: int, caches: list[dict], onehot=None, cond=None) -> torch.Tensor:
+        """Decode position ``pos`` with key/value caches: ``prev (B, embedding_dim)`` is code pos-1's
+        vector (None at pos 0) -> logits ``(B, codes)``."""
+        if prev is None:
+            x = torch.zeros(caches[0]["batch"], 1, self.cfg.hidden, device=self.fc_in.weight.device)
+        else:
+            x = self.fc_in(prev[:, None])
+        x = x + self.pos()[pos : pos + 1]
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, onehot, cond, cache, pos)
+        return self.fc_out(self.norm(x, onehot))[:, 0]
+
+    def new_caches(self, batch: int) -> list[dict]:
+        """Empty key/value caches, one per block (filled by :meth:`step`)."""
+        return [{"batch": batch, "length": math.prod(self.cfg.latent_shape)} for _ in self.blocks]
+
+
+# --------------------------------------------------------------------------- model
+
+
+class VideoGPTPrior(nn.Module):
+    """Frozen VQ-VAE (``self.vqvae``) + trainable transformer (``self.transformer``).
+
+    ``logits(codes)`` for training; ``sample(noise)`` -> videos ``(B, 3, T, H, W)``; ``sample_codes``
+    for codes (optionally with ``condition`` frames or a fixed code ``prefix``).
+    """
+
+    default_objective = "likelihood"
+
+    def __init__(self, config: VideoGPTPriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        vq_config = config.vqvae_model_config()
+        config.check_matches(vq_config)
+        self.vqvae = VideoGPTVQVAE(vq_config)
+        # True once real VQ-VAE weights are in: read from model.vqvae now, or from a prior checkpoint later.
+        self.vqvae_loaded = False
+        if config.vqvae and config.vqvae_config:
+            ckpt = vqvae_checkpoint_matches(config.vqvae, config.vqvae_config)
+            if ckpt is not None:
+                from safetensors.torch import load_file
+
+                self.vqvae.load_state_dict(load_file(ckpt / "model.safetensors"))
+                self.vqvae_loaded = True
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "vqvae_loaded", True))
+        self.vqvae.requires_grad_(False)
+        self.vqvae.eval()
+        self.transformer = PriorTransformer(config, vq_config.embedding_dim)
+
+    def train(self, mode: bool = True) -> VideoGPTPrior:
+        super().train(mode)
+        self.vqvae.eval()  # frozen: batch norm keeps its running statistics
+        return self
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        return (3, self.config.frames, self.config.resolution, self.config.resolution)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return self.config.latent_shape
+
+    # ------------------------------------------------------------------ conditioning
+
+    def _onehot(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        c = self.config.num_classes
+        if not c:
+            return None
+        if labels is None:
+            raise ValueError(f"this prior is class-conditional (model.num_classes = {c}): pass labels (B,)")
+        assert_shape(labels, [batch], "labels (B,)")
+        return F.one_hot(labels.long(), c).float()
+
+    def _cond(self, frames: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        cfg = self.config
+        if not cfg.cond_frames:
+            return None
+        if frames is None:
+            raise ValueError(f"this prior is frame-conditional (model.cond_frames = {cfg.cond_frames}): pass the "
+                             "conditioning frames (kinema sample --condition VIDEO)")
+        assert_shape(frames, [batch, 3, cfg.cond_frames, cfg.resolution, cfg.resolution],
+                     "conditioning frames (B, 3, cond_frames, resolution, resolution)")
+        return self.transformer.frame_encoder(frames)
+
+    # ------------------------------------------------------------------ training
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, T, H, W)`` -> flattened codes ``(B, t*h*w)`` from the frozen VQ-VAE."""
+        assert_shape(video, [None, *self.video_shape], "video (B, C, T, H, W)")
+        return self.vqvae.encode(video).flatten(1)
+
+    def logits(self, codes: torch.Tensor, frames: torch.Tensor | None = None,
+               labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Flattened codes ``(B, L)`` -> logits ``(B, L, codes)``; ``frames``: conditioning frames."""
+        assert_shape(codes, [None, math.prod(self.latent_shape)], "codes (B, t*h*w)")
+        inputs = F.embedding(codes, self.vqvae.codebook.embeddings)
+        return self.transformer(inputs, self._onehot(labels, len(codes)), self._cond(frames, len(codes)))
+
+    def loss(self, video: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean negative log-likelihood per code (nats) of ``video (B, 3, T, H, W)``."""
+        codes = self.encode(video)
+        frames = video[:, :, : self.config.cond_frames] if self.config.cond_frames else None
+        logits = self.logits(codes, frames, labels)
+        return F.cross_entropy(logits.float().flatten(0, 1), codes.flatten())
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """One int64 seed per video, ``(n,)``."""
+        gen_device = generator.device if generator is not None else "cpu"
+        seeds = torch.randint(0, 2**62, (n,), generator=generator, device=gen_device)
+        return seeds.to(device if device is not None else next(self.parameters()).device)
+
+    @torch.no_grad()
+    def sample_codes(self, noise: torch.Tensor, condition: torch.Tensor | None = None,
+                     labels: torch.Tensor | None = None, temperature: float | None = None,
+                     top_k: int | None = None, prefix: torch.Tensor | None = None,
+                     use_cache: bool = True) -> torch.Tensor:
+        """Codes ``(B, t, h, w)`` for seeds ``noise (B,)``.
+
+        ``condition``: conditioning frames ``(B, 3, cond_frames, H, W)`` (frame-conditional priors);
+        ``prefix (B, P)``: the first P flattened codes are fixed instead of sampled. ``use_cache=False``
+        recomputes the whole sequence at every position (slow; for checking the cache).
+        """
+        cfg = self.config
+        temperature = cfg.temperature if temperature is None else temperature
+        top_k = cfg.top_k if top_k is None else top_k
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if not 0 <= top_k <= cfg.codebook_size:
+            raise ValueError(f"top_k = {top_k} is larger than the codebook ({cfg.codebook_size} codes); use "
+                             f"0 (no filtering) or 1..{cfg.codebook_size}")
+        assert_shape(noise, [None], "noise: one seed per video (B,)")
+        b, length = len(noise), math.prod(self.latent_shape)
+        device = self.vqvae.codebook.embeddings.device
+        gens = [torch.Generator().manual_seed(int(s)) for s in noise.tolist()]
+        onehot, cond = self._onehot(labels, b), self._cond(condition, b)
+        codes = torch.zeros(b, length, dtype=torch.long, device=device)
+        fixed = 0
+        if prefix is not None:
+            assert_shape(prefix, [b, None], "prefix codes (B, P)")
+            fixed = prefix.shape[1]
+            codes[:, :fixed] = prefix
+        table = self.vqvae.codebook.embeddings
+        caches = self.transformer.new_caches(b) if use_cache else None
+        for pos in range(length):
+            if use_cache:  # fixed prefix positions still run: they fill the caches
+                prev = table[codes[:, pos - 1]] if pos > 0 else None
+                logits = self.transformer.step(prev, pos, caches, onehot, cond)
+            elif pos >= fixed:
+                logits = self.transformer(F.embedding(codes[:, : pos + 1], table), onehot, cond)[:, pos]
+            if pos < fixed:
+                continue
+            codes[:, pos] = draw(logits, gens, temperature, top_k).to(device)
+        return codes.view(b, *self.latent_shape)
+
+    @torch.no_grad()
+    def sample(self, noise: torch.Tensor, condition: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+               temperature: float | None = None, top_k: int | None = None,
+               prefix: torch.Tensor | None = None, use_cache: bool = True) -> torch.Tensor:
+        """Videos ``(B, 3, T, H, W)`` in [-1, 1] decoded from sampled codes (see :meth:`sample_codes`)."""
+        codes = self.sample_codes(noise, condition, labels, temperature, top_k, prefix, use_cache)
+        return self.vqvae.decode(codes).clamp(-1, 1)
+
+    @torch.no_grad()
+    def preview(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """Trainer sample grid: unconditional samples, or (frame-conditional) continuations of real clips."""
+        if not self.config.cond_frames:
+            return self.sample(noise)
+        real = real[: len(noise)]
+        return self.sample(noise, condition=real[:, :, : self.config.cond_frames])
+
+
+def draw(logits: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:
+    """One code per row of ``logits (B, K)``, row i drawn with ``generators[i]`` (inverse CDF, float64)."""
+    logits = logits.double().cpu() / temperature
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    cdf = logits.softmax(-1).cumsum(-1)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_(max=logits.shape[1] - 1)
