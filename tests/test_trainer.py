@@ -228,3 +228,14 @@ def test_compiled_generator_trains_and_checkpoints_plain_names(tmp_path):
     assert "generator.fc.weight" in names and not any("_orig_mod" in n for n in names)
     model, _, _ = load_model(tmp_path)
     assert torch.isfinite(api.generate(model, 2, 0)).all()
+
+
+def test_reading_data_leaves_the_global_rng_alone(tmp_path):
+    """Dropout draws from the global RNG; a resumed run restores it, then builds a new data iterator,
+    which must not draw from it (the DataLoader has its own generator)."""
+    trainer = Trainer(tiny_run_config(steps=1), tmp_path, device="cpu", progress=False)
+    torch.manual_seed(5)
+    next(trainer._batches())
+    after = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(1))

@@ -312,6 +312,9 @@ class Trainer:
             num_workers=self.config.data.workers,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
+            # Its own generator: creating an iterator otherwise draws a base seed from the global RNG,
+            # which would shift a resumed run's dropout masks. Items do not depend on worker seeds.
+            generator=torch.Generator().manual_seed(train.seed),
         )
         for batch in loader:
             yield batch[0] if isinstance(batch, (list, tuple)) else batch
