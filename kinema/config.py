@@ -60,6 +60,9 @@ class DataConfig:
     # cache data: the random crop's x offset is uniform in [m, W - width - m] (TGANv2: 4, for a 192x256
     # cache and 192x192 crops); shrinks to (W - width) // 2 when the frame is not wide enough
     crop_margin: int = 4
+    # Pass each clip's class label to the objective (class-conditional models: VDM, VideoGPT prior with
+    # model.num_classes > 0). Needs labelled data: a cache prepared with --layout ucf101.
+    labels: bool = False
     workers: int = 0  # DataLoader worker processes
 
     def validate(self) -> None:
@@ -239,6 +242,10 @@ def _validate_data(cfg: DataConfig) -> None:
         raise ConfigError(f"data.crop_margin must be >= 0 (pixels), got {cfg.crop_margin}")
     if cfg.source == "folder" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "folder" needs a folder of videos')
+    if cfg.labels and cfg.source != "cache":
+        raise ConfigError(
+            f'data.labels = true needs labelled clips, which only data.source = "cache" provides (a cache '
+            f"prepared with `kinema prepare --layout ucf101`); got data.source = {cfg.source!r}")
     if cfg.source == "cache" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "cache" needs the folder written by '
                           "`kinema prepare --out DIR` (see docs/data.md)")

@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import torch
 import pytest
 from videodata import CLASSES, fake_ucf101, numbered_frames, ucf_name
 
@@ -134,3 +135,33 @@ def test_folder_layout_labels_and_flags(tmp_path):
     with pytest.raises(DatasetError, match="no video files"):
         folder_videos(tmp_path / "empty")
     assert np.array_equal(numbered_frames(3, seed=1), numbered_frames(3, seed=1))
+
+
+def test_class_conditional_training_reads_labels_from_the_cache(ucf, tmp_path):
+    """data.labels = true: the trainer hands (clips, labels) micro-batches to an objective that uses them."""
+    from kinema.config import ConfigError, load_config
+    from kinema.training import Trainer, TrainingError
+
+    cache = tmp_path / "cache"
+    prepare(ucf, cache, "16x24", layout="ucf101", split="trainlist01", workers=1, min_frames=4, progress=False)
+    model = {"name": "vdm", "frames": 4, "resolution": 16, "base_channels": 8, "channel_mult": [1, 2],
+             "num_res_blocks": 1, "attention_resolutions": [8], "head_channels": 4, "embed_channels": 16,
+             "max_frames": 8, "dropout": 0.0, "sampling_steps": 2, "num_classes": len(CLASSES)}
+    train = {"steps": 2, "batch_size": 4, "accumulate": 2, "log_every": 1, "sample_every": 2,
+             "checkpoint_every": 2, "num_samples": 2}
+    cfg = load_config(None, model=model, data={"source": "cache", "path": str(cache), "labels": True}, train=train)
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu", progress=False)
+    seen = []
+    step = trainer.objective.train_step
+    trainer.objective.train_step = lambda micro, ctx: seen.append(micro) or step(micro, ctx)
+    trainer.fit()
+    clips, labels = seen[0][0]
+    assert clips.shape == (2, 3, 4, 16, 16) and labels.dtype == torch.int64 and len(seen[0]) == 2
+    index = json.loads((cache / "index.json").read_text())
+    assert set(labels.tolist()) <= {v["label"] for v in index["videos"]}
+
+    gan = load_config(None, model={"name": "tganv2"}, data={"source": "cache", "path": str(cache), "labels": True})
+    with pytest.raises(TrainingError, match="'gan' objective does not use class labels"):
+        Trainer(gan, tmp_path / "gan", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match='data.labels = true needs labelled clips'):
+        load_config(None, model={"name": "tganv2"}, data={"labels": True})

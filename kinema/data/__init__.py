@@ -83,6 +83,7 @@ def build_dataset(
             path, frames, height, width,
             frame_stride=getattr(cfg, "frame_stride", 1), train=train, flip=getattr(cfg, "flip", False),
             crop_margin=getattr(cfg, "crop_margin", 4), seed=seed, uint8=uint8,
+            return_label=getattr(cfg, "labels", False),
         )
     raise ValueError(f"unknown data.source {source!r}; choose one of {', '.join(DATA_SOURCES)}")
 

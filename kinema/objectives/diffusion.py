@@ -60,6 +60,8 @@ def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
 class DiffusionObjective:
     """One phase per iteration: the denoiser's regression loss, one optimiser step."""
 
+    accepts_labels = True  # with data.labels the trainer passes (clips, labels) micro-batches
+
     ema_target = "denoiser"
     compile_targets = ("denoiser",)
 
@@ -105,7 +107,7 @@ class DiffusionObjective:
         if cfg.num_classes > 0 and any(labels is None for _, labels in parts):
             raise ValueError(
                 f"model.num_classes = {cfg.num_classes} makes the model class-conditional, but the batches carry "
-                "no labels; feed (clip, label) batches or set model.num_classes = 0"
+                "no labels; set data.labels = true (a cache prepared with --layout ucf101) or model.num_classes = 0"
             )
         r = self.draws(ctx, clips0.shape[2], device)
         pool = torch.cat([clips for clips, _ in parts]) if k > 0 else None

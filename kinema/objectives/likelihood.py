@@ -69,10 +69,7 @@ class LikelihoodObjective:
                     "model.vqvae is empty: the prior is trained on the codes of a trained VQ-VAE. Train one first "
                     "(kinema train --config configs/videogpt_vqvae_tiny.toml --out RUN1), then pass "
                     "--set model.vqvae=RUN1")
-            if cfg.num_classes:
-                raise ConfigError(
-                    f"model.num_classes = {cfg.num_classes}: class-conditional training needs the labels of each "
-                    "clip, which the trainer does not pass to objectives yet; set model.num_classes = 0")
+        self.accepts_labels = self.kind == "prior"  # class-conditional priors read (clips, labels) batches
         self.ema_target = None if self.kind == "vqvae" else "transformer"
         self.compile_targets = ("encoder", "decoder") if self.kind == "vqvae" else ("transformer",)
 
@@ -96,8 +93,14 @@ class LikelihoodObjective:
                               "VQ-VAE run")
         ctx.optimizers["prior"].zero_grad(set_to_none=True)
         losses = []
-        for real in micro_batches:
-            loss = model.loss(real)
+        for batch in micro_batches:
+            real, labels = batch if isinstance(batch, (list, tuple)) else (batch, None)
+            if model.config.num_classes and labels is None:
+                raise ConfigError(
+                    f"model.num_classes = {model.config.num_classes} makes the prior class-conditional, but the "
+                    "batches carry no labels; set data.labels = true (a cache prepared with --layout ucf101) or "
+                    "model.num_classes = 0")
+            loss = model.loss(real, labels)
             ctx.scale(loss).backward()
             losses.append(loss.detach())
         loss = torch.stack(losses).mean()

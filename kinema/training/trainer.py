@@ -141,6 +141,10 @@ class Trainer:
             convert_batchnorm(self.model)  # same parameter names: checkpoints load either way
         distributed.broadcast_module_(self.model)  # every process starts from rank 0's weights
         self.objective = build_objective(self.model, config.objective)
+        if config.data.labels and not getattr(self.objective, "accepts_labels", False):
+            raise TrainingError(
+                f"data.labels = true, but the {config.objective.name!r} objective does not use class labels; "
+                "set data.labels = false (class-conditional training: VDM or the VideoGPT prior with model.num_classes > 0)")
         if train.compile:
             for name in self.objective.compile_targets:
                 getattr(self.model, name).compile()  # in place: parameter names stay the same
@@ -317,7 +321,7 @@ class Trainer:
             generator=torch.Generator().manual_seed(train.seed),
         )
         for batch in loader:
-            yield batch[0] if isinstance(batch, (list, tuple)) else batch
+            yield batch  # a clip tensor, or (clips, labels) with data.labels
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A float batch in [-1, 1] on the device; uint8 batches are converted there (x / 127.5 - 1,
@@ -348,13 +352,20 @@ class Trainer:
         try:
             while self.step < train.steps:
                 wait_start = time.perf_counter()
-                real = self._to_device(next(batches))
+                batch = next(batches)
+                labels = None
+                if isinstance(batch, (list, tuple)):
+                    batch, labels = batch[0], batch[1].to(self.device, non_blocking=True)
+                real = self._to_device(batch)
                 data_wait += time.perf_counter() - wait_start
                 assert_shape(real, expected, "training batch per process (B / processes, C, T, H, W)")
                 ctx = StepContext(self.optimizers, self.noise_generator, rows, self.scaler)
                 try:
                     with self._autocast():
-                        metrics = self.objective.train_step(list(real.chunk(train.accumulate)), ctx)
+                        micro = list(real.chunk(train.accumulate))
+                        if labels is not None:  # objectives with accepts_labels get (clips, labels) pairs
+                            micro = list(zip(micro, labels.chunk(train.accumulate)))
+                        metrics = self.objective.train_step(micro, ctx)
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
