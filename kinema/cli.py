@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """examples:
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=resume,
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
                                dist_backend=args.dist_backend)
-            print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+                print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample" and (args.condition or args.temperature is not None or args.top_k is not None):
             paths = api.sample_prior(args.checkpoint, args.out, condition=args.condition, num=args.num, seed=args.seed,
                                      device=args.device, ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
