@@ -6,19 +6,26 @@ import torch
 from torch import nn
 
 
-class UniformNoiseVideoGAN(nn.Module):
+class VideoModel(nn.Module):
+    """Base of every kinema model: ``config`` has ``frames`` and ``resolution`` (and optionally
+    ``channels``, default 3); the trainer reads the clip shape from :attr:`video_shape`."""
+
+    config: object
+
+    @property
+    def video_shape(self) -> tuple[int, int, int, int]:
+        """Shape of one generated (and one training) video, ``(C, T, H, W)``."""
+        c = self.config
+        return (getattr(c, "channels", 3), c.frames, c.resolution, c.resolution)
+
+
+class UniformNoiseVideoGAN(VideoModel):
     """Base of GANs driven by ``z ~ U(-1, 1)^z_dim`` whose ``config`` has ``frames``, ``resolution``
     and ``z_dim`` and whose ``generator`` has a ``temporal`` generator (see ``temporal.py``)."""
 
     config: object
     generator: nn.Module
     default_objective = "gan"  # objective.name when a config does not say
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        """Shape of one generated (and one training) video, ``(C, T, H, W)``."""
-        c = self.config
-        return (3, c.frames, c.resolution, c.resolution)
 
     @property
     def continuous_time(self) -> bool:

@@ -26,6 +26,7 @@ from torch import nn
 
 from kinema import diffusion
 from kinema.config import ConfigError
+from kinema.models.base import VideoModel
 from kinema.nn import assert_shape
 
 
@@ -323,7 +324,7 @@ def noise_seed(noise: torch.Tensor) -> int:
     return int(noise.detach().double().abs().sum().mul(1e6).item()) % (2**63 - 1)
 
 
-class VDM(nn.Module):
+class VDM(VideoModel):
     """Video diffusion model: a 3-D U-Net denoiser (``self.denoiser``) plus the sampling procedures."""
 
     default_objective = "diffusion"
@@ -333,12 +334,6 @@ class VDM(nn.Module):
         config.validate()
         self.config = config
         self.denoiser = UNet3D(config)
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        """``(C, T, H, W)`` of one video."""
-        c = self.config
-        return (c.channels, c.frames, c.resolution, c.resolution)
 
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:
         """The schedule's log-SNR at ``t in [0, 1]``."""

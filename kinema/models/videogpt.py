@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import ConfigError
+from kinema.models.base import VideoModel
 from kinema.nn import assert_shape
 
 
@@ -333,7 +334,7 @@ class Codebook(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class VideoGPTVQVAE(nn.Module):
+class VideoGPTVQVAE(VideoModel):
     """The VQ-VAE. ``forward(video (B, 3, T, H, W))`` -> dict with ``reconstruction`` (same shape),
     ``indices (B, t, h, w)``, ``commitment`` (weighted), ``perplexity`` and the codebook statistics."""
 
@@ -348,10 +349,6 @@ class VideoGPTVQVAE(nn.Module):
                                  config.restart_threshold)
         self.post_vq = SamePadConv3d(config.embedding_dim, config.hidden, 1)
         self.decoder = Decoder(config)
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        return (3, self.config.frames, self.config.resolution, self.config.resolution)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.config import ConfigError
+from kinema.models.base import VideoModel
 from kinema.models.videogpt import (
     MultiHeadAttention,
     SamePadConv3d,
@@ -315,7 +316,7 @@ class PriorTransformer(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class VideoGPTPrior(nn.Module):
+class VideoGPTPrior(VideoModel):
     """Frozen VQ-VAE (``self.vqvae``) + trainable transformer (``self.transformer``).
 
     ``logits(codes)`` for training; ``sample(noise)`` -> videos ``(B, 3, T, H, W)``; ``sample_codes``
@@ -348,10 +349,6 @@ class VideoGPTPrior(nn.Module):
         super().train(mode)
         self.vqvae.eval()  # frozen: batch norm keeps its running statistics
         return self
-
-    @property
-    def video_shape(self) -> tuple[int, int, int, int]:
-        return (3, self.config.frames, self.config.resolution, self.config.resolution)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
