@@ -142,6 +142,31 @@ def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16,
         return torch.cat([model.sample(chunk, **kwargs).cpu() for chunk in noise.split(batch_size)])
 
 
+def _prepare_output(out: str | Path) -> Path:
+    """Check ``--out`` (a .mp4/.gif file, or a folder) and create its folder -- before any sampling."""
+    out = Path(out)
+    is_file = out.suffix.lower() in VIDEO_SUFFIXES
+    if out.suffix and not is_file:
+        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
+    target_dir = out.parent if is_file else out
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create output folder {target_dir}: {exc.strerror}; choose a writable path") from exc
+    return out
+
+
+def _write_videos(videos: torch.Tensor, out: str | Path, fps: float) -> list[Path]:
+    """One grid file (``out`` ending in .mp4/.gif) or a folder with one MP4 per video plus grids."""
+    out = _prepare_output(out)
+    if out.suffix.lower() in VIDEO_SUFFIXES:
+        return [save_video_grid(videos, out, fps=fps)]
+    width = len(str(len(videos) - 1))
+    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
+    nrow = math.ceil(math.sqrt(len(videos)))
+    return paths + [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=nrow) for ext in VIDEO_SUFFIXES]
+
+
 def sample(
     checkpoint: str | Path,
     out: str | Path,
@@ -158,24 +183,10 @@ def sample(
     continuous-time model for other frames. Returns the written paths."""
     if num <= 0:
         raise ValueError(f"--num must be > 0, got {num}")
-    out = Path(out)
+    out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    fps = fps or config.train.fps
-    is_file = out.suffix.lower() in VIDEO_SUFFIXES
-    if out.suffix and not is_file:
-        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
-    target_dir = out.parent if is_file else out
-    try:
-        target_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(f"cannot create output folder {target_dir}: {exc.strerror}; choose a writable path") from exc
     videos = generate(model, num, seed, batch_size, times)
-    if is_file:
-        return [save_video_grid(videos, out, fps=fps)]
-    width = len(str(num - 1))
-    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
-    paths += [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=math.ceil(math.sqrt(num))) for ext in VIDEO_SUFFIXES]
-    return paths
+    return _write_videos(videos, out, fps or config.train.fps)
 
 
 def evaluate(
@@ -324,6 +335,7 @@ def sample_prior(
 
     if num <= 0:
         raise ValueError(f"--num must be > 0, got {num}")
+    out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
     if config.model.name != "videogpt_prior":
         raise ValueError(f"--condition/--temperature/--top-k need a VideoGPT prior checkpoint; {checkpoint} holds a "
@@ -356,18 +368,7 @@ def sample_prior(
                 codes = model.encode(prefix_frames)[:, : steps * model.latent_shape[1] * model.latent_shape[2]]
                 kwargs["prefix"] = codes.expand(len(chunk), -1)
             videos.append(model.sample(chunk, **kwargs).cpu())
-    videos = torch.cat(videos)
-    out, fps = Path(out), fps or config.train.fps
-    is_file = out.suffix.lower() in VIDEO_SUFFIXES
-    if out.suffix and not is_file:
-        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
-    (out.parent if is_file else out).mkdir(parents=True, exist_ok=True)
-    if is_file:
-        return [save_video_grid(videos, out, fps=fps)]
-    width = len(str(num - 1))
-    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
-    paths += [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=math.ceil(math.sqrt(num))) for ext in VIDEO_SUFFIXES]
-    return paths
+    return _write_videos(torch.cat(videos), out, fps or config.train.fps)
 
 
 __all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "prepare",
@@ -383,21 +384,6 @@ def _load_vdm(checkpoint: str | Path, device: str, ema: bool, flag: str):
         raise ValueError(f"{flag} needs a video diffusion checkpoint (model.name = \"vdm\", e.g. trained with "
                          f"configs/vdm_tiny.toml); {checkpoint} holds a {config.model.name!r} model")
     return model, config
-
-
-def _write_videos(videos: torch.Tensor, out: str | Path, fps: float) -> list[Path]:
-    """One grid file (``out`` ending in .mp4/.gif) or a folder with one MP4 per video plus grids."""
-    out = Path(out)
-    is_file = out.suffix.lower() in VIDEO_SUFFIXES
-    if out.suffix and not is_file:
-        raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
-    (out.parent if is_file else out).mkdir(parents=True, exist_ok=True)
-    if is_file:
-        return [save_video_grid(videos, out, fps=fps)]
-    width = len(str(len(videos) - 1))
-    paths = [write_video(out / f"sample_{i:0{width}d}.mp4", to_uint8(v), fps=fps) for i, v in enumerate(videos)]
-    nrow = math.ceil(math.sqrt(len(videos)))
-    return paths + [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=nrow) for ext in VIDEO_SUFFIXES]
 
 
 def _read_clip(path: str | Path) -> torch.Tensor:
@@ -498,6 +484,7 @@ def sample_diffusion(
     if extend_video is not None and upsample_video is not None:
         raise ValueError("use either --extend or --upsample, not both")
     flag = "--extend" if extend_video is not None else "--upsample" if upsample_video is not None else "--sampler/--steps"
+    out = _prepare_output(out)
     model, config = _load_vdm(checkpoint, device, ema, flag)
     fps = fps or config.train.fps
     if extend_video is not None:

@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _written(paths: list) -> str:
+    more = f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""
+    return "wrote " + ", ".join(str(p) for p in paths[-3:]) + more
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from kinema import api
@@ -196,20 +201,20 @@ def main(argv: list[str] | None = None) -> int:
             paths = api.sample_prior(args.checkpoint, args.out, condition=args.condition, num=args.num, seed=args.seed,
                                      device=args.device, ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
                                      temperature=args.temperature, top_k=args.top_k)
-            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+            print(_written(paths))
         elif args.command == "sample" and (args.extend or args.upsample or args.sampler or args.steps is not None):
             paths = api.sample_diffusion(args.checkpoint, args.out, num=args.num, seed=args.seed,
                                          extend_video=args.extend, upsample_video=args.upsample, frames=args.frames,
                                          method=args.method, guidance_weight=args.guidance_weight,
                                          sampler=args.sampler, steps=args.steps, device=args.device,
                                          ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
-            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+            print(_written(paths))
         elif args.command == "sample":
             times = api.sample_times(api.trained_frames(args.checkpoint), args.fps_multiplier, args.t_start,
                                      args.t_end, args.frames)
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
                                ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size, times=times)
-            print("wrote " + ", ".join(str(p) for p in paths[-3:]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else ""))
+            print(_written(paths))
         elif args.command == "evaluate":
             record = api.evaluate(
                 args.checkpoint, [m.strip() for m in args.metrics.split(",") if m.strip()], data=args.data,
