@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from kinema.models.temporal import TemporalConfig, build_temporal
+from kinema.nn.temporal import TemporalConfig, build_temporal
 
 VECTOR_KINDS = [("conv1d", {}), ("gru", {}), ("lstm", {}), ("ode", {}), ("ode", {"layers": 3}),
                 ("ode", {"order": 2}), ("ode", {"order": 3}), ("sde", {})]

@@ -123,9 +123,10 @@ class Meter:
 def measure(args) -> dict:
     import torch
 
-    from kinema.config import ObjectiveConfig, build_dataclass
+    from kinema.config import build_dataclass
     from kinema.models.tganv2 import TGANv2, TGANv2Config
-    from kinema.objectives import GANObjective
+    from kinema.objectives.gan import GANConfig as ObjectiveConfig, GANObjective
+    from kinema.data import Batch
     from kinema.objectives.base import StepContext
     from kinema.objectives.gan import real_gradient_penalty
     from kinema.training.loop_utils import resolve_device
@@ -150,7 +151,7 @@ def measure(args) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer does
     with autocast():
-        objective.train_step([real], StepContext.for_batch(optimizers, noise, args.batch, scaler))  # warm-up: allocates Adam state, autotunes kernels
+        objective.train_step([Batch(real)], StepContext.for_batch(optimizers, noise, args.batch, scaler))  # warm-up: allocates Adam state, autotunes kernels
     optimizers["generator"].zero_grad(set_to_none=True)
     optimizers["discriminator"].zero_grad(set_to_none=True)
 
@@ -175,7 +176,7 @@ def measure(args) -> dict:
     model.zero_grad(set_to_none=True)
 
     with meter, autocast():  # one full training step, as the trainer runs it
-        objective.train_step([real], StepContext.for_batch(optimizers, noise, args.batch, scaler))
+        objective.train_step([Batch(real)], StepContext.for_batch(optimizers, noise, args.batch, scaler))
     peak = meter.peak
 
     times = []
@@ -183,7 +184,7 @@ def measure(args) -> dict:
         sync()
         start = time.perf_counter()
         with autocast():
-            objective.train_step([real], StepContext.for_batch(optimizers, noise, args.batch, scaler))
+            objective.train_step([Batch(real)], StepContext.for_batch(optimizers, noise, args.batch, scaler))
         sync()
         times.append(time.perf_counter() - start)
     cfg = model.config

@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from kinema import api, diffusion
-from kinema.config import load_config
 from kinema.data import Draws, build_dataset
-from kinema.models import build_model
+from kinema.registry import build_model, load_config
 
 
 def clips(cfg, seed: int, n: int) -> torch.Tensor:

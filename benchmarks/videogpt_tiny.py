@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from kinema.data import build_dataset
-from kinema.training import load_model
+from kinema.registry import load_model
 
 
 def psnr(mse: float) -> float:
@@ -71,7 +71,7 @@ def sampling(prior_path: str, num: int, repeats: int) -> dict:
 def random_prior_sampling(grid: list[int], hidden: int, layers: int, num: int, repeats: int) -> dict:
     """The same measurement on an untrained prior of any size (random output weights, so the draws are
     not degenerate) over a ``grid = (t, h, w)`` of codes; the VQ-VAE is a narrow placeholder."""
-    from kinema.models.videogpt_prior import VideoGPTPrior, VideoGPTPriorConfig
+    from kinema.models.videogpt import VideoGPTPrior, VideoGPTPriorConfig
 
     t, h, w = grid
     vq = {"name": "videogpt_vqvae", "frames": 2 * t, "resolution": 4 * h, "downsample": [2, 4, 4], "hidden": 16,

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import torch
 
-from kinema.config import RunConfig, load_config, load_config_json
-from kinema.training.checkpoint import (
-    CheckpointError,
-    checkpoint_step,
-    list_checkpoints,
-    load_model,
-)
+from kinema.config import RunConfig
+from kinema.errors import CheckpointError, TrainingError
+from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
+from kinema.runs import checkpoint_step, list_checkpoints
 from kinema.training.loop_utils import resolve_device
-from kinema.training.trainer import Trainer, TrainingError, parameter_counts
+from kinema.training.trainer import Trainer
 from kinema.video import save_video_grid, to_uint8, write_video
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -32,7 +29,7 @@ def resolve_run_config(
     file, the checkpoint's own config plus overrides."""
     if config_path is None:
         if not resume:
-            raise TrainingError("--config is required (e.g. configs/tganv2_tiny.toml) unless --resume is given")
+            raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
         checkpoints = list_checkpoints(Path(out))
         if not checkpoints:
             raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from")
@@ -43,9 +40,7 @@ def resolve_run_config(
 
 def describe(config: RunConfig) -> str:
     """The resolved config (TOML) and the parameter counts, as printed by ``--dry-run``."""
-    from kinema.models import build_model
-
-    counts = parameter_counts(build_model(config.model))
+    counts = build_model(config.model).parameter_counts()
     lines = [config.to_toml(), "# parameters"]
     lines += [f"# {name}: {count:,}" for name, count in counts.items()]
     return "\n".join(lines)
@@ -90,56 +85,20 @@ def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch
     return model, config
 
 
-def trained_frames(checkpoint: str | Path) -> int:
-    """Frames per video the checkpoint's model was trained on (from its config.json)."""
-    from kinema.training.checkpoint import resolve_checkpoint
-
-    return load_config_json(resolve_checkpoint(checkpoint) / "config.json").model.frames
-
-
-def sample_times(frames: int, fps_multiplier: int | None = None, t_start: float | None = None,
-                 t_end: float | None = None, num_frames: int | None = None) -> torch.Tensor | None:
-    """Time points for continuous-time sampling, in frame units (frame k of training is t = k).
-
-    ``fps_multiplier = K``: K times as many frames over the trained span ``[0, frames - 1]``;
-    ``t_start, t_end, num_frames``: ``num_frames`` evenly spaced points on ``[t_start, t_end]`` (t < 0
-    is before the first trained frame). Neither: ``None`` (the trained grid).
-    """
-    if fps_multiplier is not None and any(v is not None for v in (t_start, t_end, num_frames)):
-        raise ValueError("use either --fps-multiplier or --t-start/--t-end/--frames, not both")
-    if fps_multiplier is not None:
-        if fps_multiplier < 1:
-            raise ValueError(f"--fps-multiplier must be an integer >= 1, got {fps_multiplier}")
-        return torch.linspace(0, frames - 1, (frames - 1) * fps_multiplier + 1)
-    if any(v is not None for v in (t_start, t_end, num_frames)):
-        t_start = 0.0 if t_start is None else t_start
-        t_end = float(frames - 1) if t_end is None else t_end
-        num_frames = frames if num_frames is None else num_frames
-        if not (t_end > t_start) or num_frames < 2:
-            raise ValueError(f"need --t-end > --t-start and --frames >= 2, got {t_start}, {t_end}, {num_frames}")
-        return torch.linspace(t_start, t_end, num_frames)
-    return None
-
-
 @torch.no_grad()
-def generate(model: torch.nn.Module, num: int, seed: int, batch_size: int = 16,
-             times: torch.Tensor | None = None) -> torch.Tensor:
-    """``num`` videos ``(N, C, T, H, W)`` in [-1, 1]; the same seed gives the same videos.
+def generate(model, num: int, seed: int = 0, batch_size: int = 16, progress: bool = False, **options) -> torch.Tensor:
+    """``num`` videos ``(N, C, T, H, W)`` in [-1, 1] on the CPU; the same seed gives the same videos.
 
-    ``times`` (1-D, increasing, frame units) asks a continuous-time model for frames at those points.
+    ``options`` are the model family's sampling options (:func:`sample_options` and ``kinema sample
+    --help`` list them per model, e.g. ``times`` for continuous-time models); an option the model does
+    not support raises :class:`kinema.errors.SamplingError`.
     """
-    if times is not None and not getattr(model, "continuous_time", False):
-        raise ValueError(f"this {type(model).__name__} has a discrete-time temporal generator: it renders only "
-                         "its trained frames 0..T-1; continuous-time sampling needs an ODE or SDE model "
-                         "(e.g. model.temporal = \"ode\")")
-    device = next(model.parameters()).device
-    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
-    kwargs = {} if times is None else {"times": times}
-    # Anything that draws from the global RNG while sampling (an SDE's Brownian path) is seeded too,
-    # without disturbing the caller's RNG state.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return torch.cat([model.sample(chunk, **kwargs).cpu() for chunk in noise.split(batch_size)])
+    return sampler_for(model).generate(model, num, seed, batch_size, progress, **options)
+
+
+def sample_options() -> dict[str, list]:
+    """Per registered model name, its sampler's options (:class:`kinema.sampling.SampleOption`)."""
+    return {name: list(entry.sampler.options) for name, entry in MODELS.items()}
 
 
 def _prepare_output(out: str | Path) -> Path:
@@ -176,16 +135,18 @@ def sample(
     ema: bool = True,
     fps: float | None = None,
     batch_size: int = 16,
-    times: torch.Tensor | None = None,
+    progress: bool = False,
+    **options,
 ) -> list[Path]:
     """Write ``num`` samples: one grid video (``out`` ending in .mp4/.gif) or, for a folder, one MP4
-    per sample plus ``grid.gif`` / ``grid.mp4``. ``times`` (see :func:`sample_times`) asks a
-    continuous-time model for other frames. Returns the written paths."""
+    per sample plus ``grid.gif`` / ``grid.mp4``. ``options``: the family's sampling options (see
+    :func:`generate`). Returns the written paths."""
     if num <= 0:
         raise ValueError(f"--num must be > 0, got {num}")
     out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    videos = generate(model, num, seed, batch_size, times)
+    sampler_for(model).check(config.model.name, {k: v for k, v in options.items() if v is not None})
+    videos = generate(model, num, seed, batch_size, progress, **options)
     return _write_videos(videos, out, fps or config.train.fps)
 
 
@@ -238,7 +199,7 @@ def evaluate(
                        "seed": config.train.seed}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     results = evaluate_model(model, metrics, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
-                             batch_size=batch_size, device=model_device(model), cache_dir=cache,
+                             batch_size=batch_size, device=model.device, cache_dir=cache,
                              workers=config.data.workers if not data else workers)
     record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
@@ -272,10 +233,6 @@ def prepare(
                     workers=workers, min_frames=min_frames, verify=verify, progress=progress)
 
 
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def convert(network: str, src: str | Path, out: str | Path) -> Path:
     """``kinema convert i3d|c3d|inception SRC OUT.safetensors``: published weights -> kinema's safetensors."""
     if network == "i3d":
@@ -296,7 +253,7 @@ def convert(network: str, src: str | Path, out: str | Path) -> Path:
 def info(path: str | Path) -> str:
     """Model, checkpoint, step, parameter counts and config of a run or checkpoint directory."""
     model, config, ckpt = load_model(path, device="cpu", ema=False)
-    counts = parameter_counts(model)
+    counts = model.parameter_counts()
     lines = [
         f"model:      {config.model.name}",
         f"checkpoint: {ckpt}",
@@ -309,193 +266,5 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-def sample_prior(
-    checkpoint: str | Path,
-    out: str | Path,
-    condition: str | Path | None = None,
-    num: int = 16,
-    seed: int = 0,
-    device: str = "auto",
-    ema: bool = True,
-    fps: float | None = None,
-    batch_size: int = 16,
-    temperature: float | None = None,
-    top_k: int | None = None,
-) -> list[Path]:
-    """Sample a VideoGPT prior (``kinema sample --condition/--temperature/--top-k``); returns the paths.
-
-    ``condition``: a video file whose first frames are continued. A frame-conditional prior
-    (``model.cond_frames = n``) reads its first ``n`` frames through cross-attention (BAIR-style);
-    an unconditional prior keeps the codes of the first ``k`` latent time steps of the clip fixed
-    (``k = frames_in_file // downsample_t``, at most all but one) and samples the rest. Every one of
-    the ``num`` videos continues the same clip with its own seed. The file's frames must be
-    ``resolution x resolution``. Output as :func:`sample` (grid file or folder).
-    """
-    from kinema.video import from_uint8, read_video
-
-    if num <= 0:
-        raise ValueError(f"--num must be > 0, got {num}")
-    out = _prepare_output(out)
-    model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    if config.model.name != "videogpt_prior":
-        raise ValueError(f"--condition/--temperature/--top-k need a VideoGPT prior checkpoint; {checkpoint} holds a "
-                         f"{config.model.name!r} model")
-    cfg, dev = config.model, model_device(model)
-    frames_needed = cfg.cond_frames or cfg.downsample[0]
-    clip = None
-    if condition is not None:
-        clip = from_uint8(read_video(condition, max_frames=cfg.frames))  # VideoReadError names the file
-        if tuple(clip.shape[2:]) != (cfg.resolution, cfg.resolution) or clip.shape[1] < frames_needed:
-            raise ValueError(
-                f"--condition {condition}: got {clip.shape[1]} frame(s) of {clip.shape[2]}x{clip.shape[3]}, the prior "
-                f"needs at least {frames_needed} frame(s) of {cfg.resolution}x{cfg.resolution} "
-                f"({'model.cond_frames' if cfg.cond_frames else 'one latent time step = model.downsample[0]'}); "
-                f"resize/crop the video to {cfg.resolution}x{cfg.resolution} first")
-        clip = clip.to(dev)
-    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=dev)
-    videos = []
-    with torch.no_grad():
-        for chunk in noise.split(batch_size):
-            kwargs = {"temperature": temperature, "top_k": top_k}
-            if clip is not None and cfg.cond_frames:
-                kwargs["condition"] = clip[None, :, : cfg.cond_frames].expand(len(chunk), -1, -1, -1, -1)
-            elif clip is not None:
-                steps = min(clip.shape[1] // cfg.downsample[0], model.latent_shape[0] - 1)
-                prefix_frames = clip[None, :, : steps * cfg.downsample[0]]
-                if prefix_frames.shape[2] < cfg.frames:  # encode a full-length clip: repeat the last frame
-                    pad = prefix_frames[:, :, -1:].expand(-1, -1, cfg.frames - prefix_frames.shape[2], -1, -1)
-                    prefix_frames = torch.cat([prefix_frames, pad], dim=2)
-                codes = model.encode(prefix_frames)[:, : steps * model.latent_shape[1] * model.latent_shape[2]]
-                kwargs["prefix"] = codes.expand(len(chunk), -1)
-            videos.append(model.sample(chunk, **kwargs).cpu())
-    return _write_videos(torch.cat(videos), out, fps or config.train.fps)
-
-
-__all__ = ["CheckpointError", "sample_times", "convert", "describe", "evaluate", "generate", "info", "load", "prepare",
-           "sample", "sample_prior", "train"]
-
-
-# --------------------------------------------------------------------------- video diffusion (VDM)
-
-
-def _load_vdm(checkpoint: str | Path, device: str, ema: bool, flag: str):
-    model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    if config.model.name != "vdm":
-        raise ValueError(f"{flag} needs a video diffusion checkpoint (model.name = \"vdm\", e.g. trained with "
-                         f"configs/vdm_tiny.toml); {checkpoint} holds a {config.model.name!r} model")
-    return model, config
-
-
-def _read_clip(path: str | Path) -> torch.Tensor:
-    from kinema.video import from_uint8, read_video
-
-    return from_uint8(read_video(path))  # (C, T, H, W); VideoReadError names a bad file
-
-
-@torch.no_grad()
-def extend(model, clip: torch.Tensor, new_frames: int | None = None, num: int = 1, seed: int = 0,
-           method: str = "reconstruction", guidance_weight: float = 2.0, sampler: str | None = None,
-           steps: int | None = None, context_frames: int | None = None) -> torch.Tensor:
-    """Continue ``clip (C, T_in, H, W)`` by ``new_frames`` frames with a VDM: ``(num, C, T_in + new, H, W)``.
-
-    Autoregressive windows of the model's ``T`` frames: each conditions on the last ``context_frames``
-    frames so far (default ``T // 2``) and adds ``T - context_frames`` new ones, by reconstruction
-    guidance (paper eq. 7) or the replacement method. The same seed gives the same videos.
-    """
-    from kinema import diffusion
-
-    cfg = model.config
-    diffusion.check_guidance(method, guidance_weight)
-    context = cfg.frames // 2 if context_frames is None else context_frames
-    if not 1 <= context < cfg.frames:
-        raise ValueError(f"context frames must be in [1, {cfg.frames - 1}] for a {cfg.frames}-frame model, got {context}")
-    new_frames = cfg.frames - context if new_frames is None else new_frames
-    if new_frames < 1:
-        raise ValueError(f"--frames (new frames to add) must be >= 1, got {new_frames}")
-    c, t_in, h, w = clip.shape
-    if (c, h, w) != (cfg.channels, cfg.resolution, cfg.resolution):
-        raise ValueError(f"--extend video: expected {cfg.channels}-channel frames of {cfg.resolution}x{cfg.resolution} "
-                         f"(the model's resolution), got {c}-channel {h}x{w}; resize/crop it first")
-    if t_in < context:
-        raise ValueError(f"--extend video: expected at least {context} frames (the conditioning window, half the "
-                         f"model's {cfg.frames}), got {t_in}")
-    device = model_device(model)
-    gen = torch.Generator().manual_seed(seed)
-    video = clip.to(device)[None].expand(num, -1, -1, -1, -1)
-    made = 0
-    while made < new_frames:
-        noise = model.sample_noise(num, generator=gen, device=device)
-        window = model.extend(video[:, :, -context:], noise, method=method, weight=guidance_weight, sampler=sampler,
-                              steps=steps, generator=gen)
-        video = torch.cat([video, window[:, :, context:]], dim=2)
-        made += cfg.frames - context
-    return video[:, :, : t_in + new_frames].cpu()
-
-
-@torch.no_grad()
-def super_resolve(model, low: torch.Tensor, num: int = 1, seed: int = 0, method: str = "reconstruction",
-                  guidance_weight: float = 2.0, sampler: str | None = None, steps: int | None = None) -> torch.Tensor:
-    """Up-sample ``low (C, T, h, w)`` to the model's resolution: ``(num, C, T, H, W)`` whose box
-    down-sampling matches ``low`` (reconstruction guidance, or the replacement method)."""
-    from kinema import diffusion
-
-    cfg = model.config
-    diffusion.check_guidance(method, guidance_weight)
-    c, t, h, w = low.shape
-    factor = cfg.resolution // max(h, 1)
-    if c != cfg.channels or h != w or factor < 2 or h * factor != cfg.resolution:
-        raise ValueError(f"--upsample video: expected {cfg.channels}-channel square frames of {cfg.resolution}/f for an "
-                         f"integer f >= 2 (e.g. {cfg.resolution // 2}x{cfg.resolution // 2}), got {c}-channel {h}x{w}")
-    if t < cfg.frames:
-        raise ValueError(f"--upsample video: expected at least {cfg.frames} frames (the model's), got {t}")
-    device = model_device(model)
-    gen = torch.Generator().manual_seed(seed)
-    noise = model.sample_noise(num, generator=gen, device=device)
-    x_low = low[:, : cfg.frames].to(device)[None].expand(num, -1, -1, -1, -1)
-    return model.super_resolve(x_low, noise, method=method, weight=guidance_weight, sampler=sampler, steps=steps,
-                               generator=gen).cpu()
-
-
-def sample_diffusion(
-    checkpoint: str | Path,
-    out: str | Path,
-    num: int = 16,
-    seed: int = 0,
-    extend_video: str | Path | None = None,
-    upsample_video: str | Path | None = None,
-    frames: int | None = None,
-    method: str = "reconstruction",
-    guidance_weight: float = 2.0,
-    sampler: str | None = None,
-    steps: int | None = None,
-    device: str = "auto",
-    ema: bool = True,
-    fps: float | None = None,
-    batch_size: int = 16,
-) -> list[Path]:
-    """``kinema sample`` for a VDM with ``--extend`` / ``--upsample`` / ``--sampler`` / ``--steps``.
-
-    ``extend_video``: write the clip continued by ``frames`` new frames (:func:`extend`);
-    ``upsample_video``: write it at the model's resolution (:func:`super_resolve`); neither: unconditional
-    samples with the given sampler and steps. Output as :func:`sample`.
-    """
-    if num <= 0:
-        raise ValueError(f"--num must be > 0, got {num}")
-    if extend_video is not None and upsample_video is not None:
-        raise ValueError("use either --extend or --upsample, not both")
-    flag = "--extend" if extend_video is not None else "--upsample" if upsample_video is not None else "--sampler/--steps"
-    out = _prepare_output(out)
-    model, config = _load_vdm(checkpoint, device, ema, flag)
-    fps = fps or config.train.fps
-    if extend_video is not None:
-        videos = extend(model, _read_clip(extend_video), frames, num, seed, method, guidance_weight, sampler, steps)
-    elif upsample_video is not None:
-        videos = super_resolve(model, _read_clip(upsample_video), num, seed, method, guidance_weight, sampler, steps)
-    else:
-        dev = model_device(model)
-        noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=dev)
-        videos = torch.cat([model.sample(chunk, sampler=sampler, steps=steps).cpu() for chunk in noise.split(batch_size)])
-    return _write_videos(videos, out, fps)
-
-
-__all__ += ["extend", "sample_diffusion", "super_resolve"]
+__all__ = ["CheckpointError", "convert", "describe", "evaluate", "generate", "info", "load", "prepare", "sample",
+           "sample_options", "train"]

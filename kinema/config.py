@@ -1,8 +1,8 @@
 """Typed run configuration: dataclasses loaded from TOML, ``--set a.b=c`` overrides, clear errors.
 
 A run config has four sections. ``[model]`` is the config dataclass of the model named by
-``model.name`` (see :mod:`kinema.models.registry`); ``[objective]``, ``[data]`` and ``[train]`` are
-defined here. Every key is checked against the dataclass: an unknown key or a value of the wrong
+``model.name`` and ``[objective]`` that of the objective named by ``objective.name`` (both looked up in
+:mod:`kinema.registry`, which also loads files); ``[data]`` and ``[train]`` are defined here. Every key is checked against the dataclass: an unknown key or a value of the wrong
 type raises :class:`ConfigError` naming the key and what is allowed.
 """
 
@@ -18,32 +18,7 @@ from typing import Any, Literal
 
 import tomllib
 
-
-class ConfigError(ValueError):
-    """A config file, override or value is invalid; the message says which key and how to fix it."""
-
-
-@dataclass
-class ObjectiveConfig:
-    """The GAN objective's settings (``objective.name = "gan"``).
-
-    Every objective has its own config dataclass, registered with it in
-    :data:`kinema.objectives.OBJECTIVES`; ``[objective] name`` picks one (default: the model's
-    ``default_objective``).
-    """
-
-    name: Literal["gan"] = "gan"
-    # Non-saturating softplus loss is TGANv2's; hinge is offered for comparison.
-    loss: Literal["softplus", "hinge"] = "softplus"
-    # Zero-centred gradient penalty on real inputs (R1), summed over discriminator levels.
-    gp_weight: float = 0.5
-    # "sum": lam * sum over the batch and all pixels of grad^2, as the official code does per GPU
-    # (batch 32 per GPU) -- its strength grows with the batch. "mean": lam * mean over samples of
-    # per-sample sum(grad^2); with batch B, gp_weight = 0.5 * 32 under "mean" matches the paper's run.
-    gp_reduction: Literal["sum", "mean"] = "sum"
-
-    def validate(self) -> None:
-        _validate_objective(self)
+from kinema.errors import ConfigError
 
 
 @dataclass
@@ -53,7 +28,7 @@ class DataConfig:
     # "cache": a folder written by `kinema prepare` (decoded once, read by memory map; see docs/data.md)
     source: Literal["synthetic", "folder", "cache"] = "synthetic"
     path: str = ""  # folder of videos (searched recursively) for "folder"; the cache folder for "cache"
-    family: Literal["bouncing_shapes", "rotating_bars"] = "bouncing_shapes"
+    family: Literal["bouncing_shapes", "rotating_bars", "moving_digits", "moving_digits_stochastic"] = "bouncing_shapes"
     num_clips: int = 10_000  # length of a synthetic dataset (one epoch)
     frame_stride: int = 1  # take every k-th frame of a video
     flip: bool = True  # random horizontal flip (folder and cache data, training only)
@@ -87,10 +62,17 @@ class TrainConfig:
     # With several processes, batch norm statistics cover the global batch (TGANv2 synchronised
     # its BN across 4 GPUs). False: each process normalises over its own samples.
     sync_batchnorm: bool = True
+    # One optimiser per parameter group the objective names (GAN: generator, discriminator).
+    optimizer: Literal["adam", "adamw", "rmsprop"] = "adam"
     lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.9])  # adam/adamw; rmsprop uses betas[1] as alpha
     eps: float = 1e-8
-    lr_schedule: Literal["linear", "constant"] = "linear"  # linear: decay to 0 at `steps`
+    weight_decay: float = 0.0
+    # linear: decay to 0 at `steps` (TGANv2); cosine: 0.5 (1 + cos(pi step / steps)), torch's
+    # CosineAnnealingLR to 0 (VideoGPT); constant. Each after `warmup_steps` of linear warm-up from 0.
+    lr_schedule: Literal["linear", "constant", "cosine"] = "linear"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0  # > 0: clip each optimiser's gradient norm to this (after averaging); 0 = off
     ema_decay: float = 0.0  # 0 disables the EMA of the generator (the paper has none)
     seed: int = 0
     log_every: int = 10
@@ -100,6 +82,15 @@ class TrainConfig:
     keep_checkpoints: int = 3  # older checkpoints are deleted; 0 keeps all
     fps: float = 8.0  # frame rate of written sample videos
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
+    # Training-time evaluation (rank 0): every `eval_every` steps (0 = never) and at the end, score the
+    # (EMA) model under `eval_metrics` with `eval_num` clips per set against real clips -- for synthetic
+    # data a held-out set (another seed) -- and log to metrics.jsonl and TensorBoard (eval/...).
+    # motion256 (the oracle motion measures) needs no weights; I3D protocols read train.eval_i3d or
+    # $KINEMA_I3D_WEIGHTS. Small clip counts are not comparable with the protocols' 2,048.
+    eval_every: int = 0
+    eval_metrics: list[str] = field(default_factory=lambda: ["motion256"])
+    eval_num: int = 64
+    eval_i3d: str = ""
     # "bf16" / "fp16": forward passes under torch.autocast; weights, optimiser state, losses and the
     # gradient penalty's branch stay fp32. fp16 adds dynamic loss scaling (torch.amp.GradScaler).
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -118,8 +109,8 @@ SECTIONS = ("model", "objective", "data", "train")
 class RunConfig:
     """A whole run: ``model`` is the model's own config dataclass (it has a ``name`` field)."""
 
-    model: Any
-    objective: Any = field(default_factory=ObjectiveConfig)  # the config dataclass of objective.name
+    model: Any  # the config dataclass of model.name
+    objective: Any  # the config dataclass of objective.name
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -228,8 +219,21 @@ def _validate_train(cfg: TrainConfig) -> None:
         )
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {cfg.betas}")
+    if cfg.weight_decay < 0 or cfg.warmup_steps < 0 or cfg.grad_clip < 0:
+        raise ConfigError("train.weight_decay, train.warmup_steps and train.grad_clip must be >= 0 "
+                          f"(got {cfg.weight_decay}, {cfg.warmup_steps}, {cfg.grad_clip})")
+    if cfg.warmup_steps >= cfg.steps and cfg.warmup_steps > 0:
+        raise ConfigError(f"train.warmup_steps = {cfg.warmup_steps} must be below train.steps = {cfg.steps}")
     if not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA), got {cfg.ema_decay}")
+    if cfg.eval_every < 0 or cfg.eval_num < 2:
+        raise ConfigError(f"train.eval_every must be >= 0 (0: no evaluation) and train.eval_num >= 2, got "
+                          f"{cfg.eval_every} and {cfg.eval_num}")
+    from kinema.metrics.protocols import PROTOCOLS
+
+    unknown = [m for m in cfg.eval_metrics if m not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"train.eval_metrics: unknown protocol(s) {unknown}; available: {', '.join(PROTOCOLS)}")
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0 (0 keeps all)")
 
@@ -251,11 +255,6 @@ def _validate_data(cfg: DataConfig) -> None:
                           "`kinema prepare --out DIR` (see docs/data.md)")
 
 
-def _validate_objective(cfg: ObjectiveConfig) -> None:
-    if cfg.gp_weight < 0:
-        raise ConfigError(f"objective.gp_weight must be >= 0, got {cfg.gp_weight}")
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -274,49 +273,25 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, key.strip(), value
 
 
-def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    """Build a :class:`RunConfig` from nested dicts (a parsed TOML file or ``config.json``)."""
-    from kinema.models.registry import model_class, model_config_class
-    from kinema.objectives import objective_config_class
+def migrate(config_class: type, model: dict[str, Any], objective: dict[str, Any]) -> tuple[dict, dict]:
+    """Move keys an earlier kinema kept in ``[model]`` to where they live now.
 
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]; allowed sections: {', '.join(SECTIONS)}")
-    model_values = dict(raw.get("model", {}))
-    if "name" not in model_values:
-        raise ConfigError('[model] needs a name, e.g. name = "tganv2"')
-    model_cls = model_config_class(model_values["name"])
-    objective_values = dict(raw.get("objective", {}))
-    objective_values.setdefault("name", getattr(model_class(model_values["name"]), "default_objective", "gan"))
-    return RunConfig(
-        model=build_dataclass(model_cls, model_values, "model"),
-        objective=build_dataclass(objective_config_class(objective_values["name"]), objective_values, "objective"),
-        data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
-        train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
-    )
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] = (), **raw: Any) -> RunConfig:
-    """Load a TOML config file (or start from ``raw`` sections) and apply ``--set`` overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see configs/ for ready ones")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    for section, values in raw.items():
-        data.setdefault(section, {}).update(values)
-    for text in overrides:
-        section, key, value = parse_override(text)
-        data.setdefault(section, {})[key] = value
-    return config_from_dict(data)
-
-
-def load_config_json(path: str | Path) -> RunConfig:
-    return config_from_dict(json.loads(Path(path).read_text()))
+    A model config dataclass lists them in ``MOVED_KEYS`` (``{"old_key": "objective.new_key"}``) and
+    renamed objectives in ``RENAMED_OBJECTIVES`` (``{"old_name": "new_name"}``): checkpoints and config
+    files written before the move keep loading. Setting a key in both places is an error naming both.
+    """
+    model, objective = dict(model), dict(objective)
+    renamed = getattr(config_class, "RENAMED_OBJECTIVES", {})
+    if objective.get("name") in renamed:
+        objective["name"] = renamed[objective["name"]]
+    for old, new in getattr(config_class, "MOVED_KEYS", {}).items():
+        if old not in model:
+            continue
+        section, key = new.split(".", 1)
+        if key in objective:
+            raise ConfigError(f"model.{old} moved to {new}; the config sets both -- keep only {new}")
+        objective[key] = model.pop(old)
+    return model, objective
 
 
 def diff_configs(a: RunConfig, b: RunConfig) -> list[str]:

@@ -31,6 +31,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from kinema.nn.noise import draw_noise
+
 Parameterization = Literal["eps", "v"]
 SAMPLERS = ("ancestral", "ddim")
 PARAMETERIZATIONS = ("eps", "v")
@@ -100,9 +102,7 @@ def training_target(x: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, sig
 
 
 def _gaussian(like: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else "cpu"
-    return torch.randn(like.shape, generator=generator, device=gen_device, dtype=torch.float32).to(like.device,
-                                                                                                   like.dtype)
+    return draw_noise("normal", like.shape, generator, dtype=torch.float32).to(like.device, like.dtype)
 
 
 def check_sampler(sampler: str, steps: int, eta: float = 0.0, gamma: float = 0.0) -> None:

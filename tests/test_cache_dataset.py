@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 from videodata import numbered_frames, write_avi
 
-from kinema.config import ConfigError, load_config
-from kinema.data import CacheError, Draws, VideoCache, build_dataset
+from kinema.errors import ConfigError
+from kinema.registry import load_config
+from kinema.data import Batch, CacheError, Draws, VideoCache, build_dataset
 from kinema.data.prepare import prepare
 from kinema.video import from_uint8
 
@@ -101,10 +102,10 @@ def test_draw_contract_across_calls_instances_and_workers(cache):
 def test_labels(cache):
     ds = VideoCache(cache, frames=4, height=H, width=24, return_label=True)
     assert ds.class_names == ["a", "b"] and [ds.label(i) for i in range(3)] == [0, 0, 1]
-    x, label = ds.clip(2, draw=0)
-    assert x.shape == (3, 4, H, 24) and label == 1
-    batch = next(iter(DataLoader(Draws(ds), batch_size=3)))
-    assert isinstance(batch, list) and batch[1].tolist() == [0, 0, 1]  # the trainer takes batch[0]
+    item = ds.clip(2, draw=0)
+    assert item.clips.shape == (3, 4, H, 24) and int(item.labels) == 1
+    batch = next(iter(DataLoader(Draws(ds), batch_size=3, collate_fn=Batch.collate)))
+    assert isinstance(batch, Batch) and batch.labels.tolist() == [0, 0, 1] and batch.clips.shape[0] == 3
 
 
 def test_too_short_videos_are_skipped_and_counted(cache):
@@ -176,7 +177,7 @@ def test_trainer_trains_from_a_cache(cache, tmp_path):
     cfg.model.resolution, cfg.model.base_size = H, 3  # 3 * 2**3 = 24: the cache height
     trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
     batch = next(trainer._batches())
-    assert batch.dtype == torch.uint8
-    real = trainer._to_device(batch)
+    assert batch.clips.dtype == torch.uint8
+    real = trainer._to_device(batch.clips)
     assert real.dtype == torch.float32 and -1 <= real.min() and real.max() <= 1
     trainer.fit()

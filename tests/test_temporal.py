@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from kinema.config import ConfigError, build_dataclass
-from kinema.models.temporal import (
+from kinema.config import build_dataclass
+from kinema.errors import ConfigError
+from kinema.nn.temporal import (
     ODEGenerator,
     SDEGenerator,
     TemporalConfig,

@@ -6,8 +6,9 @@ import pytest
 import torch
 from tiny import TINY_MODEL, one_batch, tiny_model_config
 
-from kinema.config import ConfigError, load_config
-from kinema.models.tganv2 import TGANv2, TGANv2Config, parameter_counts
+from kinema.errors import ConfigError
+from kinema.registry import load_config
+from kinema.models.tganv2 import TGANv2, TGANv2Config
 from kinema.nn import downsample3d
 
 
@@ -124,11 +125,11 @@ def test_downsample_follows_chainer_padding():
 
 
 def test_paper_config_parameter_counts():
-    """DESIGN.md: G 88,032,460 and D 116,077,060 (BN affine parameters included)."""
+    """docs/models/tganv2.md: G 88,032,460 and D 116,077,060 (BN affine parameters included)."""
     cfg = load_config("configs/tganv2_ucf101_192.toml").model
     with torch.device("meta"):
         model = TGANv2(cfg)
-    assert parameter_counts(model) == {"generator": 88_032_460, "discriminator": 116_077_060}
+    assert model.parameter_counts() == {"generator": 88_032_460, "discriminator": 116_077_060, "total": 204_109_520}
     assert cfg.level_resolutions == [24, 48, 96, 192] and cfg.level_frames == [16, 8, 4, 2]
 
 
@@ -189,15 +190,16 @@ def test_parameter_counts_match_the_hand_derivation_in_the_model_card():
     assert (generator, 4 * one_level) == (88_032_460, 116_077_060)
     cfg = load_config("configs/tganv2_ucf101_192.toml").model
     with torch.device("meta"):
-        assert parameter_counts(TGANv2(cfg)) == {"generator": generator, "discriminator": 4 * one_level}
+        assert TGANv2(cfg).parameter_counts() == {"generator": generator, "discriminator": 4 * one_level,
+                                                 "total": generator + 4 * one_level}
 
 
 @pytest.mark.parametrize("changes", [{"temporal": "ode"}, {"temporal": "ode", "temporal_order": 2},
                                      {"temporal": "ode", "temporal_order": 3}, {"temporal": "sde"}])
 def test_tganv2_ode_variants_train_one_step(changes):
     """TGANv2-ODE, its higher-order and SDE variants run a training step (the reference crashes there)."""
-    from kinema.config import ObjectiveConfig
-    from kinema.objectives import GANObjective
+    from kinema.objectives.gan import GANConfig as ObjectiveConfig
+    from kinema.objectives.gan import GANObjective
 
     model = make_model(**changes)
     obj = GANObjective(model, ObjectiveConfig())
@@ -205,7 +207,7 @@ def test_tganv2_ode_variants_train_one_step(changes):
     before = [p.detach().clone() for p in model.generator.temporal.parameters()]
     obj.train_step(*one_batch(torch.rand(2, 3, 8, 16, 16) * 2 - 1, opts, torch.Generator().manual_seed(0)))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.generator.temporal.parameters()))
-    assert model.continuous_time
+    assert model.capabilities.continuous_time
 
 
 def test_tganv2_ode_samples_at_any_times_and_convlstm_refuses():
@@ -215,17 +217,17 @@ def test_tganv2_ode_samples_at_any_times_and_convlstm_refuses():
     dense = model.sample(z)
     torch.testing.assert_close(model.sample(z, torch.linspace(0, 7, 29))[:, :, ::4], dense, rtol=1e-4, atol=1e-5)
     convlstm = make_model().eval()
-    assert not convlstm.continuous_time
+    assert not convlstm.capabilities.continuous_time
     with pytest.raises(ValueError, match="convlstm is a discrete-time generator"):
         convlstm.sample(z, torch.linspace(0, 7, 29))
 
 
 def test_tganv2_ode_paper_config_parameter_count():
-    """DESIGN.md: the TGANv2-ODE generator has 21,969,100 parameters (TGANv2 without the ConvLSTM's
+    """docs/models/tgan_ode.md: the TGANv2-ODE generator has 21,969,100 parameters (TGANv2 without the ConvLSTM's
     75,501,568, plus the field Conv2d(1024, 1024, 3): 9,438,208)."""
     cfg = load_config("configs/tganv2_ode_ucf101_192.toml").model
     with torch.device("meta"):
-        counts = parameter_counts(TGANv2(cfg))
+        counts = TGANv2(cfg).parameter_counts()
     assert counts["generator"] == 88_032_460 - 75_501_568 + 1024 * 1024 * 9 + 1024 == 21_969_100
 
 

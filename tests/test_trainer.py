@@ -11,9 +11,11 @@ from safetensors.torch import load_file
 from tiny import tiny_run_config
 
 from kinema import api
-from kinema.config import load_config
-from kinema.training import CheckpointError, Trainer, TrainingError, load_model
-from kinema.training.checkpoint import list_checkpoints, save_checkpoint
+from kinema.registry import load_config
+from kinema.registry import load_model
+from kinema.training import CheckpointError, Trainer, TrainingError
+from kinema.runs import list_checkpoints
+from kinema.training.checkpoint import save_checkpoint
 
 
 def weights(ckpt):
@@ -94,7 +96,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_good_checkpoint(tmp_path):
 
     def poisoned(micro_batches, ctx):
         if trainer.step == 3:
-            micro_batches = [real * float("nan") for real in micro_batches]
+            micro_batches = [b.with_clips(b.clips * float("nan")) for b in micro_batches]
         return original(micro_batches, ctx)
 
     trainer.objective.train_step = poisoned

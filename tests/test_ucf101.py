@@ -70,8 +70,8 @@ def test_prepare_ucf101_keeps_labels(tmp_path, ucf):
     assert ds.class_names == CLASSES
     labels = [ds.label(i) for i in range(len(ds))]
     assert labels == [CLASSES.index(ds.source(i).split("/")[0]) for i in range(len(ds))]
-    clip, label = ds[5]
-    assert clip.shape == (3, 4, 24, 24) and label == labels[5]
+    item = ds[5]
+    assert item.clips.shape == (3, 4, 24, 24) and int(item.labels) == labels[5]
 
 
 def test_not_ucf101(tmp_path):
@@ -139,7 +139,8 @@ def test_folder_layout_labels_and_flags(tmp_path):
 
 def test_class_conditional_training_reads_labels_from_the_cache(ucf, tmp_path):
     """data.labels = true: the trainer hands (clips, labels) micro-batches to an objective that uses them."""
-    from kinema.config import ConfigError, load_config
+    from kinema.errors import ConfigError
+    from kinema.registry import load_config
     from kinema.training import Trainer, TrainingError
 
     cache = tmp_path / "cache"
@@ -155,7 +156,7 @@ def test_class_conditional_training_reads_labels_from_the_cache(ucf, tmp_path):
     step = trainer.objective.train_step
     trainer.objective.train_step = lambda micro, ctx: seen.append(micro) or step(micro, ctx)
     trainer.fit()
-    clips, labels = seen[0][0]
+    clips, labels = seen[0][0].clips, seen[0][0].labels
     assert clips.shape == (2, 3, 4, 16, 16) and labels.dtype == torch.int64 and len(seen[0]) == 2
     index = json.loads((cache / "index.json").read_text())
     assert set(labels.tolist()) <= {v["label"] for v in index["videos"]}

@@ -11,9 +11,11 @@ import torch
 
 from kinema import api, diffusion
 from kinema.cli import main
-from kinema.config import ConfigError, load_config
+from kinema.errors import ConfigError
+from kinema.registry import load_config
 from kinema.models.vdm import VDM, VDMConfig
-from kinema.objectives import build_objective
+from kinema.data import Batch
+from kinema.registry import build_objective
 from kinema.objectives.base import StepContext
 from kinema.video import read_video, to_uint8, write_video
 
@@ -177,9 +179,9 @@ def test_extension_on_the_network_and_guidance_argument_checks():
 
 
 def objective_and_optimizer(joint: int, classes: int):
-    model = tiny_vdm(num_classes=classes, cond_drop_prob=0.5).train()
+    model = tiny_vdm(num_classes=classes).train()
     cfg = load_config(None, model={"name": "vdm", **TINY, "num_classes": classes},
-                      objective={"name": "diffusion", "joint_image_frames": joint})
+                      objective={"name": "diffusion", "joint_image_frames": joint, "cond_drop_prob": 0.5})
     objective = build_objective(model, cfg.objective)
     return model, objective, {"denoiser": torch.optim.SGD(objective.parameter_groups()["denoiser"], lr=0.0)}
 
@@ -191,7 +193,7 @@ def test_two_micro_batches_give_the_gradient_of_one_batch():
     for accumulate in (1, 2):
         _, objective, opt = objective_and_optimizer(joint=2, classes=2)
         ctx = StepContext.for_batch(opt, torch.Generator().manual_seed(5), 4, accumulate=accumulate)
-        micro = list(zip(clips.chunk(accumulate), labels.chunk(accumulate)))
+        micro = Batch(clips, labels).split(accumulate)
         losses.append(objective.train_step(micro, ctx)["loss"])
         grads.append([p.grad.clone() for p in objective.parameter_groups()["denoiser"]])
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
@@ -211,7 +213,7 @@ def test_joint_images_come_from_other_clips_of_the_batch():
 def test_class_conditional_model_needs_labels():
     _, objective, opt = objective_and_optimizer(joint=0, classes=3)
     with pytest.raises(ValueError, match="num_classes = 3"):
-        objective.train_step([torch.zeros(2, 3, 4, 16, 16)], StepContext.for_batch(opt, torch.Generator(), 2))
+        objective.train_step([Batch(torch.zeros(2, 3, 4, 16, 16))], StepContext.for_batch(opt, torch.Generator(), 2))
 
 
 def test_short_training_lowers_the_loss():
@@ -235,7 +237,7 @@ def test_short_training_lowers_the_loss():
     before = fixed_loss()
     g = torch.Generator().manual_seed(0)
     for _ in range(40):
-        objective.train_step([clips], StepContext.for_batch(opt, g, 4))
+        objective.train_step([Batch(clips)], StepContext.for_batch(opt, g, 4))
     after = fixed_loss()
     assert after < 0.6 * before, (before, after)
 
@@ -270,7 +272,7 @@ def test_extend_and_upsample_through_the_cli(trained_vdm, tmp_path, capsys):
     small = write_video(tmp_path / "small.mp4", to_uint8(torch.rand(3, 8, 8, 8) * 2 - 1))
     longer = tmp_path / "longer.gif"
     common = ["--checkpoint", str(trained_vdm), "--num", "1", "--steps", "2"]
-    assert main(["sample", *common, "--extend", str(clip), "--frames", "6", "--out", str(longer)]) == 0
+    assert main(["sample", *common, "--extend", str(clip), "--new-frames", "6", "--out", str(longer)]) == 0
     assert read_video(longer).shape[0] == 5 + 6
     big = tmp_path / "big.gif"
     assert main(["sample", *common, "--upsample", str(small), "--method", "replacement", "--out", str(big)]) == 0
@@ -301,9 +303,9 @@ def test_non_vdm_checkpoint_is_refused_for_extend(tmp_path, capsys):
     clip = write_video(tmp_path / "clip.mp4", to_uint8(torch.rand(3, 4, 16, 16) * 2 - 1))
     assert main(["sample", "--checkpoint", str(tmp_path / "gan"), "--extend", str(clip), "--out",
                  str(tmp_path / "x.gif")]) == 2
-    assert "--extend needs a video diffusion checkpoint" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="holds a 'tganv2' model"):
-        api.sample_diffusion(tmp_path / "gan", tmp_path / "y.gif", upsample_video=clip)
+    assert "--extend: not supported by a 'tganv2' model" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--upsample: not supported by a 'tganv2' model"):
+        api.sample(tmp_path / "gan", tmp_path / "y.gif", upsample=clip)
 
 
 def test_resumed_run_ends_with_the_same_weights(tmp_path):

@@ -11,18 +11,22 @@ import pytest
 import torch
 
 from kinema.cli import main
-from kinema.config import ConfigError, build_dataclass, load_config
+from kinema.config import build_dataclass
+from kinema.data import Batch
+from kinema.errors import ConfigError
+from kinema.registry import load_config
 from kinema.data import build_dataset
-from kinema.models.videogpt import (
+from kinema.models.videogpt.vqvae import (
     Codebook,
     VideoGPTVQVAE,
     VideoGPTVQVAEConfig,
     _stage_strides,
 )
-from kinema.models.videogpt_prior import VideoGPTPrior, VideoGPTPriorConfig
-from kinema.objectives import build_objective
+from kinema.models.videogpt.prior import VideoGPTPrior, VideoGPTPriorConfig
+from kinema.registry import build_objective
 from kinema.objectives.base import StepContext
 from kinema.objectives.likelihood import LikelihoodConfig
+from kinema.objectives.vqvae import VQVAEConfig
 from kinema.video import to_uint8, write_video
 
 TINY_VQ = {"frames": 8, "resolution": 16, "downsample": [2, 4, 4], "hidden": 16, "res_layers": 1,
@@ -145,10 +149,10 @@ def test_quantize_picks_nearest_code_with_straight_through_gradient():
 
 
 def vq_step(model, batch, accumulate):
-    objective = build_objective(model, LikelihoodConfig())
+    objective = build_objective(model, VQVAEConfig())
     opt = {"vqvae": torch.optim.SGD(objective.parameter_groups()["vqvae"], lr=0.0)}
     ctx = StepContext.for_batch(opt, torch.Generator().manual_seed(1), len(batch), accumulate=accumulate)
-    return objective.train_step(list(batch.chunk(accumulate)), ctx)
+    return objective.train_step(Batch(batch).split(accumulate), ctx)
 
 
 def test_vqvae_step_initialises_once_and_updates_the_codebook_once_per_optimiser_step(monkeypatch):
@@ -170,7 +174,7 @@ def test_vqvae_cannot_sample_and_previews_reconstructions():
     model = vqvae().eval()
     with pytest.raises(ValueError, match="sample from the prior checkpoint"):
         model.sample(model.sample_noise(2))
-    assert model.preview(model.sample_noise(2), video(b=3)).shape == (2, 3, 8, 16, 32)
+    assert model.preview(model.sample_noise(2), lambda: video(b=3)).shape == (2, 3, 8, 16, 32)
 
 
 # --------------------------------------------------------------------------- prior
@@ -202,7 +206,7 @@ def test_kv_cached_sampling_gives_the_same_tokens(changes):
     noise = model.sample_noise(3, generator=torch.Generator().manual_seed(0))
     kwargs = {"top_k": 8}
     if changes.get("cond_frames"):
-        kwargs["condition"] = video(b=3)[:, :, :1]
+        kwargs["frames"] = video(b=3)[:, :, :1]
     if changes.get("num_classes"):
         kwargs["labels"] = torch.tensor([0, 1, 2])
     cached = model.sample_codes(noise, **kwargs)
@@ -225,7 +229,7 @@ def test_prefix_codes_are_kept_and_sampling_arguments_are_checked():
     with pytest.raises(ValueError, match="temperature"):
         model.sample_codes(noise, temperature=0)
     with pytest.raises(ValueError, match=r"conditioning frames \(B, 3, cond_frames"):
-        prior(cond_frames=1, cond_hidden=12).eval().sample(noise, condition=video(b=2, r=32)[:, :, :1])
+        prior(cond_frames=1, cond_hidden=12).eval().sample(noise, frames=video(b=2, r=32)[:, :, :1])
     assert model.sample(noise).shape == (2, 3, 8, 16, 16)
 
 
@@ -234,7 +238,7 @@ def prior_grads(model, batch, accumulate):
     params = objective.parameter_groups()["prior"]
     opt = {"prior": torch.optim.SGD(params, lr=0.0)}
     ctx = StepContext.for_batch(opt, torch.Generator().manual_seed(1), len(batch), accumulate=accumulate)
-    metrics = objective.train_step(list(batch.chunk(accumulate)), ctx)
+    metrics = objective.train_step(Batch(batch).split(accumulate), ctx)
     return [p.grad.clone() for p in params], metrics
 
 
@@ -322,7 +326,7 @@ def test_short_vqvae_training_beats_the_mean_baseline(tmp_path):
     assert main(["train", "--config", "configs/videogpt_vqvae_tiny.toml", "--out", str(out), "--steps", "100",
                  "--device", "cpu", "--no-progress", "--set", "train.sample_every=1000",
                  *sets(changes)]) == 0
-    from kinema.training import load_model
+    from kinema.registry import load_model
 
     model, config, _ = load_model(out)
     held = build_dataset(config.data, frames=8, height=16, width=16, seed=999)
@@ -347,14 +351,14 @@ def _codebook_rank(rank: int, world: int, port: int, out: str) -> None:
         calls = []
         original = model.codebook.ema_update
         model.codebook.ema_update = lambda c, s, cand: (calls.append(c.sum().item()), original(c, s, cand))
-        objective = build_objective(model, LikelihoodConfig())
+        objective = build_objective(model, VQVAEConfig())
         opt = {"vqvae": torch.optim.SGD(objective.parameter_groups()["vqvae"], lr=0.0)}
         from kinema.nn import BatchRows
 
         for step in range(2):
             rows = BatchRows(rank * 2, rank * 2 + 2, 4).split(1)
             ctx = StepContext(opt, torch.Generator().manual_seed(step), rows)
-            objective.train_step([video(b=2, seed=10 * step + rank)], ctx)
+            objective.train_step([Batch(video(b=2, seed=10 * step + rank))], ctx)
         torch.save({"embeddings": model.codebook.embeddings, "N": model.codebook.N, "calls": calls},
                    f"{out}/rank{rank}.pt")
         dist.barrier()  # neither rank tears gloo down while the other still uses it

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kinema.config import load_config
+from kinema.registry import load_config
 from kinema.models.tganv2 import TGANv2Config
 
 TINY_MODEL = dict(
@@ -28,6 +28,7 @@ def tiny_run_config(steps: int = 4, **train):
 
 def one_batch(real, optimizers, generator, scaler=None):
     """``train_step`` arguments for one process holding the whole batch ``real``."""
+    from kinema.data import Batch
     from kinema.objectives.base import StepContext
 
-    return [real], StepContext.for_batch(optimizers, generator, real.shape[0], scaler)
+    return [Batch(real)], StepContext.for_batch(optimizers, generator, real.shape[0], scaler)

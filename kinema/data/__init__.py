@@ -9,7 +9,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from kinema.data.batch import Batch
 from kinema.data.cache import CacheError, VideoCache
+from kinema.data.digits import MovingDigits, MovingDigitsStochastic
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder
 from kinema.data.synthetic import (
     SYNTHETIC_FAMILIES,
@@ -18,7 +20,13 @@ from kinema.data.synthetic import (
     SyntheticVideoDataset,
 )
 
+# Registered here, not in synthetic.py, because digits.py builds on synthetic.py. The package
+# __init__ runs before any of its modules, so kinema.data.synthetic.SYNTHETIC_FAMILIES (the same dict)
+# has them too. scikit-learn is imported only when a digits dataset is constructed.
+SYNTHETIC_FAMILIES.update({"moving_digits": MovingDigits, "moving_digits_stochastic": MovingDigitsStochastic})
+
 __all__ = [
+    "Batch",
     "DATA_SOURCES",
     "SYNTHETIC_FAMILIES",
     "VIDEO_EXTENSIONS",
@@ -26,6 +34,8 @@ __all__ = [
     "CacheError",
     "DatasetError",
     "Draws",
+    "MovingDigits",
+    "MovingDigitsStochastic",
     "RotatingBars",
     "SyntheticVideoDataset",
     "VideoCache",

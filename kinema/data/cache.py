@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kinema.data.batch import Batch
 from kinema.data.folder import DatasetError
 
 __all__ = ["CacheError", "VideoCache"]
@@ -42,7 +43,7 @@ class VideoCache(Dataset):
     time; that is the point of the cache). Videos shorter than ``(frames - 1) * frame_stride + 1``
     are skipped with a warning and counted in ``skipped`` (source -> reason). ``ds.label(i)`` is the
     0-based class index (-1: unlabelled), ``ds.class_names`` the names; with ``return_label`` items are
-    ``(clip, label)`` (the trainer uses ``batch[0]``). ``uint8=True`` returns the clip as uint8
+    :class:`~kinema.data.batch.Batch` items with ``labels``. ``uint8=True`` returns the clip as uint8
     ``(3, frames, height, width)`` in ``[0, 255]`` instead (the trainer asks for this and converts on
     its device: a quarter of the bytes through the DataLoader). Memory maps are opened lazily in each process
     (keyed by pid, at most ``max_open`` at a time), so DataLoader workers never share one.
@@ -210,11 +211,11 @@ class VideoCache(Dataset):
             raw = torch.from_numpy(raw).flip(2).numpy()
         if self.uint8:  # the trainer converts on its device: 4x less to collate, pin and copy
             clip = torch.from_numpy(np.ascontiguousarray(raw.transpose(3, 0, 1, 2)))
-            return (clip, self.label(i)) if self.return_label else clip
+            return Batch(clip, torch.tensor(self.label(i))) if self.return_label else clip
         # uint8 (T, H, W, 3) -> float32 (3, T, H, W) in one numpy pass (faster than torch's strided cast);
         # the same values as kinema.video.from_uint8: x / 127.5 - 1.
         x = raw.transpose(3, 0, 1, 2).astype(np.float32)
         x /= np.float32(127.5)
         x -= np.float32(1.0)
         clip = torch.from_numpy(x)
-        return (clip, self.label(i)) if self.return_label else clip
+        return Batch(clip, torch.tensor(self.label(i))) if self.return_label else clip

@@ -7,7 +7,14 @@ tensor ``(3, T, H, W)`` in ``[-1, 1]``; ``ds.ground_truth(i)`` returns the param
 rendered from. Rendering is vectorised numpy over time and pixels.
 
 The two families have clearly different statistics (dark vs light-grey background) so tests and
-metric sanity checks can tell them apart.
+metric sanity checks can tell them apart. ``moving_digits`` and ``moving_digits_stochastic``
+(handwritten digits, :mod:`kinema.data.digits`) build on this module and are registered in
+``SYNTHETIC_FAMILIES`` by :mod:`kinema.data`.
+
+The families of moving objects (``bouncing_shapes``, ``moving_digits*``) share the motion keys of
+their ground truth: ``positions (N, T, 2)`` ``(y, x)`` pixel centres and ``velocities (N, T, 2)``
+pixels per frame (the step from frame ``t`` to ``t+1`` before any wall bounce), which is what
+:mod:`kinema.metrics.oracle` measures on generated clips.
 """
 
 from __future__ import annotations

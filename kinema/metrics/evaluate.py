@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kinema.data.batch import Batch
 from kinema.metrics.frechet import FeatureStats, frechet_distance_from_stats
 from kinema.metrics.protocols import Protocol, get_protocol
 from kinema.video import to_uint8
@@ -94,9 +95,9 @@ def real_batches(dataset, num: int, seed: int, batch_size: int, frames: int, wor
                          "use more data, or lower --num (the result is then not comparable with the protocol)")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num].tolist()
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=batch_size,
-                                         num_workers=workers, shuffle=False)
-    for clips in loader:
-        clips = clips[0] if isinstance(clips, (list, tuple)) else clips
+                                         num_workers=workers, shuffle=False, collate_fn=Batch.collate)
+    for batch in loader:
+        clips = batch.clips
         if clips.shape[2] < frames:
             raise ValueError(f"real clips have {clips.shape[2]} frames, the protocol needs {frames}")
         yield clips[:, :, :frames]
@@ -149,6 +150,21 @@ def score(protocol: Protocol, fake: np.ndarray, real: np.ndarray | None) -> dict
     return {"value": mean, "std": std}
 
 
+def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers: int = 0) -> dict:
+    """The oracle motion measures (:func:`kinema.metrics.oracle.motion_report`) of ``count`` generated
+    vs ``count`` real clips at the model's frame count; ``value``: the physically consistent fraction."""
+    from kinema.metrics.oracle import motion_report
+
+    if dataset is None:
+        raise ValueError("the motion protocol compares with real clips: give a dataset (--data)")
+    frames = model.video_shape[1]
+    fake = torch.cat(list(generated_batches(model, count, frames, seed, batch_size)))
+    real = torch.cat(list(real_batches(dataset, count, seed, batch_size, frames, workers)))
+    report = motion_report(fake.clamp(-1, 1), reference=real)
+    return {"value": report["physically_consistent"], "std": None, "num": count, "protocol_num": count,
+            "frames": frames, **report}
+
+
 def evaluate_model(
     model,
     metrics: list[str],
@@ -174,6 +190,9 @@ def evaluate_model(
     for name in metrics:
         protocol = get_protocol(name)
         count = num or protocol.num_samples
+        if protocol.statistic == "oracle":
+            results[name] = oracle_score(model, dataset, count, seed, batch_size, workers)
+            continue
         total = protocol.clips_for(count * protocol.repeats if protocol.statistic == "is" else count)
         if protocol.statistic == "is" and count < 2:
             raise ValueError(f"{name} needs at least 2 clips per repetition, got {count}")

@@ -10,6 +10,10 @@ A protocol name fixes everything that moves the number, so results under one nam
   (all 16 frames of 3,125 clips) of real and generated videos, generated videos quantised to uint8.
 - ``is2048_c3d_tganv2``: Inception Score of the UCF-101 C3D, 2,048 generated clips of 16 frames,
   TGANv2's preprocessing, one split, repeated 10 times with fresh samples -> mean ± std.
+- ``motion256``: the oracle motion measures of :mod:`kinema.metrics.oracle` (no network, no weights) on 256
+  generated vs 256 real clips at the model's frame count; the value is the fraction of physically
+  consistent clips (higher is better), the other measures come with it. Meaningful only for the
+  synthetic families with bright objects on a dark background (docs/oracle.md).
 """
 
 from __future__ import annotations
@@ -21,16 +25,16 @@ from typing import Literal
 @dataclass(frozen=True)
 class Protocol:
     name: str
-    network: Literal["i3d", "c3d", "inception"]
-    statistic: Literal["fvd", "kvd", "is", "fid"]
+    network: Literal["i3d", "c3d", "inception", "none"]
+    statistic: Literal["fvd", "kvd", "is", "fid", "oracle"]
     num_samples: int  # clips, or frames for the frame-level FID
-    frames: int
+    frames: int  # 0: the model's own frame count
     repeats: int = 1  # IS: independent sample sets, reported as mean ± std
     c3d_preprocessing: str = "tganv2"
 
     @property
     def needs_real(self) -> bool:
-        return self.statistic in ("fvd", "kvd", "fid")
+        return self.statistic in ("fvd", "kvd", "fid", "oracle")
 
     def clips_for(self, count: int) -> int:
         """Clips to draw for ``count`` samples (FID counts frames: every frame of a clip is one)."""
@@ -45,6 +49,7 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("kvd2048_16f", "i3d", "kvd", 2048, 16),
         Protocol("fid_frames50k", "inception", "fid", 50_000, 16),
         Protocol("is2048_c3d_tganv2", "c3d", "is", 2048, 16, repeats=10, c3d_preprocessing="tganv2"),
+        Protocol("motion256", "none", "oracle", 256, 0),
     )
 }
 

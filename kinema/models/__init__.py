@@ -1,5 +1,2 @@
-"""Video generative models. Each model is one file plus a registry entry (see ``registry.py``)."""
-
-from kinema.models.registry import MODELS, build_model, model_config_class
-
-__all__ = ["MODELS", "build_model", "model_config_class"]
+"""Video generative models: one folder per family behind the :class:`~kinema.models.base.VideoModel`
+contract. The registry that names them is :mod:`kinema.registry` (above every family)."""

@@ -1,16 +1,59 @@
-"""What the video GANs share: the clip shape, uniform noise, and whether time is continuous."""
+"""The model contract: what the trainer, the sampler CLI and evaluation may rely on.
+
+Every kinema model is a :class:`VideoModel`: a plain ``nn.Module`` built from its config dataclass
+(``cls(config)``), with
+
+- ``video_shape`` ``(C, T, H, W)`` of one generated (and one training) video;
+- ``sample_noise(n, generator, device)``: the model's own noise for ``n`` videos (any tensor whose first
+  axis is the video; drawn from ``generator`` so the same seed gives the same videos);
+- ``sample(noise, **conditions)``: videos ``(B, C, T, H, W)`` in ``[-1, 1]``;
+- ``preview(noise, real)``: what the trainer's sample grids show (default: ``sample(noise)``; an
+  autoencoder shows reconstructions of ``real()``, the first training clips);
+- ``capabilities``: declared, not probed -- whether time is continuous and which conditions
+  ``sample`` accepts (see :class:`Capabilities`);
+- ``default_objective``: the ``objective.name`` a config gets when it names none.
+
+Objectives state what more they need as a ``typing.Protocol`` (e.g. ``GANModel``) and check it when
+they are built. How a family samples beyond ``sample(noise)`` (extension, conditioning, continuous
+time) lives in the family's folder as a :class:`kinema.sampling.Sampler`.
+"""
 
 from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from kinema.nn.noise import draw_noise
 
-class VideoModel(nn.Module):
-    """Base of every kinema model: ``config`` has ``frames`` and ``resolution`` (and optionally
-    ``channels``, default 3); the trainer reads the clip shape from :attr:`video_shape`."""
+# The conditions a model's ``sample`` may accept, by keyword: class labels ``(B,)``, frames to
+# continue or condition on ``(B, C, T_c, H, W)``, text, and time points (continuous-time models).
+CONDITIONS = ("labels", "frames", "text", "times")
 
-    config: object
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model declares about itself; generic code reads this instead of probing attributes."""
+
+    continuous_time: bool = False  # sample(noise, times=...) renders any increasing time points
+    conditions: frozenset[str] = frozenset()  # keywords of CONDITIONS that sample() accepts
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.conditions) - set(CONDITIONS))
+        if unknown:
+            raise ValueError(f"unknown condition(s) {unknown}; known: {', '.join(CONDITIONS)}")
+
+
+class VideoModel(nn.Module, metaclass=ABCMeta):
+    """Base of every kinema model. ``config`` has ``frames`` and ``resolution`` (and optionally
+    ``channels``, default 3) unless the model overrides :attr:`video_shape`."""
+
+    config: Any
+    default_objective: ClassVar[str]
 
     @property
     def video_shape(self) -> tuple[int, int, int, int]:
@@ -18,22 +61,51 @@ class VideoModel(nn.Module):
         c = self.config
         return (getattr(c, "channels", 3), c.frames, c.resolution, c.resolution)
 
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abstractmethod
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """The noise of ``n`` videos (first axis = video), drawn from ``generator``."""
+
+    @abstractmethod
+    def sample(self, noise: torch.Tensor, **conditions) -> torch.Tensor:
+        """Videos ``(B, C, T, H, W)`` in ``[-1, 1]`` from ``noise`` (and the declared conditions)."""
+
+    def preview(self, noise: torch.Tensor, real: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The trainer's sample grid: ``sample(noise)``. ``real()`` returns the first training clips
+        ``(n, C, T, H, W)`` (loaded on first call) for models whose progress shows on real data."""
+        return self.sample(noise)
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters per top-level sub-module (e.g. generator, discriminator) and in total."""
+        return parameter_counts(self)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters per top-level sub-module and in total."""
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
+    counts["total"] = sum(p.numel() for p in model.parameters())
+    return counts
+
 
 class UniformNoiseVideoGAN(VideoModel):
     """Base of GANs driven by ``z ~ U(-1, 1)^z_dim`` whose ``config`` has ``frames``, ``resolution``
-    and ``z_dim`` and whose ``generator`` has a ``temporal`` generator (see ``temporal.py``)."""
+    and ``z_dim`` and whose ``generator`` has a ``temporal`` generator (see :mod:`kinema.nn.temporal`)."""
 
-    config: object
     generator: nn.Module
-    default_objective = "gan"  # objective.name when a config does not say
+    default_objective = "gan"
 
     @property
-    def continuous_time(self) -> bool:
-        """Whether ``sample`` accepts any increasing times (ODE/SDE), not only ``0..frames-1``."""
-        return bool(self.generator.temporal.continuous)
+    def capabilities(self) -> Capabilities:
+        continuous = bool(self.generator.temporal.continuous)
+        return Capabilities(continuous_time=continuous, conditions=frozenset({"times"}) if continuous else frozenset())
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """``z ~ U(-1, 1)^z_dim``, ``(n, z_dim)``; drawn on the generator's device, then moved."""
-        gen_device = generator.device if generator is not None else "cpu"
-        z = torch.rand(n, self.config.z_dim, generator=generator, device=gen_device) * 2 - 1
-        return z.to(device if device is not None else next(self.parameters()).device)
+        return draw_noise("uniform", (n, self.config.z_dim), generator, device if device is not None else self.device)

@@ -9,30 +9,11 @@ with NCCL, and supports double backward.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-
-class AllReduceSum(torch.autograd.Function):
-    """Sum of a tensor over processes. Its gradient is again the sum of the incoming gradients over
-    processes (each process's output depends on every input), computed with this same function,
-    so higher-order gradients work too."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        return AllReduceSum.apply(grad.contiguous())
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from kinema.dist import AllReduceSum, is_distributed
 
 
 class DistributedBatchNorm(_BatchNorm):
@@ -47,7 +28,7 @@ class DistributedBatchNorm(_BatchNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not (self.training and _distributed()):
+        if not (self.training and is_distributed()):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         count = torch.tensor(float(x.numel() // x.shape[1]), device=x.device)

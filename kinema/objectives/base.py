@@ -1,15 +1,24 @@
-"""What every objective shares: the interface the trainer calls, and the non-finite-loss error."""
+"""What every objective shares: the phase loop, the step context, and the non-finite-loss error.
+
+An objective owns only its maths. :class:`Objective` runs one training step as a sequence of
+:class:`Phase` s -- for each: ``zero_grad`` -> :meth:`Objective.run_phase` (the objective's micro-batch
+loop: forward, ``ctx.scale(loss).backward()``) -> :meth:`StepContext.apply` (gradient averaging over
+processes, optional clipping, NaN/inf verdict, optimiser step) -- and then the fp16 scaler update.
+A phase with ``every = k`` runs on steps ``0, k, 2k, ...`` only (lazy regularisation).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, ClassVar
 
 import torch
-import torch.distributed as dist
 
+from kinema.data.batch import Batch
+from kinema.dist import all_reduce_mean, average_gradients
+from kinema.errors import ConfigError
 from kinema.nn.batch import BatchRows
 
 
@@ -38,6 +47,12 @@ def check_finite(losses: dict[str, torch.Tensor]) -> None:
             raise NonFiniteLossError(name, v)
 
 
+def gradient_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """L2 norm of all gradients (0-d tensor, no host sync); NaN/inf if any gradient is."""
+    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
+    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+
+
 @dataclass
 class StepContext:
     """What one optimisation step gets besides its data, handed to ``Objective.train_step``.
@@ -45,15 +60,16 @@ class StepContext:
     ``generator`` is the noise RNG; it holds the same state on every process, so anything drawn
     for the whole global batch is identical everywhere and each process keeps its ``rows``.
     ``rows`` has one :class:`~kinema.nn.BatchRows` per micro-batch (gradient accumulation), each
-    naming that micro-batch's rows of the global batch. ``apply`` ends a phase: it averages the
-    gradients over processes, checks losses and gradients for NaN/inf (the same verdict on every
-    process, so none is left waiting in a collective), and steps the optimiser.
+    naming that micro-batch's rows of the global batch. ``step`` is the number of optimiser steps
+    done before this one. ``apply`` ends a phase.
     """
 
     optimizers: dict[str, torch.optim.Optimizer]
     generator: torch.Generator
     rows: list[BatchRows]
     scaler: torch.amp.GradScaler | None = None
+    step: int = 0
+    grad_clip: float = 0.0  # > 0: clip each optimiser's gradient norm (train.grad_clip)
 
     @classmethod
     def for_batch(
@@ -63,9 +79,10 @@ class StepContext:
         batch_size: int,
         scaler: torch.amp.GradScaler | None = None,
         accumulate: int = 1,
+        step: int = 0,
     ) -> StepContext:
         """One process holding the whole batch of ``batch_size`` in ``accumulate`` micro-batches."""
-        return cls(optimizers, generator, BatchRows.whole(batch_size).split(accumulate), scaler)
+        return cls(optimizers, generator, BatchRows.whole(batch_size).split(accumulate), scaler, step)
 
     @property
     def accumulate(self) -> int:
@@ -85,7 +102,7 @@ class StepContext:
         return [p for group in self.optimizers[name].param_groups for p in group["params"]]
 
     def apply(self, name: str, losses: dict[str, torch.Tensor]) -> None:
-        """Average gradients over processes, check, then step optimiser ``name``.
+        """Average gradients over processes, (clip,) check, then step optimiser ``name``.
 
         Without a gradient scaler a NaN/inf loss or gradient raises :class:`NonFiniteLossError`
         before the step; with one (fp16) the scaler skips steps whose gradients overflowed and only
@@ -94,83 +111,108 @@ class StepContext:
         optimizer, params = self.optimizers[name], self.params(name)
         average_gradients(params)
         if self.scaler is None:
-            check_finite({**losses, f"{name} gradient norm": gradient_norm(params)})
+            norm = gradient_norm(params)
+            check_finite({**losses, f"{name} gradient norm": norm})
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
         else:
             check_finite(losses)
             self.scaler.unscale_(optimizer)
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             self.scaler.step(optimizer)
 
 
-def world_size() -> int:
-    """Processes in the default process group (1 without torch.distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+@dataclass(frozen=True)
+class Phase:
+    """One optimiser update of a step: ``optimizer`` names a parameter group; it runs on steps where
+    ``step % every == 0``."""
+
+    optimizer: str
+    every: int = 1
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of ``t`` over processes (``t`` itself with one process). NaN anywhere -> NaN everywhere."""
-    if world_size() == 1:
-        return t
-    t = t.clone()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t / world_size()
-
-
-def average_gradients(params: list[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
-    """Average ``.grad`` over processes in flat buckets (one collective per ~25 MB).
-
-    kinema reduces gradients explicitly after each phase's backward instead of wrapping the
-    networks in ``DistributedDataParallel``: DDP's reducer hooks assume one forward per backward
-    and misbehave with the GAN objective's pattern (one D forward whose graph serves the G step via
-    ``autograd.grad`` to its inputs and the D step later) and with the R1 penalty's double backward
-    (pytorch/pytorch#47562, #63812). The price is no overlap of communication with the backward.
-    Accumulation needs no ``no_sync``: gradients are only reduced once, after the last micro-step.
-    """
-    if world_size() == 1:
+def check_model(objective: type, model: Any, interface: type | None) -> None:
+    """Raise :class:`ConfigError` unless ``model`` offers every member of the ``interface`` Protocol."""
+    if interface is None:
         return
-    bucket: list[torch.Tensor] = []
-    size = 0
-    for grad in (p.grad for p in params if p.grad is not None):
-        if bucket and (grad.dtype != bucket[0].dtype or size >= bucket_bytes):
-            _all_reduce_mean_(bucket)
-            bucket, size = [], 0
-        bucket.append(grad)
-        size += grad.numel() * grad.element_size()
-    if bucket:
-        _all_reduce_mean_(bucket)
+    members = [n for n in getattr(interface, "__protocol_attrs__", ()) if not n.startswith("_")]
+    if not members:  # Python < 3.12: the annotations and functions the Protocol declares
+        members = [n for n in {**interface.__dict__, **getattr(interface, "__annotations__", {})}
+                   if not n.startswith("_")]
+    missing = sorted(n for n in members if not hasattr(model, n))
+    if missing:
+        raise ConfigError(
+            f"objective {objective.name!r} ({objective.__name__}) cannot train a {type(model).__name__}: the model "
+            f"lacks {', '.join(missing)} of the {interface.__name__} interface. Use the model's own objective "
+            f"(its default: {type(model).default_objective!r}) or implement {interface.__name__}")
 
 
-def _all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
-    flat = torch.cat([t.reshape(-1) for t in tensors])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size()
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset : offset + t.numel()].view_as(t))
-        offset += t.numel()
+class Objective(ABC):
+    """Base of every training objective (GAN, likelihood, diffusion, ...).
 
-
-def gradient_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
-    """L2 norm of all gradients (0-d tensor, no host sync); NaN/inf if any gradient is."""
-    norms = torch._foreach_norm([p.grad for p in params if p.grad is not None])
-    return torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
-
-
-class Objective(Protocol):
-    """The trainer's view of a training objective (GAN, likelihood, diffusion, ...).
-
-    ``parameter_groups()`` names the parameter sets that get one optimiser each;
-    ``ema_target`` is the attribute of the model to keep an EMA of (or ``None``);
-    ``compile_targets`` names the model attributes that ``train.compile`` may ``torch.compile``;
-    ``train_step(micro_batches, ctx)`` runs every phase of one iteration on this process's real
-    micro-batches (each ``(b, C, T, H, W)``, rows ``ctx.rows[i]`` of the global batch), ending each
-    phase with ``ctx.apply``, and returns scalar metrics as 0-d tensors (detached, still on the
-    device, so the trainer converts -- and averages over processes -- only when it logs).
+    Subclasses set ``name``, ``model_interface`` (a Protocol the constructor checks), ``ema_target``
+    (the model attribute to keep an EMA of, or ``None``), ``compile_targets`` (attributes
+    ``train.compile`` may compile) and ``conditions`` (the batch fields it reads besides clips, e.g.
+    ``{"labels"}``), and implement :meth:`parameter_groups` and :meth:`run_phase`.
     """
 
-    ema_target: str | None
-    compile_targets: tuple[str, ...]
+    name: ClassVar[str]
+    model_interface: ClassVar[type | None] = None
+    ema_target: str | None = None
+    compile_targets: tuple[str, ...] = ()
+    conditions: frozenset[str] = frozenset()
 
-    def parameter_groups(self) -> dict[str, Iterable[torch.nn.Parameter]]: ...
+    def __init__(self, model: Any, config: Any) -> None:
+        check_model(type(self), model, self.model_interface)
+        self.model, self.config = model, config
 
-    def train_step(self, micro_batches: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]: ...
+    @abstractmethod
+    def parameter_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """Named parameter sets; each gets one optimiser (``train.optimizer``)."""
+
+    def phases(self) -> tuple[Phase, ...]:
+        """The phases of one step, in order (default: one per parameter group, every step)."""
+        return tuple(Phase(name) for name in self.parameter_groups())
+
+    def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
+        """Before the first phase (draws shared by the phases, one-time initialisations)."""
+
+    @abstractmethod
+    def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Forward and backward over this process's micro-batches (``batches[i]`` holds rows
+        ``ctx.rows[i]`` of the global batch) for one phase. Returns ``(losses, metrics)``: the losses
+        checked for NaN/inf before the optimiser step, and 0-d detached metrics to log."""
+
+    def end_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """After every phase and the scaler update (non-gradient updates, e.g. a codebook EMA); metrics."""
+        return {}
+
+    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """One optimisation step: every due phase, then :meth:`end_step`. Returns the metrics as 0-d
+        tensors (detached, still on the device: the trainer converts them only when it logs)."""
+        self.begin_step(batches, ctx)
+        metrics: dict[str, torch.Tensor] = {}
+        for phase in self.phases():
+            if ctx.step % phase.every:
+                continue
+            ctx.optimizers[phase.optimizer].zero_grad(set_to_none=True)
+            losses, phase_metrics = self.run_phase(phase, batches, ctx)
+            ctx.apply(phase.optimizer, losses)
+            metrics.update(phase_metrics)
+        if ctx.scaler is not None:
+            ctx.scaler.update()
+        metrics.update(self.end_step(batches, ctx))
+        return metrics
+
+    def mean_loss(self, batches: list[Batch], ctx: StepContext, loss_fn) -> torch.Tensor:
+        """The usual micro-batch loop: ``loss_fn(batch, rows)`` -> 0-d loss, backpropagated scaled;
+        returns the mean of the micro-batch losses (detached)."""
+        losses = []
+        for batch, rows in zip(batches, ctx.rows):
+            loss = loss_fn(batch, rows)
+            ctx.scale(loss).backward()
+            losses.append(loss.detach())
+        return torch.stack(losses).mean()

@@ -23,53 +23,64 @@ statistics).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kinema import diffusion
-from kinema.config import ConfigError
-from kinema.objectives.base import StepContext
+from kinema.data.batch import Batch
+from kinema.errors import ConfigError
+from kinema.objectives.base import Objective, Phase, StepContext
 
 
 @dataclass
-class DiffusionObjectiveConfig:
+class DiffusionConfig:
     """The diffusion objective's settings (``objective.name = "diffusion"``)."""
 
     name: Literal["diffusion"] = "diffusion"
     # Independent image frames appended to every training clip (paper: 0, 4 or 8 per video); 0 = video only.
     joint_image_frames: int = 0
+    # Class-conditional models: labels replaced by the null label with this probability (classifier-free
+    # guidance; paper: 0.1). Was model.cond_drop_prob before; old configs are migrated.
+    cond_drop_prob: float = 0.1
 
     def validate(self) -> None:
         if self.joint_image_frames < 0:
             raise ConfigError(f"objective.joint_image_frames must be >= 0 (0 disables joint training), "
                               f"got {self.joint_image_frames}")
+        if not 0 <= self.cond_drop_prob <= 1:
+            raise ConfigError(f"objective.cond_drop_prob must be in [0, 1], got {self.cond_drop_prob}")
 
 
-def split_batch(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A micro-batch is a clip tensor ``(b, C, T, H, W)`` or ``(clips, labels)``."""
-    if isinstance(batch, (list, tuple)):
-        return batch[0], (batch[1] if len(batch) > 1 else None)
-    return batch, None
+class DiffusionModel(Protocol):
+    """What a model offers the diffusion objective (VDM implements it).
+
+    ``denoiser(z, logsnr, labels, image_frames=k)`` predicts ``prediction_target`` (``"eps"`` or
+    ``"v"``: a property of the network, which the sampler needs too, so it stays with the model);
+    ``num_classes > 0`` makes it class-conditional with the null label ``num_classes``.
+    """
+
+    denoiser: nn.Module
+    video_shape: tuple[int, int, int, int]
+    prediction_target: str
+    num_classes: int
+
+    def logsnr(self, t: torch.Tensor) -> torch.Tensor: ...
 
 
-class DiffusionObjective:
+class DiffusionObjective(Objective):
     """One phase per iteration: the denoiser's regression loss, one optimiser step."""
 
-    accepts_labels = True  # with data.labels the trainer passes (clips, labels) micro-batches
-
+    name = "diffusion"
+    model_interface = DiffusionModel
     ema_target = "denoiser"
     compile_targets = ("denoiser",)
+    conditions = frozenset({"labels"})  # with data.labels, batches carry class labels
 
-    def __init__(self, model, config: DiffusionObjectiveConfig) -> None:
-        self.model = model
-        self.config = config
-
-    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"denoiser": list(self.model.denoiser.parameters())}
 
     def draws(self, ctx: StepContext, frames: int, device) -> dict[str, torch.Tensor]:
@@ -98,42 +109,36 @@ class DiffusionObjective:
         images = pool[source[:, None], :, frame.to(clips.device)]  # (b, k, C, H, W)
         return torch.cat([clips, images.permute(0, 2, 1, 3, 4)], dim=2)
 
-    def train_step(self, micro_batches: list, ctx: StepContext) -> dict[str, torch.Tensor]:
-        model, cfg = self.model, self.model.config
-        k = self.config.joint_image_frames
-        parts = [split_batch(b) for b in micro_batches]
-        clips0, _ = parts[0]
-        device = clips0.device
-        if cfg.num_classes > 0 and any(labels is None for _, labels in parts):
-            raise ValueError(
-                f"model.num_classes = {cfg.num_classes} makes the model class-conditional, but the batches carry "
+    def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
+        model, k = self.model, self.config.joint_image_frames
+        classes = model.num_classes
+        device = batches[0].clips.device
+        if classes > 0 and any(b.labels is None for b in batches):
+            raise ConfigError(
+                f"model.num_classes = {classes} makes the model class-conditional, but the batches carry "
                 "no labels; set data.labels = true (a cache prepared with --layout ucf101) or model.num_classes = 0"
             )
-        r = self.draws(ctx, clips0.shape[2], device)
-        pool = torch.cat([clips for clips, _ in parts]) if k > 0 else None
+        r = self.draws(ctx, batches[0].clips.shape[2], device)
+        pool = torch.cat([b.clips for b in batches]) if k > 0 else None
         first = ctx.rows[0].start
-        ctx.optimizers["denoiser"].zero_grad(set_to_none=True)
-        losses = []
-        for (clips, labels), rows in zip(parts, ctx.rows):
+
+        def loss(batch: Batch, rows) -> torch.Tensor:
             rs = slice(rows.start, rows.stop)
-            x = self.joint_batch(clips, pool, slice(rows.start - first, rows.stop - first), r["offset"][rs],
-                                 r["frame"][rs]) if k > 0 else clips
+            x = batch.clips
+            if k > 0:
+                x = self.joint_batch(x, pool, slice(rows.start - first, rows.stop - first), r["offset"][rs],
+                                     r["frame"][rs])
             eps = r["eps"][rs].to(device)
             logsnr = model.logsnr(r["t"][rs].to(device))
             alpha, sigma = diffusion.alpha_sigma(logsnr)
             z = diffusion.broadcast(alpha, x) * x + diffusion.broadcast(sigma, x) * eps
-            if labels is not None and cfg.num_classes > 0:
-                labels = labels.to(device).long()
-                labels = torch.where(r["drop"][rs].to(device) < cfg.cond_drop_prob, cfg.num_classes, labels)
-            elif cfg.num_classes == 0:
-                labels = None
+            labels = None
+            if classes > 0:
+                labels = batch.labels.to(device).long()
+                labels = torch.where(r["drop"][rs].to(device) < self.config.cond_drop_prob, classes, labels)
             out = model.denoiser(z, logsnr, labels, image_frames=k)
-            target = diffusion.training_target(x, eps, alpha, sigma, cfg.parameterization)
-            loss = F.mse_loss(out.float(), target.float())
-            ctx.scale(loss).backward()
-            losses.append(loss.detach())
-        loss = torch.stack(losses).mean()
-        ctx.apply("denoiser", {"diffusion": loss})
-        if ctx.scaler is not None:
-            ctx.scaler.update()
-        return {"loss": loss}
+            target = diffusion.training_target(x, eps, alpha, sigma, model.prediction_target)
+            return F.mse_loss(out.float(), target.float())
+
+        mean = self.mean_loss(batches, ctx, loss)
+        return {"diffusion": mean}, {"loss": mean}

@@ -7,16 +7,36 @@ detached -- with one D step per G step. Level scores are concatenated before the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.config import ObjectiveConfig
+from kinema.data.batch import Batch
+from kinema.errors import ConfigError
 from kinema.nn.batch import BatchRows
-from kinema.objectives.base import StepContext
+from kinema.objectives.base import Objective, Phase, StepContext
+
+
+@dataclass
+class GANConfig:
+    """The GAN objective's settings (``objective.name = "gan"``)."""
+
+    name: Literal["gan"] = "gan"
+    # Non-saturating softplus loss is TGANv2's; hinge is offered for comparison.
+    loss: Literal["softplus", "hinge"] = "softplus"
+    # Zero-centred gradient penalty on real inputs (R1), summed over discriminator levels.
+    gp_weight: float = 0.5
+    # "sum": lam * sum over the batch and all pixels of grad^2, as the official code does per GPU
+    # (batch 32 per GPU) -- its strength grows with the batch. "mean": lam * mean over samples of
+    # per-sample sum(grad^2); with batch B, gp_weight = 0.5 * 32 under "mean" matches the paper's run.
+    gp_reduction: Literal["sum", "mean"] = "sum"
+
+    def validate(self) -> None:
+        if self.gp_weight < 0:
+            raise ConfigError(f"objective.gp_weight must be >= 0, got {self.gp_weight}")
 
 
 class GANModel(Protocol):
@@ -69,73 +89,74 @@ def real_gradient_penalty(
     return penalty
 
 
-class GANObjective:
+class GANObjective(Objective):
     """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
 
+    name = "gan"
+    model_interface = GANModel
     ema_target = "generator"
     # The discriminator's R1 penalty needs a double backward, which compiled graphs do not support.
     compile_targets = ("generator",)
 
-    def __init__(self, model: GANModel, config: ObjectiveConfig) -> None:
-        self.model = model
-        self.config = config
-
-    def parameter_groups(self) -> dict[str, Iterable[nn.Parameter]]:
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {
             "generator": list(self.model.generator.parameters()),
             "discriminator": list(self.model.discriminator.parameters()),
         }
 
-    def train_step(self, micro_batches: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
-        """One G step then one D step over this process's micro-batches of real videos.
+    def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
+        """Noise for the whole global batch (identical on every process), sliced by ``ctx.rows``."""
+        self._z = self.model.sample_noise(ctx.global_batch, generator=ctx.generator, device=batches[0].clips.device)
 
-        Noise is drawn for the whole global batch (identical on every process) and sliced by
-        ``ctx.rows``; before each micro-step the noise RNG is rewound to the phase's start, so the
-        model's per-call draws (shared frame offsets, per-sample offsets drawn for all rows) are
-        those of one pass over the whole batch. Gradients of the micro-steps add up (each loss is
-        divided by their number), so ``k`` micro-batches of ``B/k`` give the batch-``B`` gradient
-        whenever the model has no batch statistics (batch norm sees one micro-batch at a time).
-        """
+    def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
+        """Before each micro-step the noise RNG is rewound to the phase's start, so the model's
+        per-call draws (shared frame offsets, per-sample offsets drawn for all rows) are those of one
+        pass over the whole batch. Gradients of the micro-steps add up (each loss is divided by their
+        number), so ``k`` micro-batches of ``B/k`` give the batch-``B`` gradient whenever the model has
+        no batch statistics (batch norm sees one micro-batch at a time)."""
+        if phase.optimizer == "generator":
+            return self._generator_phase(ctx)
+        return self._discriminator_phase(batches, ctx)
+
+    def _generator_phase(self, ctx: StepContext):
+        # The fake scores are computed once and serve both updates, like the official updater: D runs
+        # on detached copies of the fakes, the G loss is backpropagated through D to those copies
+        # (keeping D's graph), then through G from the fakes, which frees G's graph before the D step
+        # -- the effect of Chainer's unchain_backward(). With one micro-step the D loss reuses those
+        # scores; with several, D's graphs are not kept (that would hold D's activations for the whole
+        # batch) and D is re-run on the stored fakes (its weights have not changed in between, so the
+        # scores are the same).
         cfg, model, k = self.config, self.model, ctx.accumulate
-        device = micro_batches[0].device
-        g_params, d_params = ctx.params("generator"), ctx.params("discriminator")
-        z_all = model.sample_noise(ctx.global_batch, generator=ctx.generator, device=device)
-
-        # Generator phase. The fake scores are computed once and serve both updates, like the
-        # official updater: D runs on detached copies of the fakes, the G loss is backpropagated
-        # through D to those copies (keeping D's graph), then through G from the fakes, which frees
-        # G's graph before the D step -- the effect of Chainer's unchain_backward(). With one
-        # micro-step the D loss reuses those scores; with several, D's graphs are not kept (that
-        # would hold D's activations for the whole batch) and D is re-run on the stored fakes (its
-        # weights have not changed in between, so the scores are the same).
-        ctx.optimizers["generator"].zero_grad(set_to_none=True)
+        g_params = ctx.params("generator")
         start = ctx.generator.get_state()
-        fake_inputs, fake_scores, g_losses = [], [], []
+        self._fake_inputs, self._fake_scores, g_losses = [], [], []
         for rows in ctx.rows:
             ctx.generator.set_state(start)
-            fakes = model.generate_levels(z_all[rows.start : rows.stop], generator=ctx.generator, rows=rows)
+            fakes = model.generate_levels(self._z[rows.start : rows.stop], generator=ctx.generator, rows=rows)
             inputs = [f.detach().requires_grad_() for f in fakes]
             scores = torch.cat(model.discriminate(inputs))
             loss_g = generator_loss(scores, cfg.loss)
             grads = torch.autograd.grad(ctx.scale(loss_g), inputs, retain_graph=k == 1)
             torch.autograd.backward(fakes, grads, inputs=g_params)
             del fakes, grads
-            fake_inputs.append([x.detach() for x in inputs])
-            fake_scores.append(scores if k == 1 else scores.detach())
+            self._fake_inputs.append([x.detach() for x in inputs])
+            self._fake_scores.append(scores if k == 1 else scores.detach())
             g_losses.append(loss_g.detach())
         loss_g = torch.stack(g_losses).mean()
-        ctx.apply("generator", {"generator": loss_g})
+        return {"generator": loss_g}, {"loss_g": loss_g}
 
-        # Discriminator phase. The real branch and its R1 penalty run in fp32 even under autocast:
-        # the penalty squares input gradients and differentiates again, a path where fp16
-        # overflows and bf16 loses precision.
-        ctx.optimizers["discriminator"].zero_grad(set_to_none=True)
+    def _discriminator_phase(self, batches: list[Batch], ctx: StepContext):
+        # The real branch and its R1 penalty run in fp32 even under autocast: the penalty squares input
+        # gradients and differentiates again, a path where fp16 overflows and bf16 loses precision.
+        cfg, model, k = self.config, self.model, ctx.accumulate
+        d_params = ctx.params("discriminator")
+        device = batches[0].clips.device
         start = ctx.generator.get_state()
         d_losses, penalties, real_means = [], [], []
-        for real, rows, fakes, scores in zip(micro_batches, ctx.rows, fake_inputs, fake_scores):
+        for batch, rows, fakes, scores in zip(batches, ctx.rows, self._fake_inputs, self._fake_scores):
             ctx.generator.set_state(start)
             with torch.autocast(device.type, enabled=False):
-                levels = model.real_levels(real, ctx.generator, rows=rows)
+                levels = model.real_levels(batch.clips, ctx.generator, rows=rows)
                 reals = [r.detach().float().requires_grad_(cfg.gp_weight > 0) for r in levels]
                 real_scores = torch.cat(model.discriminate(reals))
                 penalty = (
@@ -151,14 +172,11 @@ class GANObjective:
             penalties.append(penalty.detach())
             real_means.append(real_scores.detach().mean())
         loss_d, penalty = torch.stack(d_losses).mean(), torch.stack(penalties).mean()
-        ctx.apply("discriminator", {"discriminator": loss_d, "gradient_penalty": penalty})
-        if ctx.scaler is not None:
-            ctx.scaler.update()
-
-        return {
-            "loss_g": loss_g,
+        metrics = {
             "loss_d": loss_d,
             "gp": penalty,
             "score_real": torch.stack(real_means).mean(),
-            "score_fake": torch.stack([s.detach().mean() for s in fake_scores]).mean(),
+            "score_fake": torch.stack([s.detach().mean() for s in self._fake_scores]).mean(),
         }
+        self._fake_inputs = self._fake_scores = None  # free the fakes before the next step
+        return {"discriminator": loss_d, "gradient_penalty": penalty}, metrics

@@ -1,6 +1,6 @@
 """The one training loop (model-agnostic) and atomic checkpoints."""
 
-from kinema.training.checkpoint import CheckpointError, load_model, resolve_checkpoint
-from kinema.training.trainer import Trainer, TrainingError
+from kinema.errors import CheckpointError, TrainingError
+from kinema.training.trainer import Trainer
 
-__all__ = ["CheckpointError", "Trainer", "TrainingError", "load_model", "resolve_checkpoint"]
+__all__ = ["CheckpointError", "Trainer", "TrainingError"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from kinema.dist import barrier, broadcast_module_  # noqa: F401  (re-exported for the trainer)
 from kinema.nn.batch import BatchRows
 from kinema.training.loop_utils import resolve_device
 
@@ -116,20 +117,6 @@ def teardown() -> None:
     """Leave the process group (if this module's caller joined one)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def broadcast_module_(module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every process (so all start identical)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return
-    with torch.no_grad():
-        for t in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(t.data, src)
 
 
 def rank_rows(global_batch: int, info: ProcessInfo, accumulate: int = 1) -> list[BatchRows]:

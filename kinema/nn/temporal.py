@@ -1,5 +1,5 @@
 """Swappable temporal generators of "Latent Neural Differential Equations for Video Generation"
-(Kanaa et al. 2021); DESIGN.md section 4 has the paper facts.
+(Kanaa et al. 2021); the paper facts are in docs/models/tgan_ode.md.
 
 A temporal generator turns one code into one latent per requested time point::
 
@@ -42,7 +42,7 @@ from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
-from kinema.config import ConfigError
+from kinema.errors import ConfigError
 from kinema.nn import ConvLSTM, assert_shape
 
 # torchdiffeq has no public list of methods: SOLVERS is the dict odeint checks `method` against.

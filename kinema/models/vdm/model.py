@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +25,18 @@ from einops import rearrange
 from torch import nn
 
 from kinema import diffusion
-from kinema.config import ConfigError
-from kinema.models.base import VideoModel
+from kinema.errors import ConfigError
+from kinema.models.base import Capabilities, VideoModel
+from kinema.nn.noise import draw_noise
 from kinema.nn import assert_shape
 
 
 @dataclass
 class VDMConfig:
     """VDM hyper-parameters. Defaults: the paper's UCF-101 16x64x64 model as far as stated (docs/models/vdm.md)."""
+
+    # Training settings that earlier configs kept here (see kinema.config.migrate).
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"cond_drop_prob": "objective.cond_drop_prob"}
 
     name: Literal["vdm"] = "vdm"
     channels: int = 3  # video channels
@@ -48,7 +52,6 @@ class VDMConfig:
     dropout: float = 0.1
     norm_groups: int = 32  # GroupNorm groups (gcd with the width), per frame
     num_classes: int = 0  # > 0: class-conditional with a learned null label (classifier-free guidance)
-    cond_drop_prob: float = 0.1  # training: labels replaced by the null label with this probability
     guidance_scale: float = 0.0  # sampling: classifier-free guidance weight w, (1 + w) f(z, c) - w f(z)
     # Diffusion process (kinema.diffusion): continuous-time cosine schedule with clipped log-SNR.
     parameterization: Literal["eps", "v"] = "eps"
@@ -85,8 +88,8 @@ class VDMConfig:
         if self.frames > self.max_frames:
             raise ConfigError(f"model.frames = {self.frames} exceeds model.max_frames = {self.max_frames}, the "
                               "span of temporal attention's relative-position bias; raise model.max_frames")
-        if not 0 <= self.dropout < 1 or not 0 <= self.cond_drop_prob <= 1:
-            raise ConfigError("model.dropout must be in [0, 1) and model.cond_drop_prob in [0, 1]")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes < 0 or self.guidance_scale < 0:
             raise ConfigError("model.num_classes and model.guidance_scale must be >= 0")
         if not self.logsnr_min < self.logsnr_max:
@@ -335,15 +338,26 @@ class VDM(VideoModel):
         self.config = config
         self.denoiser = UNet3D(config)
 
+    @property
+    def prediction_target(self) -> str:
+        """What the denoiser predicts: ``"eps"`` or ``"v"`` (``model.parameterization``)."""
+        return self.config.parameterization
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(conditions=frozenset({"labels"}) if self.config.num_classes else frozenset())
+
     def logsnr(self, t: torch.Tensor) -> torch.Tensor:
         """The schedule's log-SNR at ``t in [0, 1]``."""
         return diffusion.cosine_logsnr(t, self.config.logsnr_min, self.config.logsnr_max)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """``z_1 ~ N(0, I)``, ``(n, C, T, H, W)``; drawn on the generator's device, then moved."""
-        gen_device = generator.device if generator is not None else "cpu"
-        z = torch.randn(n, *self.video_shape, generator=generator, device=gen_device)
-        return z.to(device if device is not None else next(self.parameters()).device)
+        return draw_noise("normal", (n, *self.video_shape), generator, device if device is not None else self.device)
 
     def x0(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
            guidance_scale: float | None = None) -> torch.Tensor:

@@ -38,16 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.config import ConfigError
-from kinema.models.base import VideoModel
-from kinema.models.videogpt import (
-    MultiHeadAttention,
-    SamePadConv3d,
-    VideoGPTVQVAE,
-    VideoGPTVQVAEConfig,
-    check_downsample,
-)
+from kinema.config import build_dataclass
+from kinema.errors import CheckpointError, ConfigError
+from kinema.models.base import Capabilities, VideoModel
+from kinema.models.videogpt.vqvae import VideoGPTVQVAE, VideoGPTVQVAEConfig, check_downsample
 from kinema.nn import assert_shape
+from kinema.nn.attention import MultiHeadAttention
+from kinema.nn.convs import SamePadConv3d
+from kinema.nn.noise import draw_seeds
+from kinema.runs import resolve_checkpoint
 
 
 @dataclass
@@ -88,9 +87,10 @@ class VideoGPTPriorConfig:
     def vqvae_model_config(self) -> VideoGPTVQVAEConfig:
         """The VQ-VAE's config: the stored one, or a default-width placeholder matching this grid."""
         if self.vqvae_config:
-            from kinema.config import build_dataclass
-
-            return build_dataclass(VideoGPTVQVAEConfig, json.loads(self.vqvae_config), "model.vqvae_config")
+            stored = json.loads(self.vqvae_config)
+            for key in VideoGPTVQVAEConfig.MOVED_KEYS:  # training settings an earlier VQ-VAE config kept
+                stored.pop(key, None)
+            return build_dataclass(VideoGPTVQVAEConfig, stored, "model.vqvae_config")
         return VideoGPTVQVAEConfig(frames=self.frames, resolution=self.resolution, downsample=list(self.downsample),
                                    codebook_size=self.codebook_size)
 
@@ -140,8 +140,6 @@ class VideoGPTPriorConfig:
 
 def read_vqvae_config(path: str | Path) -> dict:
     """The model section of a VQ-VAE checkpoint's config.json; clear errors for a missing/wrong one."""
-    from kinema.training.checkpoint import CheckpointError, resolve_checkpoint
-
     try:
         ckpt = resolve_checkpoint(path)
     except CheckpointError as exc:
@@ -156,8 +154,6 @@ def read_vqvae_config(path: str | Path) -> dict:
 
 def vqvae_checkpoint_matches(path: str, stored: str) -> Path | None:
     """The checkpoint dir under ``path`` whose model config equals ``stored`` JSON, else None."""
-    from kinema.training.checkpoint import CheckpointError, resolve_checkpoint
-
     try:
         ckpt = resolve_checkpoint(path)
         model = json.loads((ckpt / "config.json").read_text()).get("model", {})
@@ -320,7 +316,7 @@ class VideoGPTPrior(VideoModel):
     """Frozen VQ-VAE (``self.vqvae``) + trainable transformer (``self.transformer``).
 
     ``logits(codes)`` for training; ``sample(noise)`` -> videos ``(B, 3, T, H, W)``; ``sample_codes``
-    for codes (optionally with ``condition`` frames or a fixed code ``prefix``).
+    for codes (optionally with conditioning ``frames`` or a fixed code ``prefix``).
     """
 
     default_objective = "likelihood"
@@ -353,6 +349,25 @@ class VideoGPTPrior(VideoModel):
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         return self.config.latent_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def check_trainable(self) -> None:
+        """Raise :class:`ConfigError` unless the frozen VQ-VAE this prior models has trained weights."""
+        cfg = self.config
+        if not cfg.vqvae and not cfg.vqvae_config:
+            raise ConfigError(
+                "model.vqvae is empty: the prior is trained on the codes of a trained VQ-VAE. Train one first "
+                "(kinema train --config configs/videogpt_vqvae_tiny.toml --out RUN1), then pass "
+                "--set model.vqvae=RUN1")
+
+    def check_loaded(self) -> None:
+        if not self.vqvae_loaded:
+            raise ConfigError(f"the prior's VQ-VAE has no trained weights: model.vqvae = {self.config.vqvae!r} is "
+                              "missing or no longer holds the VQ-VAE this config was built from; point it at the "
+                              "VQ-VAE run")
 
     # ------------------------------------------------------------------ conditioning
 
@@ -393,6 +408,7 @@ class VideoGPTPrior(VideoModel):
 
     def loss(self, video: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood per code (nats) of ``video (B, 3, T, H, W)``."""
+        self.check_loaded()
         codes = self.encode(video)
         frames = video[:, :, : self.config.cond_frames] if self.config.cond_frames else None
         logits = self.logits(codes, frames, labels)
@@ -402,18 +418,16 @@ class VideoGPTPrior(VideoModel):
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """One int64 seed per video, ``(n,)``."""
-        gen_device = generator.device if generator is not None else "cpu"
-        seeds = torch.randint(0, 2**62, (n,), generator=generator, device=gen_device)
-        return seeds.to(device if device is not None else next(self.parameters()).device)
+        return draw_seeds(n, generator, device if device is not None else self.device)
 
     @torch.no_grad()
-    def sample_codes(self, noise: torch.Tensor, condition: torch.Tensor | None = None,
+    def sample_codes(self, noise: torch.Tensor, frames: torch.Tensor | None = None,
                      labels: torch.Tensor | None = None, temperature: float | None = None,
                      top_k: int | None = None, prefix: torch.Tensor | None = None,
                      use_cache: bool = True) -> torch.Tensor:
         """Codes ``(B, t, h, w)`` for seeds ``noise (B,)``.
 
-        ``condition``: conditioning frames ``(B, 3, cond_frames, H, W)`` (frame-conditional priors);
+        ``frames``: conditioning frames ``(B, 3, cond_frames, H, W)`` (frame-conditional priors);
         ``prefix (B, P)``: the first P flattened codes are fixed instead of sampled. ``use_cache=False``
         recomputes the whole sequence at every position (slow; for checking the cache).
         """
@@ -429,7 +443,7 @@ class VideoGPTPrior(VideoModel):
         b, length = len(noise), math.prod(self.latent_shape)
         device = self.vqvae.codebook.embeddings.device
         gens = [torch.Generator().manual_seed(int(s)) for s in noise.tolist()]
-        onehot, cond = self._onehot(labels, b), self._cond(condition, b)
+        onehot, cond = self._onehot(labels, b), self._cond(frames, b)
         codes = torch.zeros(b, length, dtype=torch.long, device=device)
         fixed = 0
         if prefix is not None:
@@ -450,20 +464,25 @@ class VideoGPTPrior(VideoModel):
         return codes.view(b, *self.latent_shape)
 
     @torch.no_grad()
-    def sample(self, noise: torch.Tensor, condition: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+    def sample(self, noise: torch.Tensor, frames: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                temperature: float | None = None, top_k: int | None = None,
                prefix: torch.Tensor | None = None, use_cache: bool = True) -> torch.Tensor:
         """Videos ``(B, 3, T, H, W)`` in [-1, 1] decoded from sampled codes (see :meth:`sample_codes`)."""
-        codes = self.sample_codes(noise, condition, labels, temperature, top_k, prefix, use_cache)
+        codes = self.sample_codes(noise, frames, labels, temperature, top_k, prefix, use_cache)
         return self.vqvae.decode(codes).clamp(-1, 1)
 
     @torch.no_grad()
-    def preview(self, noise: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    def preview(self, noise: torch.Tensor, real) -> torch.Tensor:
         """Trainer sample grid: unconditional samples, or (frame-conditional) continuations of real clips."""
         if not self.config.cond_frames:
             return self.sample(noise)
-        real = real[: len(noise)]
-        return self.sample(noise, condition=real[:, :, : self.config.cond_frames])
+        clips = real()[: len(noise)]
+        return self.sample(noise, frames=clips[:, :, : self.config.cond_frames])
+
+    @property
+    def capabilities(self) -> Capabilities:
+        conditions = {"frames"} | ({"labels"} if self.config.num_classes else set())
+        return Capabilities(conditions=frozenset(conditions))
 
 
 def draw(logits: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""The registry: ``model.name`` / ``objective.name`` -> classes, and everything that needs those names.
+
+This is the top floor of the library: it imports every model family and objective, so nothing
+below it does. A new model is one family folder plus one line in :data:`MODELS`; a new objective
+one module plus one line in :data:`OBJECTIVES`. Loading a run config (TOML or a checkpoint's
+``config.json``) and a checkpoint's model live here because both must look names up.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import tomllib
+
+from kinema.config import (
+    SECTIONS,
+    DataConfig,
+    RunConfig,
+    TrainConfig,
+    build_dataclass,
+    migrate,
+    parse_override,
+)
+from kinema.errors import CheckpointError, ConfigError
+from kinema.models.base import VideoModel
+from kinema.models.tgan import TGAN, TGANConfig
+from kinema.models.tganv2 import TGANv2, TGANv2Config
+from kinema.models.vdm import VDM, VDMConfig, VDMSampler
+from kinema.models.videogpt import PriorSampler, VideoGPTPrior, VideoGPTPriorConfig, VideoGPTVQVAE, VideoGPTVQVAEConfig
+from kinema.objectives.diffusion import DiffusionConfig, DiffusionObjective
+from kinema.objectives.gan import GANConfig, GANObjective
+from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
+from kinema.objectives.vqvae import VQVAEConfig, VQVAEObjective
+from kinema.runs import resolve_checkpoint
+from kinema.sampling import ContinuousTimeSampler, Sampler
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registry line: the config dataclass, the model class (built as ``model(config)``) and the
+    family's sampler (its ``kinema sample`` options)."""
+
+    config: type
+    model: type[VideoModel]
+    sampler: Sampler = field(default_factory=Sampler)
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    config: type  # a dataclass with a ``name`` field
+    objective: type  # built as ``objective(model, config)``
+
+
+_TEMPORAL_HINT = 'set model.temporal = "ode" or "sde"'
+
+MODELS: dict[str, ModelEntry] = {
+    "tganv2": ModelEntry(TGANv2Config, TGANv2, ContinuousTimeSampler(_TEMPORAL_HINT)),
+    "tgan": ModelEntry(TGANConfig, TGAN, ContinuousTimeSampler(_TEMPORAL_HINT)),
+    "vdm": ModelEntry(VDMConfig, VDM, VDMSampler()),
+    "videogpt_vqvae": ModelEntry(VideoGPTVQVAEConfig, VideoGPTVQVAE),
+    "videogpt_prior": ModelEntry(VideoGPTPriorConfig, VideoGPTPrior, PriorSampler()),
+}
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "gan": ObjectiveEntry(GANConfig, GANObjective),
+    "diffusion": ObjectiveEntry(DiffusionConfig, DiffusionObjective),
+    "likelihood": ObjectiveEntry(LikelihoodConfig, LikelihoodObjective),
+    "vqvae": ObjectiveEntry(VQVAEConfig, VQVAEObjective),
+}
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model.name {name!r}; available models: {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def objective_entry(name: str) -> ObjectiveEntry:
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective.name {name!r}; available: {', '.join(sorted(OBJECTIVES))}")
+    return OBJECTIVES[name]
+
+
+def build_model(config: Any) -> VideoModel:
+    """Instantiate the model described by a model config dataclass (it carries ``name``)."""
+    return model_entry(config.name).model(config)
+
+
+def build_objective(model: VideoModel, config: Any):
+    """The objective ``config.name`` for ``model``; it checks the model offers what it needs."""
+    return objective_entry(config.name).objective(model, config)
+
+
+def sampler_for(model: VideoModel) -> Sampler:
+    return model_entry(model.config.name).sampler
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def config_from_dict(raw: dict[str, Any]) -> RunConfig:
+    """Build a :class:`RunConfig` from nested dicts (a parsed TOML file or ``config.json``).
+
+    Keys that moved between sections in an earlier kinema (see :func:`kinema.config.migrate`) are moved
+    to where they live now.
+    """
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown section [{unknown[0]}]; allowed sections: {', '.join(SECTIONS)}")
+    model_values = dict(raw.get("model", {}))
+    if "name" not in model_values:
+        raise ConfigError('[model] needs a name, e.g. name = "tganv2"')
+    entry = model_entry(model_values["name"])
+    objective_values = dict(raw.get("objective", {}))
+    objective_values.setdefault("name", entry.model.default_objective)
+    model_values, objective_values = migrate(entry.config, model_values, objective_values)
+    return RunConfig(
+        model=build_dataclass(entry.config, model_values, "model"),
+        objective=build_dataclass(objective_entry(objective_values["name"]).config, objective_values, "objective"),
+        data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
+        train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
+    )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), **raw: Any) -> RunConfig:
+    """Load a TOML config file (or start from ``raw`` sections) and apply ``--set`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; see configs/ for ready ones")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    for section, values in raw.items():
+        data.setdefault(section, {}).update(values)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        data.setdefault(section, {})[key] = value
+    return config_from_dict(data)
+
+
+def load_config_json(path: str | Path) -> RunConfig:
+    return config_from_dict(json.loads(Path(path).read_text()))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", ema: bool = True, expect_model: str | None = None
+) -> tuple[VideoModel, RunConfig, Path]:
+    """Rebuild a model from a checkpoint. Returns ``(model in eval mode, config, checkpoint dir)``.
+
+    ``ema=True`` overlays the EMA weights when the checkpoint has them. ``expect_model`` raises a
+    clear error if the checkpoint holds another model.
+    """
+    from safetensors.torch import load_file
+
+    ckpt = resolve_checkpoint(path)
+    try:
+        config = load_config_json(ckpt / "config.json")
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{ckpt}/config.json is not a valid kinema config: {exc}") from exc
+    if expect_model is not None and config.model.name != expect_model:
+        raise CheckpointError(f"{ckpt} holds a {config.model.name!r} model, expected {expect_model!r}")
+    model = build_model(config.model)
+    try:
+        model.load_state_dict(load_file(ckpt / "model.safetensors"))
+        if ema and (ckpt / "ema.safetensors").is_file():
+            model.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False)
+    except Exception as exc:  # safetensors raises several types for corrupt files
+        raise CheckpointError(f"cannot load weights from {ckpt}: {exc}") from exc
+    return model.to(device).eval(), config, ckpt
