@@ -79,6 +79,20 @@ def train(
         distributed.teardown()
 
 
+def configs() -> str:
+    """The shipped configs, one line each: name, model, frames x resolution, first comment line."""
+    from kinema.registry import read_config_file, shipped_configs
+
+    lines = []
+    for name, path in shipped_configs().items():
+        model = read_config_file(path).get("model", {})
+        config = load_config(path) if model.get("name") else None
+        frames, resolution = (config.model.frames, config.model.resolution) if config else ("?", "?")
+        comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
+        lines.append(f"{name:<26} {model.get('name', '?'):<15} {f'{frames}x{resolution}':<8} {comment}")
+    return "\n".join(lines)
+
+
 def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
     """``kinema.load("runs/x")``: the model of a run's latest (or a given) checkpoint, in eval mode."""
     model, config, _ = load_model(path, device=resolve_device(device), ema=ema)
@@ -146,12 +160,15 @@ def sample(
     out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
     sampler_for(model).check(config.model.name, {k: v for k, v in options.items() if v is not None})
+    sampler = sampler_for(model)
     videos = generate(model, num, seed, batch_size, progress, **options)
-    return _write_videos(videos, out, fps or config.train.fps)
+    # e.g. 4x the frames over the same time span play at 4x the run's fps: real-time speed, unless --fps
+    fps = fps or config.train.fps * sampler.frame_rate_scale(model, **options)
+    return _write_videos(videos, out, fps)
 
 
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     metrics: list[str],
     data: str | None = None,
     num: int | None = None,
@@ -166,10 +183,13 @@ def evaluate(
     cache_dir: str | Path | None = "default",
     out: str | Path | None = None,
     ema: bool = True,
+    fake: str | Path | None = None,
 ) -> dict:
     """Score a checkpoint under named protocols (``kinema evaluate``). Real clips come from ``data``
-    (a folder of videos or a ``kinema prepare`` cache) or, if omitted, the run's own data config. Results are appended to the run's
-    ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to ``out`` (JSON lines)."""
+    (a folder of videos or a ``kinema prepare`` cache) or, if omitted, the run's own data config. Results
+    are appended to the run's ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to
+    ``out`` (JSON lines). ``fake``: score a folder of generated videos instead of a checkpoint (then
+    ``data`` is required; clips are taken at the fake videos' own resolution)."""
     import json
     import os
 
@@ -179,6 +199,11 @@ def evaluate(
     from kinema.metrics.protocols import get_protocol
 
     protocols = [get_protocol(name) for name in metrics]  # unknown names fail before any work
+    if fake is not None:
+        return _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, batch_size, workers, cache_dir,
+                                out)
+    if checkpoint is None:
+        raise ValueError("give --checkpoint RUN, or --fake DIR (a folder of generated videos) with --data REAL")
     model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema)
     weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS"),
                "c3d": c3d or os.environ.get("KINEMA_C3D_WEIGHTS"),
@@ -189,14 +214,17 @@ def evaluate(
         # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos
         source = "cache" if data and (Path(data) / "meta.json").is_file() else "folder"
         data_cfg = DataConfig(source=source, path=str(data)) if data else config.data
-        frames = max(p.frames for p in protocols if p.needs_real)
         _, _, height, width = model.video_shape
-        dataset = build_dataset(data_cfg, frames=frames, height=height, width=width, seed=config.train.seed,
-                                train=False)
+        from kinema.training.trainer import HELD_OUT_SEED_OFFSET
+
+        # the run's synthetic data: another seed is a set of clips the training never saw
+        real_seed = config.train.seed + (HELD_OUT_SEED_OFFSET if data_cfg.source == "synthetic" else 0)
+        frames = max(p.frames or model.video_shape[1] for p in protocols if p.needs_real)
+        dataset = build_dataset(data_cfg, frames=frames, height=height, width=width, seed=real_seed, train=False)
         dataset_key = {"source": data_cfg.source, "path": str(Path(data_cfg.path).resolve()) if data_cfg.path else "",
                        "family": data_cfg.family, "num_clips": data_cfg.num_clips,
                        "frame_stride": data_cfg.frame_stride, "size": [frames, height, width],
-                       "seed": config.train.seed}
+                       "seed": real_seed}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     results = evaluate_model(model, metrics, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
                              batch_size=batch_size, device=model.device, cache_dir=cache,
@@ -206,6 +234,45 @@ def evaluate(
     targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])
     for target in targets:
         with open(target, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
+
+
+def _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:
+    """``kinema evaluate --fake DIR --data REAL``: generated videos from files, real clips from ``data``."""
+    import json
+    import os
+
+    from kinema.config import DataConfig
+    from kinema.data import build_dataset
+    from kinema.data.folder import VIDEO_EXTENSIONS
+    from kinema.metrics.evaluate import default_cache_dir, evaluate_model
+    from kinema.video import read_video
+
+    if data is None:
+        raise ValueError("--fake DIR scores generated videos against real ones: give --data (a folder of real videos "
+                         "or a `kinema prepare` cache)")
+    files = sorted(p for p in Path(fake).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) if Path(fake).is_dir() else []
+    if not files:
+        raise ValueError(f"--fake {fake}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found; point it at the folder "
+                         "`kinema sample --out DIR` wrote")
+    first = read_video(files[0])  # (T, H, W, 3): the generated length and resolution
+    height, width = first.shape[1:3]
+    frames = max(p.frames or first.shape[0] for p in protocols)  # motion protocols: the videos' own length
+    fake_set = build_dataset(DataConfig(source="folder", path=str(fake), flip=False), frames=frames, height=height,
+                             width=width, seed=seed, train=False)
+    source = "cache" if (Path(data) / "meta.json").is_file() else "folder"
+    real_set = build_dataset(DataConfig(source=source, path=str(data), flip=False), frames=frames, height=height,
+                             width=width, seed=seed, train=False)
+    key = {"source": source, "path": str(Path(data).resolve()), "size": [frames, height, width], "seed": seed}
+    weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS")}
+    cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
+    results = evaluate_model(None, metrics, weights, dataset=real_set, dataset_key=key, num=num or len(fake_set),
+                             seed=seed, batch_size=batch_size, device=resolve_device(device), cache_dir=cache,
+                             workers=workers, fake_dataset=fake_set)
+    record = {"step": None, "fake": str(fake), "eval": results}
+    if out:
+        with open(out, "a") as f:
             f.write(json.dumps(record) + "\n")
     return record
 

@@ -66,14 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kinema", description="Train, sample and inspect video generative models.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,sample,evaluate,prepare,convert,info}")
+    from kinema import __version__
+
+    parser.add_argument("--version", action="version", version=f"kinema {__version__}")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads PyTorch may use (default: all cores, or cores / processes under torchrun "
+                             "and with DataLoader workers); 1-2 is much faster when other processes share the cores")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{train,sample,evaluate,prepare,convert,info,configs}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
                                        "OUT/metrics.jsonl, OUT/tensorboard and OUT/config.toml.")
-    train.add_argument("--config", help="TOML config file with [model], [objective], [data], [train] sections "
-                                        "(see configs/); optional with --resume, which reuses the run's config")
-    train.add_argument("--out", required=True, help="run directory for checkpoints, samples and logs")
+    train.add_argument("--config", help="a config name (`kinema configs` lists them, e.g. tganv2_tiny) or a TOML file "
+                                        "with [model], [objective], [data], [train] sections; optional with "
+                                        "--resume, which reuses the run's config")
+    train.add_argument("--out", help="run directory for checkpoints, samples and logs (required unless --dry-run)")
     train.add_argument("--steps", type=int, help="number of training steps (overrides train.steps)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one config value, TOML syntax (repeatable), e.g. --set train.batch_size=8 "
@@ -115,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
         description="Score a checkpoint under named protocols (see docs/metrics.md). Results are printed, "
                     "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
-    evaluate.add_argument("--checkpoint", required=True, help="run directory (latest checkpoint) or checkpoint directory")
+    evaluate.add_argument("--checkpoint", help="run directory (latest checkpoint) or checkpoint directory")
+    evaluate.add_argument("--fake", metavar="DIR",
+                          help="score a folder of generated videos (e.g. written by `kinema sample --out DIR`) instead "
+                               "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names: " + ", ".join(protocol_names()))
     evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache, for FVD/KVD "
@@ -186,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
     info.add_argument("path", help="run directory or checkpoint directory")
+
+    sub.add_parser("configs", help="list the ready configs (use a name with --config)",
+                   description="The configs shipped with kinema: name, model, frames x resolution, and what each is.")
     return parser
 
 
@@ -196,6 +210,16 @@ def _written(paths: list) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            print(f"kinema: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    if args.command == "train" and not args.out and not args.dry_run:
+        print("kinema train: error: --out is required (the run directory), except with --dry-run", file=sys.stderr)
+        return 2
     from kinema import api
     from kinema.errors import CheckpointError, ConfigError, SamplingError, TrainingError
     from kinema.metrics.networks.weights import WeightsError
@@ -222,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
                 inception=args.inception, workers=args.workers,
                 batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
-                ema=not args.no_ema)
+                ema=not args.no_ema, fake=args.fake)
             for name, result in record["eval"].items():
                 std = f" ± {result['std']:.4g}" if result.get("std") is not None else ""
                 print(f"{name}: {result['value']:.4f}{std}  (clips {result['num']}, step {record['step']})")
@@ -233,12 +257,17 @@ def main(argv: list[str] | None = None) -> int:
             print(report.summary())
         elif args.command == "convert":
             print(f"wrote {api.convert(args.network, args.src, args.out)}")
+        elif args.command == "configs":
+            print(api.configs())
         else:
             print(api.info(args.path))
     except (ConfigError, CheckpointError, SamplingError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,
             ValueError, OSError) as exc:
         print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the trainer has saved a checkpoint and said so; no traceback
+        print(f"kinema {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

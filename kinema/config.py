@@ -81,6 +81,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # older checkpoints are deleted; 0 keeps all
     fps: float = 8.0  # frame rate of written sample videos
+    # CPU threads for PyTorch; 0: PyTorch's default (all cores), divided by the processes per node under
+    # torchrun. Another busy process on the cores makes the default several times slower: then use 1-2.
+    threads: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
     # Training-time evaluation (rank 0): every `eval_every` steps (0 = never) and at the end, score the
     # (EMA) model under `eval_metrics` with `eval_num` clips per set against real clips -- for synthetic
@@ -226,6 +229,8 @@ def _validate_train(cfg: TrainConfig) -> None:
         raise ConfigError(f"train.warmup_steps = {cfg.warmup_steps} must be below train.steps = {cfg.steps}")
     if not 0 <= cfg.ema_decay < 1:
         raise ConfigError(f"train.ema_decay must be in [0, 1) (0 disables EMA), got {cfg.ema_decay}")
+    if cfg.threads < 0:
+        raise ConfigError(f"train.threads must be >= 0 (0: automatic), got {cfg.threads}")
     if cfg.eval_every < 0 or cfg.eval_num < 2:
         raise ConfigError(f"train.eval_every must be >= 0 (0: no evaluation) and train.eval_num >= 2, got "
                           f"{cfg.eval_every} and {cfg.eval_num}")

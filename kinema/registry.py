@@ -126,17 +126,58 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     )
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The ready configs by name (``tganv2_tiny`` -> ``.../kinema/configs/tganv2_tiny.toml``)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.toml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (with or without ``.toml``)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = shipped_configs()
+    name = given.name[:-5] if given.name.endswith(".toml") else given.name
+    if name in shipped and (given.parent == Path(".") or given.parent.name == "configs"):
+        return shipped[name]
+    close = [n for n in shipped if name.split("_")[0] in n][:6] or list(shipped)[:6]
+    raise ConfigError(f"config {str(path)!r} is neither a file nor a shipped config name; `kinema configs` lists "
+                      f"them (e.g. {', '.join(close)})")
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sections of a TOML config; ``extends = "NAME_OR_PATH"`` at the top starts from that config
+    (section by section, key by key: this file's keys win)."""
+    path = resolve_config_path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `extends` forms a loop ({' -> '.join(str(p) for p in _seen)})")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a config name or path (a string), got {parent!r}")
+    relative = path.parent / parent
+    base = read_config_file(relative if relative.is_file() else parent, (*_seen, path.resolve()))
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} is not a [section]; only `extends` may be top-level")
+        base.setdefault(section, {}).update(values)
+    return base
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = (), **raw: Any) -> RunConfig:
-    """Load a TOML config file (or start from ``raw`` sections) and apply ``--set`` overrides."""
+    """Load a TOML config (a file, or a shipped config's name) or start from ``raw`` sections, and apply
+    ``--set`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist; see configs/ for ready ones")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        data = read_config_file(path)
     for section, values in raw.items():
         data.setdefault(section, {}).update(values)
     for text in overrides:

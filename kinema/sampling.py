@@ -93,6 +93,11 @@ class Sampler:
     def run(self, model, num: int, seed: int, batch_size: int, progress: bool, **options) -> torch.Tensor:
         return sample_in_batches(model, num, seed, batch_size, progress)
 
+    def frame_rate_scale(self, model, **options) -> float:
+        """Frames written per trained frame interval (the default --fps is the run's fps times this, so
+        motion keeps its real-time speed); 1 unless the sampler renders other time points."""
+        return 1.0
+
 
 def sample_times(frames: int, fps_multiplier: int | None = None, t_start: float | None = None,
                  t_end: float | None = None, num_frames: int | None = None) -> torch.Tensor | None:
@@ -148,6 +153,12 @@ class ContinuousTimeSampler(Sampler):
                                 f"only its trained frames 0..T-1; continuous-time sampling needs a continuous-time "
                                 f"model{' (' + self.hint + ')' if self.hint else ''}")
         return times
+
+    def frame_rate_scale(self, model, **options) -> float:
+        times = self.times(model, **{k: v for k, v in options.items() if v is not None})
+        if times is None or len(times) < 2:
+            return 1.0
+        return float((len(times) - 1) / (times[-1] - times[0]))
 
     def run(self, model, num, seed, batch_size, progress, **options):
         times = self.times(model, **options)

