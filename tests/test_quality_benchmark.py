@@ -44,12 +44,15 @@ def test_reference_videos_are_what_they_say():
     assert torch.equal(refs["copy_frame"], real[:, :, :1].expand_as(real))
     # flat grey: mid-grey everywhere
     assert torch.count_nonzero(refs["flat_grey"]) == 0
-    # shuffled: each clip holds exactly its own frames, in another order for at least one clip
+    # shuffled: each clip is its own frames under a permutation (one per clip), not the identity
     shuffled = refs["shuffled"]
+    g = torch.Generator().manual_seed(0)
     for clip, mixed in zip(real, shuffled):
-        order = [next(j for j in range(q.FRAMES) if torch.equal(mixed[:, i], clip[:, j])) for i in range(q.FRAMES)]
-        assert sorted(order) == list(range(q.FRAMES))
+        perm = torch.randperm(q.FRAMES, generator=g)
+        assert not torch.equal(perm, torch.arange(q.FRAMES))
+        assert torch.equal(mixed, clip[:, perm])
     assert not torch.equal(shuffled, real)
+    assert torch.allclose(shuffled.sum(2), real.sum(2), atol=1e-5)  # the same frames, summed over time
     # seeded: the same permutations again, other ones for another seed
     assert torch.equal(q.reference_videos(real, seed=0)["shuffled"], shuffled)
     assert not torch.equal(q.reference_videos(real, seed=1)["shuffled"], shuffled)
@@ -162,8 +165,15 @@ def test_unknown_family_and_bad_budgets(capsys):
         q.parse_steps("1", ["videogpt"])
     with pytest.raises(q.QualityError, match="--minutes must be > 0"):
         q.run(["--families", "tganv2", "--minutes", "0"], feature_fn=stub_features)
-    assert q.parse_overrides(["*:train.lr=1e-3", "vdm:model.sampling_steps=8"], ["tganv2", "vdm"]) == {
-        "tganv2": ["train.lr=1e-3"], "vdm": ["train.lr=1e-3", "model.sampling_steps=8"]}
+    extra = q.parse_overrides(["*:train.lr=1e-3", "vdm:model.sampling_steps=8", "videogpt.prior:model.layers=1"],
+                              ["tganv2", "vdm", "videogpt"])
+    assert extra == {"tganv2": [(None, "train.lr=1e-3")], "vdm": [(None, "train.lr=1e-3"), (None, "model.sampling_steps=8")],
+                     "videogpt": [(None, "train.lr=1e-3"), ("prior", "model.layers=1")]}
+    vqvae, prior = (q.stage_overrides("videogpt", s, extra["videogpt"], 0, "moving_digits") for s in q.FAMILIES["videogpt"])
+    assert "model.layers=1" in prior and "model.layers=1" not in vqvae
+    assert "data.family=moving_digits" in vqvae and prior[-2:] == ["train.lr=1e-3", "model.layers=1"]
+    with pytest.raises(q.QualityError, match="videogpt has the stages vqvae, prior, not 'gpt'"):
+        q.parse_overrides(["videogpt.gpt:model.layers=1"], ["videogpt"])
     with pytest.raises(q.QualityError, match="unknown family 'nope'"):
         q.parse_overrides(["nope:train.lr=1"], ["vdm"])
     with pytest.raises(q.QualityError, match="expected FAMILY:section.key=value"):
@@ -204,8 +214,8 @@ def test_end_to_end_with_stub_features(tmp_path):
     assert [r["row"] for r in lines] == [r["row"] for r in records]
     model = lines[1]
     assert model["steps"] == 2 and model["clips"] == 4 and model["seed"] == 0 and model["torch"] == torch.__version__
-    assert "model.frames=16" in model["stages"][0]["overrides"]
-    assert "train.batch_size=4" in model["stages"][0]["overrides"]
+    assert model["stages"][0]["config"] == "tgan_ode_tiny16" and model["frames"] == q.FRAMES
+    assert model["stages"][0]["overrides"][-2:] == ["train.threads=1", "train.batch_size=4"]
     assert model["seconds_per_video"] > 0 and math.isfinite(model["fvd"]) and model["command"].endswith("--threads 1")
     floor = lines[0]
     assert len(floor["per_seed"]) == 2 and floor["fvd_std"] >= 0 and floor["ordering_checks"]
