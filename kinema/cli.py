@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --help` lists each model's options):
   kinema train --config configs/NAME.toml --out runs/x
@@ -236,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":
             options = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_")}
+            start = time.perf_counter()
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
                                ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
                                progress=not args.no_progress, **options)
-            print(_written(paths))
+            seconds = time.perf_counter() - start
+            print(f"{_written(paths)}  ({args.num} videos, {seconds / args.num:.3g} s per video incl. loading)")
         elif args.command == "evaluate":
             record = api.evaluate(
                 args.checkpoint, [m.strip() for m in args.metrics.split(",") if m.strip()], data=args.data,

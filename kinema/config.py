@@ -74,6 +74,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 0.0  # > 0: clip each optimiser's gradient norm to this (after averaging); 0 = off
     ema_decay: float = 0.0  # 0 disables the EMA of the generator (the paper has none)
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): the average follows early training
     seed: int = 0
     log_every: int = 10
     sample_every: int = 1000

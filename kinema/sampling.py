@@ -66,6 +66,18 @@ def sample_in_batches(model, num: int, seed: int, batch_size: int = 16, progress
         return torch.cat([call(chunk).cpu() for chunk in bar])
 
 
+def class_labels(model, label: int):
+    """``n -> (n,)`` long tensor of ``label`` on the model's device, for a class-conditional model
+    (its capabilities list ``labels``); clear errors otherwise."""
+    if "labels" not in model.capabilities.conditions:
+        raise SamplingError(f"--label: this {model.config.name!r} model is not class-conditional (trained without "
+                            "model.num_classes); sample without --label")
+    classes = model.config.num_classes
+    if not 0 <= label < classes:
+        raise SamplingError(f"--label {label}: the model knows classes 0..{classes - 1}")
+    return lambda n: torch.full((n,), label, dtype=torch.long, device=model.device)
+
+
 class Sampler:
     """Unconditional sampling (``model.sample(noise)`` in batches). Families subclass it and list
     their options; :meth:`run` receives only options the caller set (others are absent)."""

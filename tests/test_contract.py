@@ -98,3 +98,40 @@ def test_generic_layers_name_no_model_family():
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         found = sorted(n for n in names if re.search(rf"\b{n}\b", code, re.IGNORECASE))
         assert not found, f"{path.name} names {found}"
+
+
+def test_label_option_for_class_conditional_models():
+    from kinema.api import generate
+    from kinema.errors import SamplingError
+    from kinema.registry import build_model
+
+    cfg = load_config(None, model={"name": "vdm", "frames": 4, "resolution": 8, "base_channels": 8,
+                                   "channel_mult": [1], "attention_resolutions": [], "num_res_blocks": 1,
+                                   "head_channels": 8, "embed_channels": 16, "norm_groups": 4, "num_classes": 3,
+                                   "sampling_steps": 2})
+    model = build_model(cfg.model).eval()
+    seen, sample = [], model.sample
+    model.sample = lambda noise, **kw: seen.append(kw["labels"].tolist()) or sample(noise, **kw)
+    assert generate(model, 3, seed=0, batch_size=2, label=2).shape == (3, 3, 4, 8, 8)
+    assert seen == [[2, 2], [2]]
+    with pytest.raises(SamplingError, match="--label 3: the model knows classes 0..2"):
+        generate(model, 1, seed=0, label=3)
+    cfg.model.num_classes = 0
+    with pytest.raises(SamplingError, match="is not class-conditional"):
+        generate(build_model(cfg.model).eval(), 1, seed=0, label=0)
+
+
+def test_threads_option_and_ema_warmup():
+    from kinema.cli import main
+    from kinema.training.loop_utils import EMA
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["--threads", "1", "train", "--config", "tganv2_tiny", "--dry-run"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["--threads", "0", "train", "--config", "tganv2_tiny", "--dry-run"]) == 2
+    ema = EMA(torch.nn.Linear(1, 1), 0.9999, warmup=True)
+    assert [round(ema.decay_at(s), 4) for s in (1, 10, 100)] == [0.1818, 0.55, 0.9182]
+    assert EMA(torch.nn.Linear(1, 1), 0.9999).decay_at(1) == 0.9999

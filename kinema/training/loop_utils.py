@@ -29,13 +29,20 @@ def resolve_device(name: str = "auto") -> torch.device:
 class EMA:
     """Exponential moving average of a module's parameters; buffers are copied as they are."""
 
-    def __init__(self, module: nn.Module, decay: float) -> None:
-        self.decay = decay
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = False) -> None:
+        self.decay, self.warmup = decay, warmup
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        """The decay used for the update after optimiser step ``step`` (1-based). With ``warmup``:
+        ``min(decay, (1 + step) / (10 + step))`` (as TF's ExponentialMovingAverage with num_updates),
+        so e.g. 0.9999 does not keep the average near the initial weights for thousands of steps."""
+        return min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+
     @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: nn.Module, step: int = 0) -> None:
+        decay = self.decay_at(step)
         for ema_p, p in zip(self.module.parameters(), module.parameters()):
-            ema_p.lerp_(p.detach(), 1 - self.decay)
+            ema_p.lerp_(p.detach(), 1 - decay)
         for ema_b, b in zip(self.module.buffers(), module.buffers()):
             ema_b.copy_(b)

@@ -189,7 +189,8 @@ class Trainer:
         }
         self.scaler = torch.amp.GradScaler(self.device.type) if train.precision == "fp16" else None
         target = self.objective.ema_target
-        self.ema = EMA(getattr(self.model, target), train.ema_decay) if train.ema_decay > 0 and target else None
+        self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup)
+                    if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
         _, t, h, w = self.model.video_shape
         self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True,
@@ -283,7 +284,7 @@ class Trainer:
                 ema_state = load_file(ckpt / "ema.safetensors", device=str(self.device))
                 self.ema.module.load_state_dict({k[len(prefix):]: v for k, v in ema_state.items()})
             else:  # EMA switched on mid-run: start it from the current weights
-                self.ema = EMA(getattr(self.model, self.objective.ema_target), self.ema.decay)
+                self.ema = EMA(getattr(self.model, self.objective.ema_target), self.ema.decay, self.ema.warmup)
         self.step = state["step"]
 
     def _autocast(self):
@@ -450,6 +451,8 @@ class Trainer:
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         if self.step == 0:
+            if self.progress:  # a diffusion or autoregressive model can take a while here
+                bar.write(f"rendering the untrained model's sample grid ({train.num_samples} videos) ...")
             self.write_samples()  # the untrained model's grid, to compare later grids against
         batches = self._batches()
         last_time, last_step, data_wait = time.perf_counter(), self.step, 0.0
@@ -484,7 +487,7 @@ class Trainer:
                     for sched in self.schedulers.values():
                         sched.step()
                 if self.ema is not None:
-                    self.ema.update(getattr(self.model, self.objective.ema_target))
+                    self.ema.update(getattr(self.model, self.objective.ema_target), self.step + 1)
                 self.step += 1
                 bar.update(1)
                 done = self.step == train.steps

@@ -10,7 +10,7 @@ import torch
 
 from kinema import diffusion
 from kinema.errors import SamplingError
-from kinema.sampling import SampleOption, Sampler, sample_in_batches
+from kinema.sampling import SampleOption, Sampler, class_labels, sample_in_batches
 
 
 def _read_clip(path) -> torch.Tensor:
@@ -98,16 +98,26 @@ class VDMSampler(Sampler):
                                "replacement method (default reconstruction)", choices=("reconstruction", "replacement")),
         SampleOption("guidance_weight", "vdm --extend/--upsample: reconstruction guidance weight w_r in [0, 100] "
                                         "(default 2)", float),
+        SampleOption("label", "class-conditional models: the class index of every video (default: 0, 1, 2, ... "
+                              "in turn)", int, metavar="CLASS"),
     )
 
     def run(self, model, num, seed, batch_size, progress, extend=None, upsample=None, new_frames=None,
-            method="reconstruction", guidance_weight=2.0, sampler=None, steps=None):
+            method="reconstruction", guidance_weight=2.0, sampler=None, steps=None, label=None):
         if extend is not None and upsample is not None:
             raise SamplingError("use either --extend or --upsample, not both")
+        if label is not None and (extend is not None or upsample is not None):
+            raise SamplingError("--label applies to unconditional samples; --extend/--upsample use the model's "
+                                "default labels")
         if new_frames is not None and extend is None:
             raise SamplingError("--new-frames sets how many frames --extend adds; pass --extend VIDEO too")
         if extend is not None:
             return _extend(model, _read_clip(extend), new_frames, num, seed, method, guidance_weight, sampler, steps)
         if upsample is not None:
             return super_resolve(model, _read_clip(upsample), num, seed, method, guidance_weight, sampler, steps)
-        return sample_in_batches(model, num, seed, batch_size, progress, sampler=sampler, steps=steps)
+        if label is None:
+            return sample_in_batches(model, num, seed, batch_size, progress, sampler=sampler, steps=steps)
+        labels = class_labels(model, label)
+        return sample_in_batches(model, num, seed, batch_size, progress,
+                                 call=lambda chunk: model.sample(chunk, labels=labels(len(chunk)), sampler=sampler,
+                                                                 steps=steps))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kinema.sampling import SampleOption, Sampler, sample_in_batches
+from kinema.sampling import SampleOption, Sampler, class_labels, sample_in_batches
 
 
 def condition_from_file(model, path) -> dict:
@@ -50,13 +50,18 @@ class PriorSampler(Sampler):
                      metavar="VIDEO"),
         SampleOption("temperature", "VideoGPT priors: softmax temperature (default: the model's)", float),
         SampleOption("top_k", "VideoGPT priors: sample among the k likeliest codes (0 = all)", int),
+        SampleOption("label", "class-conditional models: the class index of every video (default: 0, 1, 2, ... "
+                              "in turn)", int, metavar="CLASS"),
     )
 
-    def run(self, model, num, seed, batch_size, progress, condition=None, temperature=None, top_k=None):
+    def run(self, model, num, seed, batch_size, progress, condition=None, temperature=None, top_k=None, label=None):
         fixed = condition_from_file(model, condition) if condition is not None else {}
+        labels = class_labels(model, label) if label is not None else None
 
         def call(chunk: torch.Tensor) -> torch.Tensor:
             per_batch = {k: v.expand(len(chunk), *v.shape[1:]) for k, v in fixed.items()}
+            if labels is not None:
+                per_batch["labels"] = labels(len(chunk))
             return model.sample(chunk, temperature=temperature, top_k=top_k, **per_batch)
 
         return sample_in_batches(model, num, seed, batch_size, progress, call=call)
