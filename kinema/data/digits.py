@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from kinema.data.synthetic import SyntheticVideoDataset, _count_range, _pair
+from kinema.data.synthetic import SyntheticVideoDataset, _count_range, _pair, bounce
 
 __all__ = ["MovingDigits", "MovingDigitsStochastic", "load_digit_glyphs"]
 
@@ -139,11 +139,8 @@ class MovingDigits(SyntheticVideoDataset):
             if step > 0:
                 vel, changes[:, step] = self._step_velocity(rng, vel, speed)
             positions[:, step], velocities[:, step] = pos, vel
-            pos = pos + vel
-            below, above = pos < lo, pos > hi
-            pos = np.where(below, 2 * lo - pos, np.where(above, 2 * hi - pos, pos))
+            pos, vel = bounce(pos + vel, vel, lo, hi)
             pos = np.clip(pos, lo, hi)  # only matters where a frozen axis has lo == hi
-            vel = np.where(below | above, -vel, vel)
 
         background = rng.uniform(-1.0, -0.8)
         return {

@@ -49,6 +49,14 @@ def _count_range(value: tuple[int, int] | int, name: str) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
+def bounce(pos: np.ndarray, vel: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Elastic wall reflection of positions ``pos`` that stepped past ``[lo, hi]`` (per axis); the
+    velocity component of a reflected axis flips. At most one bounce per axis per step."""
+    below, above = pos < lo, pos > hi
+    pos = np.where(below, 2 * lo - pos, np.where(above, 2 * hi - pos, pos))
+    return pos, np.where(below | above, -vel, vel)
+
+
 class SyntheticVideoDataset(Dataset):
     """Base class: validation, per-clip generators, and the ``Dataset`` protocol.
 
@@ -157,10 +165,7 @@ class BouncingShapes(SyntheticVideoDataset):
         velocities = np.empty((n, t, 2))
         for step in range(t):  # T steps of (n, 2) arithmetic: cheap, and exact reflections
             positions[:, step], velocities[:, step] = pos, vel
-            pos = pos + vel
-            below, above = pos < lo, pos > hi
-            pos = np.where(below, 2 * lo - pos, np.where(above, 2 * hi - pos, pos))
-            vel = np.where(below | above, -vel, vel)
+            pos, vel = bounce(pos + vel, vel, lo, hi)
 
         return {
             "positions": positions,
