@@ -159,7 +159,6 @@ def sample(
         raise ValueError(f"--num must be > 0, got {num}")
     out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    sampler_for(model).check(config.model.name, {k: v for k, v in options.items() if v is not None})
     sampler = sampler_for(model)
     videos = generate(model, num, seed, batch_size, progress, **options)
     # e.g. 4x the frames over the same time span play at 4x the run's fps: real-time speed, unless --fps

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -159,8 +160,6 @@ class Trainer:
         if train.threads:
             torch.set_num_threads(train.threads)
         elif self.process.distributed and self.device.type == "cpu":  # N processes on one node share its cores
-            import os
-
             per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.process.world_size))
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
         if train.deterministic:
@@ -335,8 +334,6 @@ class Trainer:
 
     def _eval_setup(self) -> dict:
         """Held-out real clips and metric weights for ``train.eval_every`` (checked before training)."""
-        import os
-
         from kinema.metrics.protocols import get_protocol
 
         train, data = self.config.train, self.config.data

@@ -197,7 +197,7 @@ class TGAN(UniformNoiseVideoGAN):
 
     The GAN objective uses ``sample_noise``, ``generate_levels``, ``real_levels``, ``discriminate`` and
     the ``generator`` / ``discriminator`` sub-modules; samplers use ``sample`` (any times when
-    ``continuous_time``).
+    ``capabilities.continuous_time``).
     """
 
     def __init__(self, cfg: TGANConfig) -> None:
