@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -507,9 +508,10 @@ def write_report(path: Path, block: str) -> Path:
     path = Path(path)
     if path.is_file():
         text = path.read_text()
-        begin, end = text.find(BEGIN), text.find(END)
-        if begin >= 0 and end > begin:
-            text = text[:begin] + block.rstrip("\n") + text[end + len(END):]
+        # Markers count only on a line of their own, so prose that quotes them is left alone.
+        match = re.search(rf"^{re.escape(BEGIN)}[ \t]*$.*?^{re.escape(END)}[ \t]*$", text, re.M | re.S)
+        if match:
+            text = text[:match.start()] + block.rstrip("\n") + text[match.end():]
         else:
             text = text.rstrip("\n") + "\n\n" + block
     else:
