@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from kinema.nn.noise import draw_noise
+from kinema.progress import steps as progress_steps
 
 Parameterization = Literal["eps", "v"]
 SAMPLERS = ("ancestral", "ddim")
@@ -150,7 +151,7 @@ def sample_loop(
     z = noise
     batch = z.shape[0]
     x0 = z
-    for i in range(steps, 0, -1):
+    for i in progress_steps(range(steps, 0, -1), steps, "denoising"):
         t = torch.full((batch,), i / steps, device=z.device)
         s = torch.full((batch,), (i - 1) / steps, device=z.device)
         x0 = x0_fn(z, t)

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kinema.errors import SamplingError
+from kinema.progress import inner_progress
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,19 @@ def seeded_noise(model, num: int, seed: int) -> torch.Tensor:
     return model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=model.device)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def inference_autocast(device: torch.device, precision: str = "fp32"):
+    """Autocast for sampling in ``precision`` (fp32, bf16, fp16). Weights stay float32 and autocast picks
+    the dtype per op (softmax, norms and losses stay float32), so every family samples in bf16/fp16
+    without casting its modules; noise is drawn in float32, so a seed gives the same noise in any precision."""
+    if precision not in PRECISIONS:
+        raise SamplingError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 @torch.no_grad()
 def sample_in_batches(model, num: int, seed: int, batch_size: int = 16, progress: bool = False,
                       call: Callable[[torch.Tensor], torch.Tensor] | None = None, **conditions) -> torch.Tensor:
@@ -63,7 +77,8 @@ def sample_in_batches(model, num: int, seed: int, batch_size: int = 16, progress
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         bar = tqdm(chunks, desc="sampling", unit="batch", disable=not progress or len(chunks) < 1, leave=False)
-        return torch.cat([call(chunk).cpu() for chunk in bar])
+        with inner_progress(progress):  # diffusion steps / token positions inside a batch get a bar too
+            return torch.cat([call(chunk).cpu() for chunk in bar])
 
 
 def class_labels(model, label: int):
@@ -96,11 +111,12 @@ class Sampler:
                                 f"model; its sampling options: {supported} (see `kinema sample --help`)")
 
     def generate(self, model, num: int, seed: int = 0, batch_size: int = 16, progress: bool = False,
-                 **options) -> torch.Tensor:
-        """Videos ``(N, C, T, H, W)`` in ``[-1, 1]`` on the CPU."""
+                 precision: str = "fp32", **options) -> torch.Tensor:
+        """Videos ``(N, C, T, H, W)`` in ``[-1, 1]`` on the CPU, float32 whatever ``precision``."""
         options = {k: v for k, v in options.items() if v is not None}
         self.check(model.config.name, options)
-        return self.run(model, num, seed, batch_size, progress, **options)
+        with inference_autocast(model.device, precision):
+            return self.run(model, num, seed, batch_size, progress, **options).float()
 
     def run(self, model, num: int, seed: int, batch_size: int, progress: bool, **options) -> torch.Tensor:
         return sample_in_batches(model, num, seed, batch_size, progress)

@@ -135,3 +135,13 @@ def test_threads_option_and_ema_warmup():
     ema = EMA(torch.nn.Linear(1, 1), 0.9999, warmup=True)
     assert [round(ema.decay_at(s), 4) for s in (1, 10, 100)] == [0.1818, 0.55, 0.9182]
     assert EMA(torch.nn.Linear(1, 1), 0.9999).decay_at(1) == 0.9999
+
+
+def test_default_threads_leave_cores_to_processes_and_loader_workers():
+    from kinema.training.loop_utils import default_threads
+
+    assert default_threads(16) == 16
+    assert default_threads(16, processes_per_node=4) == 4
+    assert default_threads(16, processes_per_node=4, loader_workers=2) == 2
+    assert default_threads(2, loader_workers=2) == 1  # never 0
+    assert default_threads(2, processes_per_node=8) == 1

@@ -46,6 +46,7 @@ from kinema.nn import assert_shape
 from kinema.nn.attention import MultiHeadAttention
 from kinema.nn.convs import SamePadConv3d
 from kinema.nn.noise import draw_seeds
+from kinema.progress import steps as progress_steps
 from kinema.runs import resolve_checkpoint
 
 
@@ -459,7 +460,7 @@ class VideoGPTPrior(VideoModel):
             codes[:, :fixed] = prefix
         table = self.vqvae.codebook.embeddings
         caches = self.transformer.new_caches(b) if use_cache else None
-        for pos in range(length):
+        for pos in progress_steps(range(length), length, "tokens"):
             if use_cache:  # fixed prefix positions still run: they fill the caches
                 prev = table[codes[:, pos - 1]] if pos > 0 else None
                 logits = self.transformer.step(prev, pos, caches, onehot, cond)
