@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kinema.config import RunConfig
-from kinema.errors import CheckpointError, TrainingError
+from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
 from kinema.runs import checkpoint_step, list_checkpoints
 from kinema.training.loop_utils import resolve_device
@@ -140,6 +140,26 @@ def _write_videos(videos: torch.Tensor, out: str | Path, fps: float) -> list[Pat
     return paths + [save_video_grid(videos, out / f"grid{ext}", fps=fps, nrow=nrow) for ext in VIDEO_SUFFIXES]
 
 
+def _check_sample_memory(model, sampler, num: int, options: dict) -> None:
+    """Refuse a ``--num`` whose videos cannot fit in memory: all of them are generated (float32) and
+    held until they are written, plus a uint8 copy for the files; so ``num`` is bounded by the memory
+    available now, not by a fixed number (a 16x16 model fits millions, a 256x256 one thousands)."""
+    from kinema.data.prepare import available_memory
+
+    try:
+        scale = max(1.0, sampler.frame_rate_scale(model, **{k: v for k, v in options.items() if v is not None}))
+    except (TypeError, ValueError):  # an option this model lacks: generate() says so properly
+        scale = 1.0
+    per_video = math.prod(model.video_shape) * scale * (4 + 4 + 1)  # noise (video-sized: diffusion), float32 video, uint8
+    free = available_memory()
+    if free is not None and num * per_video > 0.8 * free:
+        fits = max(1, int(0.8 * free // per_video))
+        raise SamplingError(
+            f"--num {num}: the videos are held in memory until written, about {num * per_video / 2**30:,.1f} GiB, "
+            f"but {free / 2**30:.1f} GiB is available; use --num {fits} or less per call (other --seed values give "
+            "other videos)")
+
+
 def sample(
     checkpoint: str | Path,
     out: str | Path,
@@ -157,9 +177,12 @@ def sample(
     :func:`generate`). Returns the written paths."""
     if num <= 0:
         raise ValueError(f"--num must be > 0, got {num}")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"--fps must be a positive number of frames per second, got {fps}")
     out = _prepare_output(out)
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
     sampler = sampler_for(model)
+    _check_sample_memory(model, sampler, num, options)
     videos = generate(model, num, seed, batch_size, progress, **options)
     # e.g. 4x the frames over the same time span play at 4x the run's fps: real-time speed, unless --fps
     fps = fps or config.train.fps * sampler.frame_rate_scale(model, **options)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import time
 
@@ -209,8 +211,54 @@ def _written(paths: list) -> str:
     return "wrote " + ", ".join(str(p) for p in paths[-3:]) + more
 
 
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """The first invalid argument value of a parsed command line, as a message (None: all fine).
+    Checked before any work starts, so a typo never costs a model load or a decoding pass."""
+    command = args.command
+    counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames")}
+    for name in counts.get(command, ()):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            return f"--{name.replace('_', '-')} must be > 0, got {value}"
+    if command == "evaluate":
+        if args.workers < 0:
+            return f"--workers must be >= 0 (0 decodes in this process), got {args.workers}"
+        names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        if not names:
+            return (f"--metrics {args.metrics!r} names no metric; give one or more comma-separated protocol names: "
+                    + ", ".join(protocol_names()))
+    rates = {"sample": ("fps", "--fps"), "prepare": ("frames_per_second", "--frames-per-second")}
+    if command in rates:
+        value = getattr(args, rates[command][0])
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"{rates[command][1]} must be a positive number of frames per second, got {value:g}"
+    return None
+
+
+WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def error_message(exc: BaseException) -> str:
+    """One line for an error the CLI reports. An error raised in a DataLoader worker process arrives
+    with the worker's traceback embedded in its message; only the original error (type and message)
+    is kept, saying it came from a worker."""
+    text = str(exc)
+    if WORKER_TRACEBACK not in text:
+        return text
+    lines = text[text.rindex("Traceback (most recent call last):"):].splitlines()[1:]
+    # frames are indented ("  File ...", "    code", "    ^^^"); the error itself starts at column 0
+    start = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), len(lines) - 1)
+    original = "\n".join(lines[start:]).strip() if lines else text
+    original = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )", "", original)  # kinema.data.cache.CacheError -> CacheError
+    return f"in a data loading worker: {original}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    problem = check_arguments(args)
+    if problem:
+        print(f"kinema {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     if args.threads is not None:
         import torch
 
@@ -266,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
             print(api.info(args.path))
     except (ConfigError, CheckpointError, SamplingError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,
             ValueError, OSError) as exc:
-        print(f"kinema {args.command}: error: {exc}", file=sys.stderr)
+        print(f"kinema {args.command}: error: {error_message(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the trainer has saved a checkpoint and said so; no traceback
-        print(f"kinema {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # no traceback
+        code = getattr(exc, "exit_code", 130)  # kinema.errors.Interrupted: 128 + signal, checkpoint saved
+        print(f"kinema {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return code
     return 0
 
 

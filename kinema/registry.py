@@ -139,6 +139,9 @@ def resolve_config_path(path: str | Path) -> Path:
     given = Path(path)
     if given.is_file():
         return given
+    if given.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a folder; give a TOML file (e.g. {path}/NAME.toml) or a shipped "
+                          "config name (`kinema configs` lists them)")
     shipped = shipped_configs()
     name = given.name[:-5] if given.name.endswith(".toml") else given.name
     if name in shipped and (given.parent == Path(".") or given.parent.name == "configs"):
@@ -155,9 +158,14 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: `extends` forms a loop ({' -> '.join(str(p) for p in _seen)})")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a TOML text file (byte {exc.start} is not UTF-8: a binary file?); "
+                          "give a TOML config such as configs/tganv2_tiny.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     parent = data.pop("extends", None)
     if parent is None:
         return data
@@ -187,7 +195,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), **raw
 
 
 def load_config_json(path: str | Path) -> RunConfig:
-    return config_from_dict(json.loads(Path(path).read_text()))
+    """A checkpoint's ``config.json``; every problem is a ConfigError naming the file."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); it should be the config.json kinema wrote "
+                          "with the checkpoint") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not a kinema run config (an object with "
+                          "model, objective, data and train sections)")
+    try:
+        return config_from_dict(raw)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ConfigError is a ValueError
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -206,7 +228,9 @@ def load_model(
     ckpt = resolve_checkpoint(path)
     try:
         config = load_config_json(ckpt / "config.json")
-    except (ValueError, KeyError) as exc:
+    except ConfigError as exc:  # names the file already
+        raise CheckpointError(f"not a valid kinema config: {exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{ckpt}/config.json is not a valid kinema config: {exc}") from exc
     if expect_model is not None and config.model.name != expect_model:
         raise CheckpointError(f"{ckpt} holds a {config.model.name!r} model, expected {expect_model!r}")

@@ -92,6 +92,7 @@ class VideoCache(Dataset):
         self.videos: list[dict] = []
         missing = []
         for video in index["videos"]:
+            self._check_entry(video)
             if not (self.root / video["file"]).is_file():
                 missing.append(video["file"])
             elif video["frames"] < self.span:
@@ -129,6 +130,22 @@ class VideoCache(Dataset):
         except (OSError, json.JSONDecodeError) as exc:
             raise CacheError(f"cache {self.root}: cannot read {name} ({exc}); rerun kinema prepare on it") from exc
 
+    def _check_entry(self, video: object) -> None:
+        """An index.json entry names a file inside the cache: a relative path without ``..`` (never an
+        absolute path or one that climbs out), so a cache can only ever read its own files."""
+        fix = f"rerun `{self.meta.get('command', 'kinema prepare')}` to write a correct index.json"
+        if not isinstance(video, dict) or not all(k in video for k in ("file", "source", "frames")):
+            raise CacheError(f"cache {self.root}: index.json has a malformed entry {str(video)[:120]!r} "
+                             f"(file, source and frames required); {fix}")
+        file = video["file"]
+        parts = Path(file).parts if isinstance(file, str) else ()
+        if not isinstance(file, str) or not file or Path(file).is_absolute() or Path(file).drive or ".." in parts \
+                or file.startswith(("/", "\\")):
+            raise CacheError(
+                f"cache {self.root}: index.json entry {video.get('source')!r} points outside the cache "
+                f"(file {file!r}); entries must be paths inside the cache folder such as videos/NAME.npy. "
+                f"Refusing to read it: {fix}")
+
     def _read_meta(self) -> dict:
         meta = self._read_json("meta.json")
         if meta.get("complete") is not True:
@@ -157,7 +174,9 @@ class VideoCache(Dataset):
             try:
                 array = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
-                raise CacheError(f"cache file {path} cannot be read ({exc}); rerun "
+                # numpy's text for a foreign file suggests allow_pickle (running its code): never pass that on
+                detail = "not a .npy array: damaged or replaced" if "pickle" in str(exc) else exc
+                raise CacheError(f"cache file {path} cannot be read ({detail}); rerun "
                                  f"`{self.meta.get('command', 'kinema prepare')}` to restore it") from exc
             if len(self._open) >= self.max_open:
                 self._open.popitem(last=False)

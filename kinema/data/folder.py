@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from kinema.video.io import VideoReadError, from_uint8, probe_num_frames, read_video
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoFolder"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoFolder", "find_files"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".gif")
 
@@ -23,6 +23,48 @@ log = logging.getLogger(__name__)
 
 class DatasetError(ValueError):
     """A dataset cannot provide clips (no usable video); the message says why and how to fix it."""
+
+
+def find_files(root: str | os.PathLike, extensions: tuple[str, ...], skip_hidden: bool = False) -> list[Path]:
+    """Every file under ``root`` whose suffix (lower-cased) is in ``extensions``, searched recursively
+    and sorted by relative path; files keep the path they were found under (``root/link/a.mp4``).
+
+    Symbolic links to folders are followed (a linked class folder is a class like any other). A link
+    back to a folder it sits in (a loop) is skipped with a warning naming it; unreadable folders are
+    skipped with a warning. ``skip_hidden`` leaves out files whose name starts with ``"."``.
+    """
+    root = Path(root)
+    found: list[Path] = []
+
+    def walk(folder: str, ancestors: frozenset[str]) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            if folder == str(root):
+                raise
+            warnings.warn(f"skipping folder {folder}: cannot list it ({exc.strerror or exc})", stacklevel=4)
+            return
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(entry.path)
+                if real in ancestors:
+                    warnings.warn(f"skipping {entry.path}: a symbolic link to {real}, a folder that contains it "
+                                  "(a loop); its videos are found through the folder itself", stacklevel=4)
+                    continue
+                walk(entry.path, ancestors | {real})
+            elif os.path.splitext(entry.name)[1].lower() in extensions and not (skip_hidden and entry.name.startswith(".")):
+                try:
+                    if entry.is_file(follow_symlinks=True):  # a broken link is not a video
+                        found.append(Path(entry.path))
+                except OSError:
+                    pass
+
+    walk(str(root), frozenset({os.path.realpath(root)}))
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
 class VideoFolder(Dataset):
@@ -111,10 +153,7 @@ class VideoFolder(Dataset):
             raise NotADirectoryError(
                 f"{self.root} is a file: data.path must point to a folder of videos, not a single file"
             )
-        files = sorted(
-            (p for p in self.root.rglob("*") if p.suffix.lower() in self.extensions and p.is_file()),
-            key=lambda p: p.relative_to(self.root).as_posix(),
-        )
+        files = find_files(self.root, self.extensions)  # follows linked folders, skips loops with a warning
         if not files:
             raise FileNotFoundError(
                 f"no video files under {self.root}: expected files ending in {', '.join(self.extensions)} "

@@ -52,6 +52,7 @@ __all__ = ["CACHE_FORMAT", "FILTER", "PrepareError", "PrepareReport", "parse_res
 CACHE_FORMAT = 1
 FILTER = "PIL bicubic (antialiased), cover + centre crop"
 VIDEOS_DIR = "videos"
+MIN_SIDE, MAX_SIDE = 8, 4096  # --resolution bounds (pixels per side)
 # Settings that must match for a rerun to resume an existing cache rather than mix two caches.
 _SETTINGS = ("format", "resolution", "fps", "filter", "layout", "split", "min_frames")
 
@@ -95,9 +96,38 @@ def parse_resolution(text: str | tuple[int, int]) -> tuple[int, int]:
         if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
             raise ValueError(f"--resolution {text!r}: expected HEIGHTxWIDTH, e.g. 192x256 (UCF-101 for TGANv2) or 64x85")
         h, w = (int(p) for p in parts)
-    if h < 1 or w < 1:
-        raise ValueError(f"--resolution {text!r}: height and width must be >= 1")
+    if not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
+        raise ValueError(f"--resolution {text!r}: height and width must each be between {MIN_SIDE} and {MAX_SIDE} "
+                         f"pixels (a {MAX_SIDE}x{MAX_SIDE} RGB frame alone is {MAX_SIDE * MAX_SIDE * 3 / 2**20:.0f} MiB); "
+                         "models train at 64-256, e.g. 192x256")
     return int(h), int(w)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(height: int, width: int, min_frames: int, workers: int) -> None:
+    """Refuse up front a preparation whose workers could not even hold their smallest videos: each
+    worker keeps a whole decoded video twice (the frames and their stack), at least ``min_frames`` frames."""
+    need = 2 * workers * min_frames * height * width * 3
+    free = available_memory()
+    if free is not None and need > free:
+        raise PrepareError(
+            f"--resolution {height}x{width} needs at least {need / 2**30:.1f} GiB of memory ({workers} workers x 2 x "
+            f"{min_frames} frames x {height}x{width}x3 bytes; longer videos need more), but only "
+            f"{free / 2**30:.1f} GiB is available: lower --resolution or --workers")
 
 
 def resize_frame(image: Image.Image | np.ndarray, height: int, width: int) -> np.ndarray:
@@ -334,6 +364,7 @@ def prepare(
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
     video_root, entries = list_videos(data, layout, split, splits)
+    check_memory(height, width, min_frames, min(workers, len(entries)))
     out = Path(out)
     settings = {"format": CACHE_FORMAT, "resolution": [height, width], "fps": None if fps is None else float(fps),
                 "filter": FILTER, "layout": layout, "split": split, "min_frames": int(min_frames)}

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError
+from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, find_files
 
 __all__ = [
     "LAYOUTS",
@@ -75,10 +75,7 @@ def folder_videos(root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_E
         raise FileNotFoundError(
             f"--data {root} is not a folder: give the folder that holds the videos (searched recursively)"
         )
-    files = sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*")
-        if p.suffix.lower() in extensions and p.is_file() and not p.name.startswith(".")
-    )
+    files = [p.relative_to(root).as_posix() for p in find_files(root, extensions, skip_hidden=True)]
     if not files:
         raise DatasetError(
             f"no video files under {root}: expected files ending in {', '.join(extensions)} (searched recursively)"

@@ -192,6 +192,12 @@ def evaluate_model(
     ``num`` overrides the protocol's clip count (the result then carries ``"num"`` so nobody mistakes
     it for the protocol's). Real features come from ``dataset`` and are cached under ``dataset_key``.
     """
+    if not metrics:
+        raise ValueError("no metric named: give one or more protocol names (kinema.metrics.protocols.PROTOCOLS)")
+    if num is not None and num < 1:  # 0 must not fall back to the protocol's count
+        raise ValueError(f"--num must be > 0 (or omitted for the protocol's count), got {num}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be > 0, got {batch_size}")
     device = torch.device(device)
     results: dict[str, dict] = {}
     networks: dict[tuple, FeatureFn] = {}

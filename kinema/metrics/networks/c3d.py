@@ -229,7 +229,11 @@ def convert_c3d(src_npz: str | Path, out_safetensors: str | Path) -> Path:
         with np.load(src_npz, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except Exception as exc:  # zip / format errors come in several types
-        raise WeightsError(f"{src_npz} is not a readable .npz file ({exc})") from exc
+        # numpy's text for a pickle suggests allow_pickle=True (running the file's code): never say that
+        detail = ("not a zip of plain arrays; kinema never unpickles weight files" if "pickle" in str(exc)
+                  else str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__)
+        raise WeightsError(f"{src_npz} is not a readable .npz file of arrays ({detail}); pass the Chainer npz "
+                           "converted from c3d_ucf101_finetune_whole_iter_20000 (conv3d_deepnetA_ucf.npz)") from None
     state = _rename_c3d_keys(arrays)
     shapes = expected_shapes()
     for key, want in shapes.items():

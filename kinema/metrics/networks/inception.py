@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -363,6 +364,19 @@ def _check_published_hash(src: Path) -> None:
                            f"name says; download it again from {PUBLISHED_URL}")
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in kinema's words (torch's own message
+    advises ``weights_only=False``, i.e. running the file's code: never what a user should do here)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it stores the Python object {found.group(1)}, not only tensors"
+    if "weights_only" in text or "WeightsUnpickler" in text or "Weights only" in text:
+        return "not a tensor-only PyTorch file: a foreign or damaged pickle"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
 def convert_inception(src: str | Path, out: str | Path) -> Path:
     """Convert pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` to a kinema safetensors file.
 
@@ -374,10 +388,13 @@ def convert_inception(src: str | Path, out: str | Path) -> Path:
         raise WeightsError(f"{src} does not exist; kinema downloads nothing: fetch {PUBLISHED_URL} yourself")
     _check_published_hash(src)
     try:  # weights_only: a plain tensor dict never needs to run pickled code
-        state = torch.load(src, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes are noise here
+            warnings.simplefilter("ignore")
+            state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for foreign or unsafe files
-        raise WeightsError(f"cannot read {src} as a PyTorch state dict ({exc}); expected pytorch-fid's "
-                           f"{PUBLISHED_FILE}") from exc
+        raise WeightsError(f"cannot read {src} as a PyTorch state dict of tensors ({_load_failure(exc)}); expected "
+                           f"pytorch-fid's {PUBLISHED_FILE} from {PUBLISHED_URL}. kinema reads only tensors from "
+                           "it and never runs code stored in a weights file") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{src} is not a state dict of tensors; expected pytorch-fid's {PUBLISHED_FILE}")
     with torch.device("meta"):  # shapes only; nothing is allocated

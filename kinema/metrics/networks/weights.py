@@ -6,6 +6,7 @@ Metric networks never download anything: the user converts published weights onc
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -27,7 +28,15 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     save_file(tensors, str(path), metadata={NETWORK_KEY: network})
+    os.chmod(path, file_mode())  # safetensors creates its files 0600; weights are meant to be shared
     return path
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0666 less the process umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn.Module:
