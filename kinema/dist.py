@@ -40,6 +40,13 @@ def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max_(t: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum of ``t`` over processes in place; returns ``t``."""
+    if world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     """Overwrite ``t`` with rank ``src``'s copy in place; returns ``t``."""
     if world_size() > 1:

@@ -19,3 +19,14 @@ class TrainingError(RuntimeError):
 
 class SamplingError(ValueError):
     """A sampling option the model does not support, or a bad value for one."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on a signal (SIGINT, SIGTERM, SIGUSR1) after finishing its step and saving a
+    checkpoint. A KeyboardInterrupt, so ``except KeyboardInterrupt`` still catches Ctrl-C; ``exit_code``
+    is the shell convention 128 + the signal number (130 SIGINT, 143 SIGTERM)."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -11,22 +11,32 @@ A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.js
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import struct
+import sys
 from pathlib import Path
+from typing import Callable
 
 from kinema.errors import CheckpointError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
 STEP_PREFIX = "step_"
+# Exactly step_<digits>: copies such as step_0000020.bak or editor files beside them are not checkpoints.
+STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
+# Folders save_checkpoint writes before its os.replace; left behind only by a killed write.
+TEMP_PREFIXES = (".tmp-", ".old-")
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first (temporary directories are ignored)."""
+    """Complete checkpoints of a run, oldest first (temporary directories and other names are ignored)."""
     root = Path(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
-    return sorted((p for p in found if is_complete(p)), key=lambda p: int(p.name[len(STEP_PREFIX):]))
+    found = [p for p in root.iterdir() if STEP_NAME.fullmatch(p.name) and p.is_dir()]
+    return sorted((p for p in found if is_complete(p)), key=checkpoint_step)
 
 
 def is_complete(path: Path) -> bool:
@@ -41,7 +51,7 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """Accept a run directory (-> its latest checkpoint) or one checkpoint directory."""
+    """Accept a run directory (-> its latest usable checkpoint) or one checkpoint directory."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist; pass a run directory "
@@ -53,14 +63,136 @@ def resolve_checkpoint(path: str | Path) -> Path:
             missing = [n for n in REQUIRED_FILES if not (path / n).is_file()]
             raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
         return path
-    checkpoints = list_checkpoints(path)
-    if not checkpoints:
+    # The newest usable one: a truncated or edited newest checkpoint is skipped with a warning.
+    ckpt = latest_valid_checkpoint(path, trainer_state=False)
+    if ckpt is None:
         raise CheckpointError(
             f"{path} holds no complete checkpoint (expected {path}/checkpoints/step_*/ with "
             f"{', '.join(REQUIRED_FILES)}); train first with `kinema train --out {path}`"
         )
-    return checkpoints[-1]
+    return ckpt
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(Path(path).name[len(STEP_PREFIX):]) if Path(path).name.startswith(STEP_PREFIX) else -1
+    """The step of a ``step_NNNNNNN`` folder; -1 for any other name."""
+    match = STEP_NAME.fullmatch(Path(path).name)
+    return int(match.group(1)) if match else -1
+
+
+def _stderr_warning(message: str) -> None:
+    print(f"kinema: warning: {message}", file=sys.stderr)
+
+
+def _safetensors_problem(path: Path) -> tuple[str | None, dict]:
+    """(problem or None, header) of a safetensors file: the header must parse and the file must be
+    exactly as long as the header says -- a write cut short by a kill or a full disk is shorter."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                return f"{path.name} is truncated ({size} bytes)", {}
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > size - 8:
+                return f"{path.name} is truncated (header of {length} bytes, file of {size})", {}
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return f"{path.name} cannot be read: {exc}", {}
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+    if size != 8 + length + end:
+        return f"{path.name} is truncated or corrupt ({size} bytes, its header describes {8 + length + end})", {}
+    return None, tensors
+
+
+def checkpoint_problem(ckpt: Path, trainer_state: bool = True) -> str | None:
+    """Why ``ckpt`` cannot be used (a short reason), or None when it looks sound.
+
+    Checks what a resume would trip over, without building the model's weights: the required files
+    exist; ``config.json`` is a valid config; each safetensors file is complete and holds exactly the
+    tensors (names and shapes) of the model that config describes (an edited config.json fails here);
+    and, with ``trainer_state``, ``trainer_state.pt`` loads (weights_only) and names a step.
+    """
+    import torch
+
+    from kinema.registry import build_model, load_config_json
+
+    ckpt = Path(ckpt)
+    missing = [n for n in REQUIRED_FILES if not (ckpt / n).is_file()]
+    if missing:
+        return f"missing {', '.join(missing)}"
+    try:
+        config = load_config_json(ckpt / "config.json")
+    except Exception as exc:  # JSONDecodeError, ConfigError, KeyError, TypeError ...
+        return f"config.json is not a valid kinema config ({type(exc).__name__}: {exc})"
+    problem, tensors = _safetensors_problem(ckpt / "model.safetensors")
+    if problem:
+        return problem
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            expected = {k: list(v.shape) for k, v in build_model(config.model).state_dict().items()}
+    except Exception as exc:
+        return f"config.json describes no buildable model ({type(exc).__name__}: {exc})"
+    found = {k: list(v["shape"]) for k, v in tensors.items()}
+    if found != expected:
+        names = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        return f"model.safetensors does not match the model in config.json (first difference: {names[0]})"
+    if (ckpt / "ema.safetensors").is_file():
+        problem, _ = _safetensors_problem(ckpt / "ema.safetensors")
+        if problem:
+            return problem
+    if trainer_state:
+        try:
+            state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated zip raises RuntimeError, pickle errors, ...
+            return f"trainer_state.pt cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        if not isinstance(state, dict) or "step" not in state:
+            return "trainer_state.pt holds no step"
+    return None
+
+
+def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
+                            warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
+    """The newest checkpoint of ``run_dir`` that :func:`checkpoint_problem` accepts; each newer bad
+    one is reported through ``warn`` with its reason. None when the run has no checkpoint at all;
+    :class:`CheckpointError` when it has some but none is usable."""
+    checkpoints = list_checkpoints(run_dir)
+    bad = []
+    for ckpt in reversed(checkpoints):
+        problem = checkpoint_problem(ckpt, trainer_state)
+        if problem is None:
+            if bad and warn is not None:
+                for path, reason in bad:
+                    warn(f"skipping checkpoint {path}: {reason}; using {ckpt.name}")
+            return ckpt
+        bad.append((ckpt, problem))
+    if bad:
+        raise CheckpointError(
+            f"none of the {len(bad)} checkpoints in {Path(run_dir) / 'checkpoints'} is usable: "
+            + "; ".join(f"{p.name}: {r}" for p, r in bad)
+            + ". Start a new run in another --out (or restore a checkpoint from a backup)")
+    return None
+
+
+def recover_interrupted_writes(run_dir: Path) -> list[str]:
+    """Tidy ``run_dir/checkpoints`` after a writer that was killed mid-save; returns what was done.
+
+    Call only while holding the run's lock (no writer can be active). A re-save of an existing step
+    moves the old copy to ``.old-step_N-PID`` before renaming ``.tmp-step_N-PID`` into place: a kill
+    between the two renames leaves ``step_N`` missing, so the old copy is put back. Every other
+    temporary folder is an orphan -- a partial checkpoint (at paper scale a whole model and optimiser
+    state) that nothing will ever read -- and is deleted.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    done = []
+    for old in sorted(root.glob(".old-*")):
+        name = old.name[len(".old-"):].rsplit("-", 1)[0]
+        if STEP_NAME.fullmatch(name) and not (root / name).exists() and is_complete(old):
+            os.replace(old, root / name)
+            done.append(f"restored {name} from an interrupted re-save")
+    for tmp in sorted(root.iterdir()):
+        if tmp.name.startswith(TEMP_PREFIXES):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            done.append(f"removed {tmp.name} (left by a checkpoint write that was killed)")
+    return done

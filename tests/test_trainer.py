@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 
 import pytest
 import torch
@@ -42,11 +43,13 @@ def test_run_writes_checkpoint_samples_and_logs(tmp_path):
 
 
 def interrupt_at_step(trainer, step):
+    """Ctrl-C (SIGINT) during step ``step + 1``: the trainer finishes that step, saves it and raises
+    KeyboardInterrupt (kinema.errors.Interrupted)."""
     original = trainer.objective.train_step
 
     def step_or_interrupt(*args):
         if trainer.step == step:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
         return original(*args)
 
     trainer.objective.train_step = step_or_interrupt
@@ -55,12 +58,12 @@ def interrupt_at_step(trainer, step):
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
     straight = Trainer(tiny_run_config(steps=6), tmp_path / "a", device="cpu", progress=False).fit()
     first = Trainer(tiny_run_config(steps=6), tmp_path / "b", device="cpu", progress=False)
-    interrupt_at_step(first, 3)  # Ctrl-C during step 4: the trainer saves step 3 and re-raises
+    interrupt_at_step(first, 3)  # Ctrl-C during step 4: the trainer finishes and saves step 4, re-raises
     with pytest.raises(KeyboardInterrupt):
         first.fit()
-    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_0000003"]
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step_0000004"]
     resumed = Trainer(tiny_run_config(steps=6), tmp_path / "b", device="cpu", resume=True, progress=False)
-    assert resumed.step == 3
+    assert resumed.step == 4
     end = resumed.fit()
     a, b = weights(straight), weights(end)
     assert a.keys() == b.keys()
@@ -211,7 +214,7 @@ def test_fp16_trains_with_loss_scaling_and_resumes_the_scale(tmp_path):
     cfg.train.precision = "fp16"
     cfg.train.steps = 3
     trainer = Trainer(cfg, tmp_path, device="cpu", progress=False)
-    interrupt_at_step(trainer, 2)
+    interrupt_at_step(trainer, 1)  # during step 2: step 2 is saved
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()
     state = torch.load(tmp_path / "checkpoints" / "step_0000002" / "trainer_state.pt", weights_only=True)

@@ -13,6 +13,9 @@ import contextlib
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -23,16 +26,31 @@ from tqdm.auto import tqdm
 
 from kinema.config import RunConfig, TrainConfig, diff_configs
 from kinema.data import Batch, Draws, build_dataset
-from kinema.dist import all_reduce_mean
-from kinema.errors import TrainingError
+from kinema.dist import all_reduce_max_, all_reduce_mean
+from kinema.errors import CheckpointError, Interrupted, TrainingError
 from kinema.nn import assert_shape, convert_batchnorm
 from kinema.objectives.base import NonFiniteLossError, StepContext
 from kinema.registry import build_model, build_objective, load_config_json
-from kinema.runs import checkpoint_step, list_checkpoints, prune_checkpoints
+from kinema.runlock import RunLock
+from kinema.runs import (
+    checkpoint_step,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    prune_checkpoints,
+    recover_interrupted_writes,
+)
 from kinema.training import distributed
-from kinema.training.checkpoint import load_trainer_state, save_checkpoint
+from kinema.training.checkpoint import (
+    filesystem_of,
+    format_bytes,
+    free_bytes,
+    is_disk_full,
+    load_trainer_state,
+    save_checkpoint,
+    state_bytes,
+)
 from kinema.training.distributed import DrawSampler
-from kinema.training.loop_utils import EMA
+from kinema.training.loop_utils import EMA, default_threads
 from kinema.video import save_video_grid
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
@@ -127,20 +145,45 @@ class Trainer:
     ) -> None:
         self.out = Path(out_dir)
         self._writer = None  # TensorBoard, open only inside fit()
+        self._lock: RunLock | None = None
+        self._stop_signal: int | None = None  # set by the signal handler, acted on between steps
         self.device, self.process = distributed.setup(device, dist_backend)
         self.progress = progress and self.process.is_main
         if self.process.is_main:
             _prepare_out_dir(self.out)
+            # One writer per run directory: a second run here fails now, naming this one.
+            self._lock = RunLock(self.out).acquire(warn=self._warn)
+        try:
+            self._build(config, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run directory's lock (fit() does so when it returns or fails)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _warn(self, message: str) -> None:
+        if self.process.is_main:
+            tqdm.write(f"kinema: warning: {message}", file=sys.stderr)
+
+    def _build(self, config: RunConfig, resume: bool) -> None:
+        if self.process.is_main:
+            for line in recover_interrupted_writes(self.out):  # under the lock: no other writer
+                self._warn(f"{self.out}/checkpoints: {line}")
         distributed.barrier()
         existing = list_checkpoints(self.out)
         resume_from = None
         if resume:
-            if not existing:
+            # The newest checkpoint that loads; newer bad ones (truncated, edited) are named and skipped.
+            resume_from = latest_valid_checkpoint(self.out, warn=self._warn if self.process.is_main else None)
+            if resume_from is None:
                 raise TrainingError(
                     f"--resume: {self.out}/checkpoints holds no complete checkpoint to resume from; "
                     "drop --resume to start a new run"
                 )
-            resume_from = existing[-1]
             saved_config = load_config_json(resume_from / "config.json")
             config = self._merge_resumed_config(saved_config, config)
         elif existing:
@@ -159,9 +202,10 @@ class Trainer:
             )
         if train.threads:
             torch.set_num_threads(train.threads)
-        elif self.process.distributed and self.device.type == "cpu":  # N processes on one node share its cores
+        elif self.device.type == "cpu" and (self.process.distributed or config.data.workers > 0):
+            # N processes on one node, and their DataLoader workers, share its cores
             per_node = int(os.environ.get("LOCAL_WORLD_SIZE", self.process.world_size))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+            torch.set_num_threads(default_threads(os.cpu_count() or 1, per_node, config.data.workers))
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         if self.device.type == "cuda":
@@ -200,9 +244,57 @@ class Trainer:
         self._preview_real: torch.Tensor | None = None
         self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         self.step = 0
+        self._resumed = resume_from is not None
         if resume_from is not None:
             self._load(resume_from)
             self._replan_schedule(saved_config.train)
+            if self.process.is_main:
+                self._truncate_metrics()
+        self._check_disk_space()
+
+    def checkpoint_bytes(self) -> int:
+        """About what one checkpoint takes on disk: weights, EMA weights and optimiser state (Adam keeps
+        two moments per parameter, RMSprop one), estimated before the optimisers have any state."""
+        moments = {"adam": 2, "adamw": 2, "rmsprop": 1}[self.config.train.optimizer]
+        params = [p for opt in self.optimizers.values() for group in opt.param_groups for p in group["params"]]
+        states = [dict(self.model.state_dict())] + ([dict(self.ema.module.state_dict())] if self.ema is not None else [])
+        tensors = sum(len(state) for state in states) + moments * len(params)
+        # + about 512 bytes of file headers and alignment per tensor, and the RNG states
+        return sum(state_bytes(state) for state in states) + moments * state_bytes(params) + 512 * tensors + 2**16
+
+    def _check_disk_space(self) -> None:
+        """Refuse to start a run whose first checkpoint clearly cannot fit (every rank checks the same
+        shared filesystem, so all stop together)."""
+        need, free = self.checkpoint_bytes(), free_bytes(self.out)
+        if free is not None and free < need:
+            raise TrainingError(
+                f"not enough disk space for a checkpoint: {self.out} is on {filesystem_of(self.out)} with "
+                f"{format_bytes(free)} free, one checkpoint needs about {format_bytes(need)} ({need:,} bytes); "
+                "nothing was written -- free some space or choose another --out")
+
+    def _truncate_metrics(self) -> None:
+        """Drop the training records of steps after the resumed checkpoint: a killed run logged them, and
+        the resumed run logs them again (TensorBoard: ``purge_step`` in fit()). Records of ``kinema
+        evaluate`` (they name a checkpoint) are kept."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept, dropped = [], 0
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by the kill
+                dropped += 1
+                continue
+            step = record.get("step") if isinstance(record, dict) else None
+            if isinstance(step, int) and step > self.step and not {"checkpoint", "fake"} & set(record):
+                dropped += 1
+                continue
+            kept.append(line)
+        if dropped:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
 
     # ------------------------------------------------------------------ config and state
 
@@ -291,11 +383,54 @@ class Trainer:
         dtype = torch.float16 if precision == "fp16" else torch.bfloat16
         return torch.autocast(self.device.type, dtype=dtype, enabled=precision != "fp32")
 
+    def _last_good_checkpoint(self) -> str:
+        try:
+            last = latest_valid_checkpoint(self.out, warn=None)
+        except CheckpointError:
+            last = None
+        return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+    def _check_finite(self) -> None:
+        """Refuse to checkpoint non-finite weights: a checkpoint is what a resume and the NaN error call
+        good. One host sync for all tensors; every rank checks (the weights are the same), so all stop."""
+        states = {"": self.model.state_dict(), "EMA ": self._ema_state() or {}}
+        named = [(prefix + k, v) for prefix, state in states.items() for k, v in state.items() if v.is_floating_point()]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(v).all() for _, v in named]).cpu()
+        if bool(finite.all()):
+            return
+        bad = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+        raise TrainingError(
+            f"step {self.step}: {len(bad)} of {len(named)} weight tensors are not finite (first: {bad[0]}); no "
+            f"checkpoint was written ({self._last_good_checkpoint()}). Lower train.lr or raise objective.gp_weight, "
+            "then resume with --resume")
+
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 only; other ranks return None)."""
+        """Write a checkpoint of the current step (rank 0 only; other ranks return None).
+
+        Non-finite weights raise TrainingError instead. A full disk raises a one-line TrainingError naming
+        the filesystem and the space needed; the partial copy is removed and earlier checkpoints stay.
+        """
+        self._check_finite()
         if not self.process.is_main:
             return None
-        path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(), self._ema_state())
+        root = self.out / "checkpoints"
+        need = self.checkpoint_bytes()
+        try:
+            path = save_checkpoint(self.out, self.step, self.config, self.model, self._trainer_state(),
+                                   self._ema_state())
+        except Exception as exc:
+            if not is_disk_full(exc, root, need):
+                raise
+            free = free_bytes(root)
+            last = list_checkpoints(self.out)
+            kept = (f"the earlier checkpoints are intact (latest {last[-1].name})" if last
+                    else "no earlier checkpoint exists")
+            raise TrainingError(
+                f"disk full: writing checkpoint step {self.step} to {root} on {filesystem_of(root)} needs about "
+                f"{format_bytes(need)} ({need:,} bytes), {format_bytes(free or 0)} is free; the partial copy was "
+                f"removed and {kept}. Free some space, then resume with --resume") from exc
         prune_checkpoints(self.out, self.config.train.keep_checkpoints)
         return path
 
@@ -432,15 +567,87 @@ class Trainer:
         batch = batch.to(self.device, non_blocking=True)
         return batch.float().div_(127.5).sub_(1.0) if batch.dtype == torch.uint8 else batch
 
+    # ------------------------------------------------------------------ signals
+
+    STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGUSR1")  # Ctrl-C; SLURM / Kubernetes preemption; SLURM's --signal
+
+    def _install_signal_handlers(self) -> dict:
+        """Stop signals set a flag instead of raising mid-step: the loop finishes the step, saves a
+        checkpoint of it and exits, so the resume is bit-exact. Only the main thread can install handlers;
+        elsewhere signals keep their current behaviour."""
+        self._stop_signal = None
+        previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for name in self.STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                try:
+                    previous[signum] = signal.signal(signum, self._on_stop_signal)
+                except (ValueError, OSError):
+                    pass
+        return previous
+
+    def _on_stop_signal(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self._stop_signal is not None:  # the second signal: leave now, by the signal's default action
+            os.write(2, f"\nkinema: second {name}: exiting at once, without a checkpoint\n".encode())
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self._stop_signal = signum
+        if self.process.is_main:  # os.write: print() could re-enter a stream tqdm is writing to
+            os.write(2, f"\nkinema: {name}: finishing the current step, then saving a checkpoint "
+                        f"(send it again to exit at once)\n".encode())
+
+    def _stop_requested(self) -> bool:
+        """Whether a stop signal arrived (on any process: they must all stop after the same step)."""
+        signum = self._stop_signal or 0
+        if self.process.distributed:  # one tiny collective per step, only under torchrun
+            flag = torch.tensor([float(signum)], device=self.device)
+            signum = int(all_reduce_max_(flag).item())
+            self._stop_signal = signum or None
+        return bool(signum)
+
+    def _save_unless_saved(self) -> Path | None:
+        existing = [p for p in list_checkpoints(self.out) if checkpoint_step(p) == self.step]
+        if existing:
+            return existing[0]
+        return self.save() if self.step > 0 else None
+
     def fit(self) -> Path:
-        """Train until ``train.steps``; returns the final checkpoint directory."""
+        """Train until ``train.steps``; returns the final checkpoint directory.
+
+        SIGINT, SIGTERM or SIGUSR1 stop the run after the current step with a checkpoint of it and raise
+        :class:`kinema.errors.Interrupted` (a KeyboardInterrupt carrying the exit status 128 + signal);
+        a second signal exits at once. The run directory's lock is released when fit() ends.
+        """
+        previous_handlers = self._install_signal_handlers()
+        try:
+            return self._fit()
+        except OSError as exc:  # samples, logs: a full disk is said in one line, like a checkpoint's
+            if not is_disk_full(exc):
+                raise
+            last = list_checkpoints(self.out)
+            raise TrainingError(
+                f"disk full: {exc.filename or self.out} on {filesystem_of(self.out)}: {exc.strerror or exc}; "
+                + (f"the earlier checkpoints are intact (latest {last[-1].name})" if last else "no checkpoint was written")
+                + ". Free some space, then resume with --resume") from exc
+        finally:
+            for signum, handler in previous_handlers.items():
+                signal.signal(signum, handler)
+            self.close()
+
+    def _fit(self) -> Path:
         train, info = self.config.train, self.process
         if info.is_main:
             (self.out / "config.toml").write_text(self.config.to_toml())
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(str(self.out / "tensorboard"))
+                # purge_step: events of steps after the resumed checkpoint, logged by a killed run, go
+                purge = {"purge_step": self.step + 1} if self._resumed else {}
+                self._writer = SummaryWriter(str(self.out / "tensorboard"), **purge)
             except ImportError:  # TensorBoard is optional at run time
                 pass
         expected = [train.batch_size // info.world_size, *self.model.video_shape]
@@ -454,8 +661,18 @@ class Trainer:
         batches = self._batches()
         last_time, last_step, data_wait = time.perf_counter(), self.step, 0.0
         self.model.train()
+        in_step = False  # True while the state is part-way through a step (not checkpointable)
         try:
             while self.step < train.steps:
+                if self._stop_requested():
+                    path = self._save_unless_saved() if info.is_main else None
+                    distributed.barrier()
+                    name = signal.Signals(self._stop_signal).name
+                    saved = f"checkpoint {path} saved" if path else "no checkpoint (no step was trained)"
+                    raise Interrupted(f"stopped by {name} after step {self.step}: {saved}; continue with --resume",
+                                      self._stop_signal)
+                if self._lock is not None:
+                    self._lock.beat()
                 wait_start = time.perf_counter()
                 batch = next(batches).to(self.device, non_blocking=True)
                 batch = batch.with_clips(self._to_device(batch.clips))
@@ -463,12 +680,12 @@ class Trainer:
                 assert_shape(batch.clips, expected, "training batch per process (B / processes, C, T, H, W)")
                 ctx = StepContext(self.optimizers, self.noise_generator, rows, self.scaler, step=self.step,
                                   grad_clip=train.grad_clip)
+                in_step = True
                 try:
                     with self._autocast():
                         metrics = self.objective.train_step(batch.split(train.accumulate), ctx)
                 except NonFiniteLossError as exc:
-                    last = list_checkpoints(self.out)
-                    kept = f"the last good checkpoint is {last[-1]}" if last else "no checkpoint was written yet"
+                    kept = self._last_good_checkpoint()
                     hint = "Lower train.lr or raise objective.gp_weight, then resume with --resume"
                     if train.precision != "fp32" and self.device.type == "cpu":
                         hint = (f"{train.precision} on CPU: PyTorch's low-precision conv3d weight gradient is "
@@ -486,6 +703,7 @@ class Trainer:
                 if self.ema is not None:
                     self.ema.update(getattr(self.model, self.objective.ema_target), self.step + 1)
                 self.step += 1
+                in_step = False
                 bar.update(1)
                 done = self.step == train.steps
                 if self.step % train.log_every == 0 or done:
@@ -506,11 +724,15 @@ class Trainer:
                     self.evaluate()
                 if self.step % train.checkpoint_every == 0 or done:
                     self.save()
-        except KeyboardInterrupt:
-            if (self.process.is_main and self.step > 0
-                    and not any(checkpoint_step(p) == self.step for p in list_checkpoints(self.out))):
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:  # raised by code, not our handler (e.g. a handler installed inside a step)
+            if in_step:  # RNG, batch-norm statistics or weights may already hold part of the step
+                bar.write(f"interrupted during step {self.step + 1}: not saved, a checkpoint of a partial step "
+                          f"would not resume exactly ({self._last_good_checkpoint()})")
+            elif self.process.is_main and self.step > 0:
                 bar.write(f"interrupted: saving a checkpoint at step {self.step} (resume with --resume)")
-                self.save()
+                self._save_unless_saved()
             raise
         finally:
             bar.close()
