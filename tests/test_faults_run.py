@@ -389,3 +389,38 @@ def test_disk_full_on_a_real_tiny_filesystem(tmp_path, capsys):
         assert load_file(kept[-1] / "model.safetensors")
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+# --------------------------------------------------------------------------- kinema prepare, full disk
+
+
+def test_prepare_short_write_is_reported_as_a_full_disk(tmp_path, monkeypatch):
+    """numpy reports a full disk as a short write without an errno; it used to read 'check that --out
+    is a writable folder'."""
+    import kinema.data.prepare as prep
+    from videodata import numbered_frames, write_avi
+
+    write_avi(tmp_path / "src" / "a.avi", numbered_frames(10))
+
+    def short_write(*args, **kwargs):
+        raise OSError("245760 requested and 61312 written")
+
+    monkeypatch.setattr(prep.np, "save", short_write)
+    with pytest.raises(prep.PrepareError) as info:
+        prep.prepare(tmp_path / "src", tmp_path / "cache", resolution=(24, 32), workers=1, min_frames=8, progress=False)
+    message = str(info.value)
+    assert "No space left on device (ENOSPC)" in message and "writable" not in message
+    assert "bytes free (this video needs 23,040)" in message and "Rerun the same command" in message
+
+
+def test_prepare_refuses_early_when_the_cache_clearly_cannot_fit(tmp_path, monkeypatch):
+    import kinema.data.prepare as prep
+    from videodata import numbered_frames, write_avi
+
+    for i in range(8):
+        write_avi(tmp_path / "src" / f"v{i}.avi", numbered_frames(10))
+    monkeypatch.setattr(prep, "_disk_space", lambda path: ("/data", 1000))
+    with pytest.raises(prep.PrepareError, match=r"the cache will not fit on /data: the 4 videos left need about "
+                                                r"92,160 bytes .* 1,000 bytes are free.*rerun the same command"):
+        prep.prepare(tmp_path / "src", tmp_path / "cache", resolution=(24, 32), workers=1, min_frames=8, progress=False)
+    assert len(list((tmp_path / "cache" / "videos").iterdir())) == prep.PROJECT_AFTER  # kept for the resume

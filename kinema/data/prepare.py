@@ -195,12 +195,45 @@ def _sha256(array: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
 
 
-def _os_error(exc: OSError, path: Path | str) -> str:
-    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
-    reason = exc.strerror or str(exc)
-    hint = ("free some disk space (the cache needs frames x H x W x 3 bytes) or choose another --out"
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "check that --out is a writable folder, or choose another")
+def _disk_space(path: Path | str) -> tuple[str, int | None]:
+    """(mount point, free bytes) of the filesystem holding ``path``: the disk an error names."""
+    from kinema.training.checkpoint import filesystem_of, free_bytes
+
+    return filesystem_of(Path(path)), free_bytes(Path(path))
+
+
+def _os_error(exc: OSError, path: Path | str, need: int | None = None) -> str:
+    # numpy's array.tofile reports a full disk as a short write without an errno ("N requested and M written")
+    short_write = exc.errno is None and " requested and " in str(exc) and str(exc).endswith(" written")
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write
+    code = errno.errorcode.get(exc.errno, "") if exc.errno else ("ENOSPC" if short_write else "")
+    reason = "No space left on device" if short_write else exc.strerror or str(exc)
+    if full:
+        mount, free = _disk_space(path)
+        needs = f"this video needs {need:,}" if need else "the cache needs frames x H x W x 3 bytes per video"
+        hint = f"the disk {mount} has {free or 0:,} bytes free ({needs}); free some disk space or choose another --out"
+    else:
+        hint = "check that --out is a writable folder, or choose another"
     return f"cannot write {path}: {reason}{f' ({code})' if code else ''}; {hint}. Rerun the same command to resume"
+
+
+# Projected cache size is checked against the free space once this many videos are written: a cache that
+# clearly cannot fit stops within seconds, not after hours of decoding.
+PROJECT_AFTER = 4
+
+
+def _check_projected_space(out: Path, written: int, done: int, to_go: int, height: int, width: int) -> None:
+    """Refuse early when the videos still to decode clearly cannot fit: their projected size (mean bytes
+    per video so far x videos left) exceeds the free space by half."""
+    if done < PROJECT_AFTER or to_go <= 0:
+        return
+    need = written // done * to_go
+    mount, free = _disk_space(out)
+    if free is not None and need > 1.5 * free:
+        raise PrepareError(
+            f"the cache will not fit on {mount}: the {to_go} videos left need about {need:,} bytes ({need / 2**30:.2f} "
+            f"GiB; {written // done:,} bytes per {height}x{width} video so far), {free:,} bytes are free. Free some disk "
+            "space or choose another --out; the videos written so far are kept, rerun the same command to resume")
 
 
 def _prepare_one(task: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +264,7 @@ def _prepare_one(task: dict[str, Any]) -> dict[str, Any]:
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-        return record | {"status": "error", "message": _os_error(exc, exc.filename or tmp)}
+        return record | {"status": "error", "message": _os_error(exc, exc.filename or tmp, frames.nbytes)}
     return record | {"status": "ok", "frames": len(frames), "height": int(frames.shape[1]),
                      "width": int(frames.shape[2]), "sha256": _sha256(frames), "fps": fps}
 
@@ -430,7 +463,8 @@ def prepare(
                     log_record(record)
             bar = tqdm(total=len(entries), initial=report.reused, desc="prepare", unit="video",
                        disable=not progress, dynamic_ncols=True, file=sys.stderr)
-            for _, record in pool.run(_prepare_one, todo):
+            written = 0
+            for done, (_, record) in enumerate(pool.run(_prepare_one, todo), 1):
                 bar.update(1)
                 if record["status"] == "error":
                     raise PrepareError(record["message"])
@@ -440,6 +474,8 @@ def prepare(
                     continue
                 report.decoded += 1
                 log_record(record)
+                written += record["frames"] * record["height"] * record["width"] * 3
+                _check_projected_space(out, written, report.decoded, len(todo) - done, height, width)
             bar.close()
             # final integrity check: every listed array is there, with the recorded shape and checksum
             listed = [e for e in entries if e.source in journal]
