@@ -192,13 +192,26 @@ def test_evaluate_argument_holes(tiny_run, capsys, args, message):
     assert message in run_error(["evaluate", "--checkpoint", str(tiny_run), *args], capsys)
 
 
-def test_evaluate_library_refuses_zero_num_and_no_metric():
-    from kinema.metrics.evaluate import evaluate_model
+def test_evaluate_huge_num_is_refused_before_generating(tiny_run, capsys):
+    start = time.perf_counter()
+    err = run_error(["evaluate", "--checkpoint", str(tiny_run), "--metrics", "motion256", "--num", "1000000000000",
+                     "--cache", "none"], capsys)
+    assert "too few real clips: the protocol needs 1000000000000, the dataset has 64" in err
+    assert time.perf_counter() - start < 30
+
+
+def test_evaluate_library_refuses_zero_num_no_metric_and_huge_noise(tiny_run, monkeypatch):
+    import kinema.metrics.evaluate as ev
+    from kinema.api import load
 
     with pytest.raises(ValueError, match="no metric"):
-        evaluate_model(None, [], {})
+        ev.evaluate_model(None, [], {})
     with pytest.raises(ValueError, match="--num must be > 0"):
-        evaluate_model(None, ["motion256"], {}, num=0)
+        ev.evaluate_model(None, ["motion256"], {}, num=0)
+    model, _ = load(tiny_run)
+    monkeypatch.setattr(prep, "available_memory", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"the noise of 10,000,000,000 generated clips alone is .* lower --num"):
+        ev.evaluate_model(model, ["is2048_c3d_tganv2"], {}, num=10**9)  # IS: 10 repetitions, no real clips
 
 
 @pytest.mark.parametrize("args, message", [

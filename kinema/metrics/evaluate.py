@@ -171,6 +171,36 @@ def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers
             "frames": frames, **report}
 
 
+def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:
+    """Before any clip is generated: enough real (and fake) clips for every protocol, and room in memory
+    for the noise of all generated clips (drawn at once, so a video does not depend on the batch size)."""
+    from kinema.data.prepare import available_memory
+
+    most = 0
+    for name in metrics:
+        protocol = get_protocol(name)
+        count = num or protocol.num_samples
+        real = count if protocol.statistic == "oracle" else protocol.clips_for(count)
+        fake = protocol.clips_for(count * protocol.repeats) if protocol.statistic == "is" else real
+        for clips, what, needed, holder in ((dataset, "real", real, "dataset"),
+                                            (fake_dataset, "generated", fake, "generated set")):
+            if clips is not None and (protocol.needs_real or what == "generated") and len(clips) < needed:
+                raise ValueError(f"too few {what} clips: the protocol needs {needed}, the {holder} has {len(clips)} "
+                                 f"({name}); use more data, or lower --num (the result is then not comparable with "
+                                 "the protocol)")
+        most = max(most, fake)
+    if model is not None and fake_dataset is None:
+        free = available_memory()
+        try:
+            noise = model.sample_noise(1, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
+        except Exception:  # a model that cannot sample says so when evaluation asks it to
+            return
+        need = most * noise.numel() * noise.element_size()
+        if free is not None and need > 0.8 * free:
+            raise ValueError(f"--num {num}: the noise of {most:,} generated clips alone is {need / 2**30:,.1f} GiB, more "
+                             f"than the {free / 2**30:.1f} GiB of memory available; lower --num")
+
+
 def evaluate_model(
     model,
     metrics: list[str],
@@ -198,6 +228,7 @@ def evaluate_model(
         raise ValueError(f"--num must be > 0 (or omitted for the protocol's count), got {num}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be > 0, got {batch_size}")
+    _check_counts(model, metrics, num, dataset, fake_dataset)
     device = torch.device(device)
     results: dict[str, dict] = {}
     networks: dict[tuple, FeatureFn] = {}
