@@ -267,14 +267,14 @@ def _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, bat
 
     from kinema.config import DataConfig
     from kinema.data import build_dataset
-    from kinema.data.folder import VIDEO_EXTENSIONS
+    from kinema.data.folder import VIDEO_EXTENSIONS, find_files
     from kinema.metrics.evaluate import default_cache_dir, evaluate_model
     from kinema.video import read_video
 
     if data is None:
         raise ValueError("--fake DIR scores generated videos against real ones: give --data (a folder of real videos "
                          "or a `kinema prepare` cache)")
-    files = sorted(p for p in Path(fake).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS) if Path(fake).is_dir() else []
+    files = find_files(fake, VIDEO_EXTENSIONS) if Path(fake).is_dir() else []  # follows linked folders, as the dataset
     if not files:
         raise ValueError(f"--fake {fake}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found; point it at the folder "
                          "`kinema sample --out DIR` wrote")

@@ -314,3 +314,21 @@ def test_converted_weights_get_normal_permissions(tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_evaluate_fake_folder_follows_a_symlinked_folder(tmp_path, capsys):
+    from kinema.data import BouncingShapes
+    from kinema.video import to_uint8
+
+    clips = BouncingShapes(6, 8, 32, 32, seed=0)
+    for i in range(6):
+        folder = tmp_path / ("generated" if i < 3 else "real")
+        folder.mkdir(exist_ok=True)
+        write_video(folder / f"c{i}.mp4", to_uint8(clips[i]), fps=8)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "run1").symlink_to(tmp_path / "generated", target_is_directory=True)  # the only thing in --fake
+    assert main(["evaluate", "--fake", str(fake), "--data", str(tmp_path / "real"), "--metrics", "motion256",
+                 "--workers", "0", "--cache", "none", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "motion256:" in out and "(clips 3," in out
