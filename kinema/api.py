@@ -100,14 +100,18 @@ def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch
 
 
 @torch.no_grad()
-def generate(model, num: int, seed: int = 0, batch_size: int = 16, progress: bool = False, **options) -> torch.Tensor:
+def generate(model, num: int, seed: int = 0, batch_size: int = 16, progress: bool = False, precision: str = "fp32",
+             **options) -> torch.Tensor:
     """``num`` videos ``(N, C, T, H, W)`` in [-1, 1] on the CPU; the same seed gives the same videos.
 
     ``options`` are the model family's sampling options (:func:`sample_options` and ``kinema sample
+    ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` -- sampling under autocast (the weights stay
+    float32; the videos come back float32). bf16 suits CPUs and recent GPUs; fp16 is for GPUs.
+
     --help`` list them per model, e.g. ``times`` for continuous-time models); an option the model does
     not support raises :class:`kinema.errors.SamplingError`.
     """
-    return sampler_for(model).generate(model, num, seed, batch_size, progress, **options)
+    return sampler_for(model).generate(model, num, seed, batch_size, progress, precision, **options)
 
 
 def sample_options() -> dict[str, list]:
@@ -171,6 +175,7 @@ def sample(
     batch_size: int = 16,
     progress: bool = False,
     **options,
+    precision: str = "fp32",
 ) -> list[Path]:
     """Write ``num`` samples: one grid video (``out`` ending in .mp4/.gif) or, for a folder, one MP4
     per sample plus ``grid.gif`` / ``grid.mp4``. ``options``: the family's sampling options (see
@@ -183,7 +188,7 @@ def sample(
     model, config, _ = load_model(checkpoint, device=resolve_device(device), ema=ema)
     sampler = sampler_for(model)
     _check_sample_memory(model, sampler, num, options)
-    videos = generate(model, num, seed, batch_size, progress, **options)
+    videos = generate(model, num, seed, batch_size, progress, precision, **options)
     # e.g. 4x the frames over the same time span play at 4x the run's fps: real-time speed, unless --fps
     fps = fps or config.train.fps * sampler.frame_rate_scale(model, **options)
     return _write_videos(videos, out, fps)

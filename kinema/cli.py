@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     sample.add_argument("--no-ema", action="store_true", help="use the raw generator weights even if EMA weights exist")
     sample.add_argument("--no-progress", action="store_true", help="hide the sampling progress bar")
+    sample.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                        help="sample under autocast in this precision (weights stay fp32): bf16 for CPUs and "
+                             "recent GPUs, fp16 for GPUs; videos differ slightly from fp32 (default fp32)")
     add_sampling_options(sample)
 
     evaluate = sub.add_parser(
@@ -288,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             paths = api.sample(args.checkpoint, args.out, num=args.num, seed=args.seed, device=args.device,
                                ema=not args.no_ema, fps=args.fps, batch_size=args.batch_size,
-                               progress=not args.no_progress, **options)
+                               progress=not args.no_progress, precision=args.precision, **options)
             seconds = time.perf_counter() - start
             print(f"{_written(paths)}  ({args.num} videos, {seconds / args.num:.3g} s per video incl. loading)")
         elif args.command == "evaluate":
