@@ -35,6 +35,7 @@ from kinema.objectives.diffusion import DiffusionConfig, DiffusionObjective
 from kinema.objectives.gan import GANConfig, GANObjective
 from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
 from kinema.objectives.vqvae import VQVAEConfig, VQVAEObjective
+from kinema.objectives.wgan import WGANConfig, WGANObjective
 from kinema.runs import resolve_checkpoint
 from kinema.sampling import ContinuousTimeSampler, Sampler
 
@@ -70,6 +71,7 @@ OBJECTIVES: dict[str, ObjectiveEntry] = {
     "diffusion": ObjectiveEntry(DiffusionConfig, DiffusionObjective),
     "likelihood": ObjectiveEntry(LikelihoodConfig, LikelihoodObjective),
     "vqvae": ObjectiveEntry(VQVAEConfig, VQVAEObjective),
+    "wgan": ObjectiveEntry(WGANConfig, WGANObjective),
 }
 
 
