@@ -180,7 +180,11 @@ def test_vqvae_cannot_sample_and_previews_reconstructions():
 # --------------------------------------------------------------------------- prior
 
 
-@pytest.mark.parametrize("changes", [{}, {"cond_frames": 1, "cond_hidden": 12}, {"num_classes": 3}])
+SPARSE = {"attention": "sparse", "sparse_block": 4, "sparse_local_blocks": 1, "start": "learned"}
+
+
+@pytest.mark.parametrize("changes", [{}, {"cond_frames": 1, "cond_hidden": 12}, {"num_classes": 3}, SPARSE,
+                                     {"start": "learned"}])
 def test_prior_is_causal(changes):
     model = prior(**changes).eval()
     codes = torch.randint(32, (2, 64), generator=torch.Generator().manual_seed(0))
@@ -200,7 +204,8 @@ def test_prior_is_causal(changes):
             assert not torch.allclose(other[:, j + 1 :], logits[:, j + 1 :])
 
 
-@pytest.mark.parametrize("changes", [{}, {"cond_frames": 1, "cond_hidden": 12}, {"num_classes": 3}])
+@pytest.mark.parametrize("changes", [{}, {"cond_frames": 1, "cond_hidden": 12}, {"num_classes": 3}, SPARSE,
+                                     {**SPARSE, "cond_frames": 1, "cond_hidden": 12}])
 def test_kv_cached_sampling_gives_the_same_tokens(changes):
     model = prior(**changes).eval()
     noise = model.sample_noise(3, generator=torch.Generator().manual_seed(0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,3 +57,64 @@ class AxialAttention(nn.Module):
             seq = h.movedim(axis, -2)  # the attended axis next to channels
             out = out + attn(seq, seq).movedim(-2, axis)
         return out.permute(0, 4, 1, 2, 3)
+
+
+def strided_block_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
+    """Grid of attention blocks of ``block`` consecutive (flattened, last-axis-fastest) positions.
+
+    Official ``StridedSparsityConfig._compute_block_shape`` (wilson1yan/VideoGPT ``videogpt/attention.py``
+    L423-435): merge axes from the last until their product exceeds ``block``; that merged axis holds
+    ``product / block`` blocks, the leading axes stay. ``(8, 32, 32)``, block 32 -> ``(8, 32)``.
+    """
+    prod, i = 1, len(shape) - 1
+    for i in range(len(shape) - 1, -1, -1):
+        prod *= shape[i]
+        if prod > block:
+            break
+    if prod % block:
+        raise ValueError(f"sparse attention: the grid {tuple(shape)} does not split into blocks of {block} "
+                         f"positions along its trailing axes ({prod} is not a multiple of {block})")
+    return (*shape[:i], prod // block)
+
+
+def strided_sparse_layout(shape: tuple[int, ...], block: int, local_blocks: int,
+                          causal: bool = True) -> torch.Tensor:
+    """Block layout ``(n, n)`` bool of the official N-d strided sparse attention (``attn_type = "sparse"``).
+
+    Official ``StridedSparsityConfig`` (``videogpt/attention.py`` L333-392), which follows Child et al. 2019:
+    block row ``r`` attends block columns ``max(0, r - local_blocks) .. r`` (local; ``local_blocks + 1``
+    blocks, as the official loop bounds give) and, for every block-grid axis but the last, the blocks
+    that differ from ``r`` only along that axis at an index ``<=`` its own (strided). Non-causal: the
+    local band reaches ``r + local_blocks - 1`` and the strided part the whole axis.
+    """
+    if local_blocks < 1:
+        raise ValueError("sparse attention needs at least 1 local block")
+    grid = strided_block_shape(shape, block)
+    n = math.prod(grid)
+    layout = np.zeros((n, n), dtype=bool)  # numpy: the same on any default device (meta included)
+    for r in range(n):
+        layout[r, max(0, r - local_blocks) : (r + 1 if causal else min(r + local_blocks, n))] = True
+    index = np.arange(n).reshape(grid)
+    for r in range(n):
+        idx = np.unravel_index(r, grid)
+        for d in range(len(grid) - 1):  # no strided attention over the last block axis (official)
+            sel = list(idx)
+            sel[d] = slice(0, idx[d] + 1 if causal else grid[d])
+            layout[r, index[tuple(sel)]] = True
+    return torch.from_numpy(layout)
+
+
+def sparse_causal_mask(layout: torch.Tensor, block: int, rows: slice | None = None,
+                       length: int | None = None) -> torch.Tensor:
+    """Position-level mask (True = attend) of a causal block ``layout``: ``q`` sees ``k`` iff ``k <= q`` and
+    their blocks are linked. ``rows``: the query positions (default all); ``length``: keys ``0..length-1``.
+
+    The official kernel masks diagonal blocks with ``tril`` (``make_sparse_attn_mask``, L394-412) and its
+    decoding row is the layout row cut after the query (``get_non_block_layout_row``, L414-419): both
+    are this mask.
+    """
+    total = layout.shape[0] * block
+    length = total if length is None else length
+    q = torch.arange(total, device=layout.device)[rows if rows is not None else slice(None)]
+    k = torch.arange(length, device=layout.device)
+    return layout[q[:, None] // block, k[None, :] // block] & (k[None, :] <= q[:, None])

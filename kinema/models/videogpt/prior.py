@@ -2,10 +2,15 @@
 
 Facts from the official code (wilson1yan/VideoGPT, ``videogpt/gpt.py``, ``videogpt/attention.py``):
 
-- Input of position i: the frozen VQ-VAE codebook vector of code i-1 (a zero vector at i = 0: the
-  sequence is right-shifted), ``Linear(embedding_dim, hidden, bias=False)`` (std 0.02), plus a
-  factorised learned position embedding: one table per axis (T, H, W) of ``hidden / 3`` dims
-  (init ``0.01 * randn``), broadcast and concatenated.
+- Input of position i: the frozen VQ-VAE codebook vector of code i-1 through
+  ``Linear(embedding_dim, hidden, bias=False)`` (std 0.02) -- the sequence is right-shifted; position 0
+  gets a learned start vector (official HEAD ``RightShift``, attention.py L513-530; ``model.start =
+  "learned"``) or a zero vector (an older official version and earlier kinema; ``"zero"``, the dataclass
+  default so that old checkpoints load) -- plus a factorised learned position embedding: one table per
+  axis (T, H, W) of ``hidden / 3`` dims (init ``0.01 * randn``), broadcast and concatenated (widths that
+  are not multiples of 3: see :func:`axis_widths`).
+- Self-attention is full causal, or (``model.attention = "sparse"``) the official strided sparse layout
+  computed as dense attention with a mask (same function, no speed-up).
 - ``layers`` pre-norm blocks: LN -> causal self-attention -> dropout -> residual; [LN -> cross-attention
   to the conditioning frames' features -> dropout -> residual]; LN -> Linear(4x) -> GeLU2
   (``x * sigmoid(1.702 x)``) -> Linear -> dropout -> residual. Attention: q/k/v without bias,
@@ -15,7 +20,8 @@ Facts from the official code (wilson1yan/VideoGPT, ``videogpt/gpt.py``, ``videog
   ``1/sqrt(classes)``). Frame conditioning: the first ``cond_frames`` frames of the training clip go
   through a conv net that downsamples space by 4 (official: a 3-D ResNet-34, 240 channels), get their own
   factorised position embedding, and every block reads them through cross-attention.
-- Defaults: hidden 576, 4 heads, 8 layers; Adam lr 3e-4 betas (0.9, 0.999), cosine schedule.
+- Code defaults (not the paper's Table 9 sizes): hidden 576, 4 heads, 8 layers; Adam lr 3e-4 betas
+  (0.9, 0.999), cosine schedule (gpt.py:162-183).
   The official sampler draws from softmax(logits); temperature and top-k are kinema additions.
 
 Deviations: the conditioning encoder is a small residual conv net (``cond_layers`` blocks, no batch
@@ -43,7 +49,7 @@ from kinema.errors import CheckpointError, ConfigError
 from kinema.models.base import Capabilities, VideoModel
 from kinema.models.videogpt.vqvae import VideoGPTVQVAE, VideoGPTVQVAEConfig, check_downsample
 from kinema.nn import assert_shape
-from kinema.nn.attention import MultiHeadAttention
+from kinema.nn.attention import MultiHeadAttention, sparse_causal_mask, strided_block_shape, strided_sparse_layout
 from kinema.nn.convs import SamePadConv3d
 from kinema.nn.noise import draw_seeds
 from kinema.progress import steps as progress_steps
@@ -52,7 +58,8 @@ from kinema.runs import resolve_checkpoint
 
 @dataclass
 class VideoGPTPriorConfig:
-    """Prior hyper-parameters (defaults: the official 576-wide, 8-layer transformer).
+    """Prior hyper-parameters (defaults: the official code's 576-wide, 8-layer transformer, gpt.py:177-179;
+    the paper's sizes, Table 9, are in configs/videogpt_prior_{bair_64,ucf101_128}.toml).
 
     ``vqvae`` is the VQ-VAE run or checkpoint directory to train on. When a config is built, that
     checkpoint's model config is copied into ``vqvae_config`` (JSON); the prior's checkpoint stores it
@@ -77,6 +84,18 @@ class VideoGPTPriorConfig:
     cond_hidden: int = 240
     cond_layers: int = 2
     num_classes: int = 0  # > 0: class-conditional layer norms
+    # Input of position 0: "learned" = a trained hidden-size vector (official HEAD, videogpt/attention.py
+    # L513-530, RightShift.sos, init N(0, 0.02^2)); "zero" = a zero vector (what kinema used before; the
+    # default, so that configs saved without this key -- every prior trained before it existed -- load as
+    # they were trained; the shipped configs set "learned").
+    start: Literal["learned", "zero"] = "zero"
+    # Self-attention: "full" causal, or "sparse" = the official N-d strided layout (videogpt/attention.py
+    # L250-454, `attn_type = "sparse"`; both released priors use it, README.md L116): block row r sees the
+    # blocks r - sparse_local_blocks .. r and, along every block-grid axis but the last, the blocks before
+    # it. Official defaults block = 32, num_local_blocks = 4 (attention.py L255).
+    attention: Literal["full", "sparse"] = "full"
+    sparse_block: int = 32
+    sparse_local_blocks: int = 4
     temperature: float = 1.0  # sampling defaults of model.sample
     top_k: int = 0  # 0 = no top-k filtering
 
@@ -97,18 +116,25 @@ class VideoGPTPriorConfig:
 
     def validate(self) -> None:
         for key in ("frames", "resolution", "codebook_size", "hidden", "heads", "layers", "cond_hidden",
-                    "temperature"):
+                    "temperature", "sparse_block", "sparse_local_blocks"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key} must be > 0, got {getattr(self, key)}")
         for key in ("cond_frames", "cond_layers", "num_classes", "top_k"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"model.{key} must be >= 0, got {getattr(self, key)}")
         check_downsample(self.downsample, (self.frames, self.resolution, self.resolution))
-        if self.hidden % 3 or self.hidden % self.heads:
-            raise ConfigError(f"model.hidden = {self.hidden} must be divisible by 3 (one position table per "
-                              f"axis) and by model.heads = {self.heads}; e.g. 576")
-        if self.cond_frames and (self.cond_hidden % 3 or self.cond_hidden % self.heads):
-            raise ConfigError(f"model.cond_hidden = {self.cond_hidden} must be divisible by 3 and model.heads")
+        if self.hidden % self.heads:
+            raise ConfigError(f"model.hidden = {self.hidden} must be divisible by model.heads = {self.heads}; "
+                              "e.g. 576 or 512 with 4 heads")
+        if self.cond_frames and self.cond_hidden % self.heads:
+            raise ConfigError(f"model.cond_hidden = {self.cond_hidden} must be divisible by model.heads = "
+                              f"{self.heads}")
+        if self.attention == "sparse":
+            try:
+                strided_block_shape(self.latent_shape, self.sparse_block)
+            except ValueError as exc:
+                raise ConfigError(f"model.attention = \"sparse\": {exc}; choose model.sparse_block (official: "
+                                  "32) dividing the product of the code grid's trailing axes") from None
         if self.cond_frames > self.frames:
             raise ConfigError(f"model.cond_frames = {self.cond_frames} exceeds model.frames = {self.frames}")
         if self.cond_frames and self.resolution % 4:
@@ -195,13 +221,21 @@ class LayerNorm(nn.Module):
         return (y * g + b).to(x.dtype)
 
 
+def axis_widths(dim: int) -> list[int]:
+    """Widths of the T, H, W position tables: ``dim // 3`` each, the remainder to the first ones
+    (512 -> 171, 171, 170). The official ``AddBroadcastPosEmbed`` asserts ``dim % 3 == 0``
+    (videogpt/attention.py L467), so it cannot build the paper's 512-wide BAIR prior (Table 9); the uneven
+    split is kinema's choice and gives the official tables whenever ``dim`` is a multiple of 3."""
+    return [dim // 3 + (i < dim % 3) for i in range(3)]
+
+
 class PositionEmbedding(nn.Module):
     """Factorised learned embedding of a ``(t, h, w)`` grid, flattened T-major: ``(t*h*w, dim)``."""
 
     def __init__(self, shape: tuple[int, int, int], dim: int) -> None:
         super().__init__()
         self.shape = tuple(shape)
-        self.tables = nn.ParameterList(nn.Parameter(torch.randn(s, dim // 3) * 0.01) for s in shape)
+        self.tables = nn.ParameterList(nn.Parameter(torch.randn(s, c) * 0.01) for s, c in zip(shape, axis_widths(dim)))
 
     def forward(self) -> torch.Tensor:
         t, h, w = self.shape
@@ -227,11 +261,13 @@ class Block(nn.Module):
         self.fc = nn.Sequential(nn.Linear(d, 4 * d), GeLU2(), nn.Linear(4 * d, d))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def self_attention(self, h: torch.Tensor, cache: dict | None, pos: int | None) -> torch.Tensor:
+    def self_attention(self, h: torch.Tensor, cache: dict | None, pos: int | None,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: None = causal; else the boolean (sparse) mask of these queries over the keys so far."""
         attn = self.attn
         q, k, v = attn.split(attn.q(h)), attn.split(attn.k(h)), attn.split(attn.v(h))  # (B, heads, L, c)
-        if cache is None:  # training / full pass: causal over the whole sequence
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        if cache is None:  # training / full pass: causal (or the sparse mask) over the whole sequence
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                                dropout_p=self.attn_dropout if self.training else 0.0)
         else:  # decoding one position: keys/values of positions 0..pos
             if "k" not in cache:  # allocated on first use, in the dtype autocast gives k and v
@@ -239,11 +275,12 @@ class Block(nn.Module):
                 cache["k"], cache["v"] = k.new_zeros(shape), v.new_zeros(shape)
             cache["k"][:, :, pos : pos + 1] = k
             cache["v"][:, :, pos : pos + 1] = v
-            a = F.scaled_dot_product_attention(q, cache["k"][:, :, : pos + 1], cache["v"][:, :, : pos + 1])
+            a = F.scaled_dot_product_attention(q, cache["k"][:, :, : pos + 1], cache["v"][:, :, : pos + 1],
+                                               attn_mask=mask)
         return attn.merge(a)
 
-    def forward(self, x, onehot=None, cond=None, cache: dict | None = None, pos: int | None = None):
-        x = x + self.drop(self.self_attention(self.norm_attn(x, onehot), cache, pos))
+    def forward(self, x, onehot=None, cond=None, cache: dict | None = None, pos: int | None = None, mask=None):
+        x = x + self.drop(self.self_attention(self.norm_attn(x, onehot), cache, pos, mask))
         if cond is not None:
             h = self.norm_cross(x, onehot)
             x = x + self.drop(self.cross(h, cond))  # no attention dropout here (official enc_attn)
@@ -277,6 +314,13 @@ class PriorTransformer(nn.Module):
         self.cfg = cfg
         self.fc_in = nn.Linear(embedding_dim, cfg.hidden, bias=False)
         nn.init.normal_(self.fc_in.weight, std=0.02)
+        # official HEAD RightShift (videogpt/attention.py L513-530): a learned start vector after fc_in
+        self.sos = nn.Parameter(torch.randn(cfg.hidden) * 0.02) if cfg.start == "learned" else None
+        if cfg.attention == "sparse":  # block layout (not saved: it follows from the config)
+            self.register_buffer("layout", strided_sparse_layout(cfg.latent_shape, cfg.sparse_block,
+                                                                 cfg.sparse_local_blocks), persistent=False)
+        else:
+            self.layout = None
         self.pos = PositionEmbedding(cfg.latent_shape, cfg.hidden)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
         self.norm = LayerNorm(cfg.hidden, cfg.num_classes)
@@ -287,22 +331,33 @@ class PriorTransformer(nn.Module):
     def forward(self, inputs: torch.Tensor, onehot=None, cond=None) -> torch.Tensor:
         """``inputs (B, L, embedding_dim)`` = codebook vectors of the codes (not yet shifted) ->
         logits ``(B, L, codes)``; the logits of position i depend on inputs ``< i`` only."""
-        x = F.pad(inputs[:, :-1], (0, 0, 1, 0))  # right shift: position i sees code i-1
-        x = self.fc_in(x) + self.pos()[: x.shape[1]]
+        if self.sos is None:
+            x = self.fc_in(F.pad(inputs[:, :-1], (0, 0, 1, 0)))  # right shift: position i sees code i-1
+        else:
+            x = self.fc_in(inputs[:, :-1])
+            x = torch.cat([self.sos.to(x.dtype).expand(len(x), 1, -1), x], dim=1)
+        length = x.shape[1]
+        x = x + self.pos()[:length]
+        mask = None if self.layout is None else \
+            sparse_causal_mask(self.layout, self.cfg.sparse_block, slice(0, length), length)
         for block in self.blocks:
-            x = block(x, onehot, cond)
+            x = block(x, onehot, cond, mask=mask)
         return self.fc_out(self.norm(x, onehot))
 
     def step(self, prev: torch.Tensor | None, pos: int, caches: list[dict], onehot=None, cond=None) -> torch.Tensor:
         """Decode position ``pos`` with key/value caches: ``prev (B, embedding_dim)`` is code pos-1's
         vector (None at pos 0) -> logits ``(B, codes)``."""
-        if prev is None:
+        if prev is None and self.sos is not None:
+            x = self.sos.expand(caches[0]["batch"], 1, -1)
+        elif prev is None:
             x = torch.zeros(caches[0]["batch"], 1, self.cfg.hidden, device=self.fc_in.weight.device)
         else:
             x = self.fc_in(prev[:, None])
         x = x + self.pos()[pos : pos + 1]
+        mask = None if self.layout is None else \
+            sparse_causal_mask(self.layout, self.cfg.sparse_block, slice(pos, pos + 1), pos + 1)
         for block, cache in zip(self.blocks, caches):
-            x = block(x, onehot, cond, cache, pos)
+            x = block(x, onehot, cond, cache, pos, mask)
         return self.fc_out(self.norm(x, onehot))[:, 0]
 
     def new_caches(self, batch: int) -> list[dict]:

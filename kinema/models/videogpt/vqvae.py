@@ -11,14 +11,15 @@ Facts from the official code (wilson1yan/VideoGPT, ``videogpt/vqvae.py``):
   over one of T, H, W.
 - Pre-/post-quantisation 1x1x1 convs (hidden <-> embedding_dim). Decoder mirrors the encoder with
   transposed convs (kernel 4, stride 2), ReLU between them, no output activation.
-- Codebook: 2048 codes x 256 dims, data-dependent init from the first batch's encoder outputs, EMA
+- Codebook: 2048 codes (the code's default, vqvae.py:79; the paper's BAIR and UCF-101 models use 1024,
+  paper Table 8) x 256 dims, data-dependent init from the first batch's encoder outputs, EMA
   (decay 0.99) of counts ``N`` and sums ``z_avg``, Laplace-smoothed normalisation (1e-7), then every
   code whose EMA count ``N < 1`` is replaced by a random encoder output of the batch (outputs are
   tiled with noise ``0.01 / sqrt(D)`` when there are fewer outputs than codes).
 - Loss: ``mse(x_hat, x) / 0.06 + 0.25 * mse(z_e, sg[e])`` with pixels in ``[-0.5, 0.5]``
   (0.06 is the data variance there). kinema's pixels are in ``[-1, 1]`` (4x the variance), so the
   reconstruction term is ``mse / (4 * data_variance)`` -- the same number the official code gives.
-  Adam lr 7e-4, betas (0.9, 0.999).
+  Adam, betas (0.9, 0.999), no schedule (vqvae.py:73); lr 7e-4 in the paper (Table 8), 3e-4 in the code.
 
 Deviation: the official encoder's 3x3x3 conv takes 3 input channels when there is a single
 downsampling stage (a bug that crashes); here it always takes ``hidden`` channels.
@@ -44,7 +45,8 @@ from kinema.nn.convs import SamePadConv3d, SamePadConvTranspose3d
 
 @dataclass
 class VideoGPTVQVAEConfig:
-    """VQ-VAE hyper-parameters; defaults are the official ones (16x64x64 clips -> 4x16x16 codes)."""
+    """VQ-VAE hyper-parameters; defaults are the official code's (16x64x64 clips -> 4x16x16 codes, 2048
+    codes), not the paper's settings (configs/videogpt_vqvae_{bair_64,ucf101_128}.toml)."""
 
     # Loss weights moved to the "vqvae" objective, which replaced "likelihood" for this model.
     MOVED_KEYS: ClassVar[dict[str, str]] = {"commitment": "objective.commitment",
