@@ -192,7 +192,9 @@ def test_elastic_restart_resumes_from_the_last_checkpoint(runs):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert marker.exists(), "the worker did not crash: the test exercised nothing"
     steps = [eval(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 3, 4, 5], f"expected a resume from step 2 after the crash, log steps {steps}"
+    # the resumed run logs steps 3.. again and drops the killed run's record of step 3: each step once
+    assert steps == [1, 2, 3, 4, 5], f"each step logged once after the resume, log steps {steps}"
+    assert "resuming" in result.stderr and "from step_0000002 (step 2)" in result.stderr, result.stderr[-2000:]
     straight = one_process(run_config(steps=5, checkpoint_every=2), tmp / "straight5_elastic").parent.parent
     distance = update_distance(final_weights(straight), final_weights(run), initial_weights(cfg))
     assert distance < 1e-3, distance

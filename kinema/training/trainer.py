@@ -250,6 +250,7 @@ class Trainer:
             self._replan_schedule(saved_config.train)
             if self.process.is_main:
                 self._truncate_metrics()
+                tqdm.write(f"kinema: resuming {self.out} from {resume_from.name} (step {self.step})", file=sys.stderr)
         self._check_disk_space()
 
     def checkpoint_bytes(self) -> int:

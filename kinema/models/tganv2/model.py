@@ -65,6 +65,11 @@ class TGANv2Config:
     temporal_solver: str = "rk4"
     temporal_activation: Literal["tanh", "leaky_relu", "softplus"] = "leaky_relu"
     temporal_adjoint: bool = False
+    # Initial bias of the ConvLSTM's forget gate. 0 is the official code's (Chainer's zero bias). With
+    # zero input after t = 0 a forget gate near sigmoid(0) = 0.5 halves the cell state every frame, so at
+    # small scale the late frames start out identical for every z; a positive bias (Gers et al. 2000;
+    # Jozefowicz et al. 2015 recommend 1) keeps the state, and z's influence, alive (docs/models/tganv2.md).
+    convlstm_forget_bias: float = 0.0
 
     def temporal_config(self) -> TemporalConfig:
         return TemporalConfig(kind=self.temporal, order=self.temporal_order, solver=self.temporal_solver,
@@ -105,6 +110,9 @@ class TGANv2Config:
         except ConfigError as exc:  # name the flat model.* key the user wrote
             raise ConfigError(str(exc).replace("temporal.kind", "model.temporal")
                               .replace("temporal.", "model.temporal_")) from None
+        if self.convlstm_forget_bias != 0 and self.temporal != "convlstm":
+            raise ConfigError(f"model.convlstm_forget_bias = {self.convlstm_forget_bias} only applies to "
+                              f'model.temporal = "convlstm", not {self.temporal!r}: remove it')
         if len(self.dis_channels) < 1:
             raise ConfigError("model.dis_channels needs at least one width")
         span = self.subsample_stride ** (self.levels - 1)
@@ -287,6 +295,10 @@ class TGANv2(UniformNoiseVideoGAN):
         self.discriminator = MultiLevelDiscriminator(cfg)
         if cfg.init == "official":
             init_official_weights(self)
+        if cfg.temporal == "convlstm" and cfg.convlstm_forget_bias:
+            cell = self.generator.temporal.rnn.cell
+            with torch.no_grad():  # gate order of ConvLSTMCell: input, forget, output, candidate
+                cell.gates.bias[cell.hidden_channels:2 * cell.hidden_channels] = cfg.convlstm_forget_bias
 
     def generate_levels(
         self, z: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
@@ -362,7 +374,11 @@ def init_official_weights(model: TGANv2) -> None:
         elif isinstance(module, TGANv2Generator):
             lecun_normal_(module.fc.weight)
             if module.cfg.temporal == "convlstm":
-                lecun_normal_(module.temporal.rnn.cell.gates.weight)
+                # Official: two convolutions, w_xifoc over x and w_hifoc over h, each LeCun-normal with
+                # its own fan-in (9 C); kinema's one convolution over concat(x, h) is initialised per half.
+                cell = module.temporal.rnn.cell
+                lecun_normal_(cell.gates.weight[:, :cell.in_channels])
+                lecun_normal_(cell.gates.weight[:, cell.in_channels:])
             for render in module.renders:
                 lecun_normal_(render.conv.weight)
         if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)) and module.bias is not None:
