@@ -14,7 +14,7 @@ import torch
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
-from kinema.runs import checkpoint_step, list_checkpoints
+from kinema.runs import checkpoint_step, latest_valid_checkpoint, list_checkpoints
 from kinema.training.loop_utils import resolve_device
 from kinema.training.trainer import Trainer
 from kinema.video import save_video_grid, to_uint8, write_video
@@ -30,10 +30,11 @@ def resolve_run_config(
     if config_path is None:
         if not resume:
             raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
-        checkpoints = list_checkpoints(Path(out))
-        if not checkpoints:
+        # The checkpoint the Trainer will resume from (it names the bad ones it skips).
+        ckpt = latest_valid_checkpoint(Path(out), warn=None)
+        if ckpt is None:
             raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from")
-        saved = load_config_json(checkpoints[-1] / "config.json").to_dict()
+        saved = load_config_json(ckpt / "config.json").to_dict()
         return load_config(None, overrides, **saved)
     return load_config(config_path, overrides)
 
@@ -104,10 +105,10 @@ def generate(model, num: int, seed: int = 0, batch_size: int = 16, progress: boo
              **options) -> torch.Tensor:
     """``num`` videos ``(N, C, T, H, W)`` in [-1, 1] on the CPU; the same seed gives the same videos.
 
-    ``options`` are the model family's sampling options (:func:`sample_options` and ``kinema sample
     ``precision``: ``"fp32"``, ``"bf16"`` or ``"fp16"`` -- sampling under autocast (the weights stay
     float32; the videos come back float32). bf16 suits CPUs and recent GPUs; fp16 is for GPUs.
 
+    ``options`` are the model family's sampling options (:func:`sample_options` and ``kinema sample
     --help`` list them per model, e.g. ``times`` for continuous-time models); an option the model does
     not support raises :class:`kinema.errors.SamplingError`.
     """
@@ -174,8 +175,8 @@ def sample(
     fps: float | None = None,
     batch_size: int = 16,
     progress: bool = False,
-    **options,
     precision: str = "fp32",
+    **options,
 ) -> list[Path]:
     """Write ``num`` samples: one grid video (``out`` ending in .mp4/.gif) or, for a folder, one MP4
     per sample plus ``grid.gif`` / ``grid.mp4``. ``options``: the family's sampling options (see
