@@ -83,8 +83,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3  # older checkpoints are deleted; 0 keeps all
     fps: float = 8.0  # frame rate of written sample videos
-    # CPU threads for PyTorch; 0: PyTorch's default (all cores), divided by the processes per node under
-    # torchrun. Another busy process on the cores makes the default several times slower: then use 1-2.
+    # CPU threads for PyTorch; 0: automatic -- all cores, divided by the processes per node under torchrun,
+    # minus the DataLoader workers (one thread each). Another busy process on the cores makes the default
+    # several times slower: then use 1-2.
     threads: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bit-exact resume tests
     # Training-time evaluation (rank 0): every `eval_every` steps (0 = never) and at the end, score the
@@ -96,6 +97,11 @@ class TrainConfig:
     eval_metrics: list[str] = field(default_factory=lambda: ["motion256"])
     eval_num: int = 64
     eval_i3d: str = ""
+    # Weights & Biases beside TensorBoard (rank 0; needs `pip install "kinema[wandb]"`): "online",
+    # "offline" (written under OUT/wandb, upload later with `wandb sync`) or "off". --resume continues
+    # the same W&B run. The run directory stays the record; W&B gets a copy of scalars and sample grids.
+    wandb: Literal["off", "online", "offline"] = "off"
+    wandb_project: str = "kinema"
     # "bf16" / "fp16": forward passes under torch.autocast; weights, optimiser state, losses and the
     # gradient penalty's branch stay fp32. fp16 adds dynamic loss scaling (torch.amp.GradScaler).
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

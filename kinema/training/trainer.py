@@ -145,6 +145,7 @@ class Trainer:
     ) -> None:
         self.out = Path(out_dir)
         self._writer = None  # TensorBoard, open only inside fit()
+        self._wandb = None  # WandbLogger when train.wandb is on, open only inside fit()
         self._lock: RunLock | None = None
         self._stop_signal: int | None = None  # set by the signal handler, acted on between steps
         self.device, self.process = distributed.setup(device, dist_backend)
@@ -516,6 +517,8 @@ class Trainer:
         if self._writer is not None:
             for name, result in results.items():
                 self._writer.add_scalar(f"eval/{name}", result["value"], self.step)
+        if self._wandb is not None:
+            self._wandb.scalars({name: result["value"] for name, result in results.items()}, self.step, "eval")
         return results
 
     def write_samples(self) -> list[Path]:
@@ -529,6 +532,8 @@ class Trainer:
         paths = [save_video_grid(videos, stem.with_suffix(ext), fps=fps) for ext in (".gif", ".mp4")]
         if self._writer is not None:
             add_gif_to_tensorboard(self._writer, "samples", paths[0], self.step)
+        if self._wandb is not None:
+            self._wandb.video("samples", paths[0], self.step)
         return paths
 
     def _log(self, metrics: dict[str, float]) -> None:
@@ -540,6 +545,8 @@ class Trainer:
         if self._writer is not None:
             for key, value in metrics.items():
                 self._writer.add_scalar(f"train/{key}", value, self.step)
+        if self._wandb is not None:
+            self._wandb.scalars(metrics, self.step)
 
     # ------------------------------------------------------------------ the loop
 
@@ -651,6 +658,10 @@ class Trainer:
                 self._writer = SummaryWriter(str(self.out / "tensorboard"), **purge)
             except ImportError:  # TensorBoard is optional at run time
                 pass
+            if train.wandb != "off":
+                from kinema.training.wandb_logger import WandbLogger
+
+                self._wandb = WandbLogger(self.out, self.config, train.wandb, train.wandb_project)
         expected = [train.batch_size // info.world_size, *self.model.video_shape]
         rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
@@ -740,5 +751,8 @@ class Trainer:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            if self._wandb is not None:
+                self._wandb.close()
+                self._wandb = None
         distributed.barrier()  # the final checkpoint exists before any rank returns
         return list_checkpoints(self.out)[-1]
