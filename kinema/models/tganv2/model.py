@@ -26,7 +26,7 @@ from torch import nn
 
 from kinema.errors import ConfigError
 from kinema.models.base import UniformNoiseVideoGAN
-from kinema.nn.temporal import TemporalConfig, build_temporal
+from kinema.nn.temporal import ConvLSTMTemporal, TemporalConfig, build_temporal
 from kinema.nn import BatchRows, DisBlock3d, OptimizedDisBlock3d, UpBlock2d, assert_shape
 
 
@@ -157,6 +157,80 @@ def gather_frames(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     return x[batch_index, indices.to(x.device)]
 
 
+# --------------------------------------------------------------------------- ConvLSTM fast path
+
+# False: run the ConvLSTM module step by step (the reference path; benchmarks/train_speed.py compares).
+FAST_CONVLSTM = True
+
+
+class _SharedWeightSteps(torch.autograd.Function):
+    """``weight @ cols`` for one step of a recurrence whose steps share ``weight``.
+
+    Each step's backward returns the gradient of its ``cols`` and stores ``(grad, cols)``; the weight's
+    gradient of all steps is computed once, as one matrix product over every step, by the backward of
+    the sequence's first step -- it runs last, because every later step's input depends on it. Same
+    maths as a gradient per step summed by autograd, with one product instead of one weight-sized
+    product and one weight-sized addition per step (a ConvLSTM's gates weight is large and its map
+    tiny, so those dominated). First-order only.
+    """
+
+    @staticmethod
+    def forward(ctx, cols, weight, store, first):
+        ctx.save_for_backward(cols, weight)
+        ctx.store, ctx.first = store, first
+        return torch.matmul(weight, cols)  # (O, K) @ (B, K, L) -> (B, O, L)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        cols, weight = ctx.saved_tensors
+        grad_cols = torch.matmul(weight.t(), grad) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        if ctx.needs_input_grad[1]:
+            ctx.store.append((grad, cols))
+            if ctx.first:
+                grads, colss = zip(*ctx.store)
+                ctx.store.clear()
+                # (steps, B, O, L) and (steps, B, K, L) -> (O, steps*B*L) @ (steps*B*L, K)
+                g = torch.stack(grads).permute(2, 0, 1, 3).reshape(weight.shape[0], -1)
+                c = torch.stack(colss).permute(0, 1, 3, 2).reshape(-1, weight.shape[1])
+                grad_weight = g @ c
+        return grad_cols, grad_weight, None, None
+
+
+def convlstm_latents(temporal: ConvLSTMTemporal, z: torch.Tensor, times: torch.Tensor | None = None) -> torch.Tensor:
+    """``ConvLSTMTemporal.forward`` computed faster: ``z (B, C, s, s)`` -> ``(B, T, C, s, s)``.
+
+    The ConvLSTM's input is ``z`` at t = 0 and zeros afterwards, and its state starts at zero, so the
+    gates convolution over ``concat(x, h)`` only needs its x half at t = 0 and its h half afterwards
+    (the skipped halves multiply exact zeros). Each step is a matrix product over the unfolded map,
+    the h half's weight gradient one product for all steps (:class:`_SharedWeightSteps`).
+    """
+    cell = temporal.rnn.cell
+    steps = temporal._times(times, z).numel()
+    conv = cell.gates
+    k, pad = conv.kernel_size, conv.padding
+    b, _, hh, ww = z.shape
+    w_x = conv.weight[:, : cell.in_channels].reshape(conv.out_channels, -1)
+    w_h = conv.weight[:, cell.in_channels :].reshape(conv.out_channels, -1)
+    bias = conv.bias[:, None] if conv.bias is not None else 0
+    store: list = []
+    outputs, c = [], None
+    for step in range(steps):
+        if step == 0:
+            gates = torch.matmul(w_x, F.unfold(z, k, padding=pad)) + bias
+        else:
+            cols = F.unfold(h, k, padding=pad)
+            gates = _SharedWeightSteps.apply(cols, w_h, store, step == 1) + bias
+        i, f, o, g = gates.view(b, -1, hh, ww).chunk(4, dim=1)
+        cand = torch.sigmoid(i) * torch.tanh(g)
+        c = cand if c is None else torch.sigmoid(f) * c + cand  # c starts at zero
+        h = torch.sigmoid(o) * torch.tanh(c)
+        outputs.append(h)
+    maps = torch.stack(outputs, dim=1)  # (B, T, hidden, s, s)
+    return temporal.out(maps.flatten(0, 1)).unflatten(0, (b, steps))
+
+
 # --------------------------------------------------------------------------- networks
 
 
@@ -195,6 +269,8 @@ class TGANv2Generator(nn.Module):
         cfg = self.cfg
         assert_shape(z, [None, cfg.z_dim], "TGANv2 noise z (B, z_dim)")
         x0 = self.fc(z).view(z.shape[0], -1, cfg.base_size, cfg.base_size)
+        if isinstance(self.temporal, ConvLSTMTemporal) and FAST_CONVLSTM:
+            return rearrange(convlstm_latents(self.temporal, x0, times), "b t c h w -> b c t h w")
         return rearrange(self.temporal(x0, times), "b t c h w -> b c t h w")
 
     def forward(

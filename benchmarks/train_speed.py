@@ -1,0 +1,380 @@
+"""Time one training step of any config three ways, side by side in one process.
+
+1. ``bare``: the objective's step alone -- ``objective.train_step`` on a batch already on the device,
+   the same model and optimisers the trainer built.
+2. ``cli``: the trainer's step as ``kinema train`` runs it -- the real ``Trainer.fit`` loop, measured
+   from the start of one objective step to the start of the next (data, schedules, EMA, logging,
+   checks included). Samples and checkpoints (every ``train.sample_every`` / ``checkpoint_every``
+   steps, and after the last step) are switched off: they are not per-step work.
+3. the gap ``cli - bare`` per step, broken down into data (next batch + device copy), LR schedules,
+   logging, and the rest of the loop (stop/lock checks, EMA, shape checks, progress bar).
+
+The two alternate every round (a bare step is run between two trainer steps and excluded from their
+timing), so drift of the machine cancels in the per-round ratio cli / bare. It also counts the FLOPs of
+one step (``torch.utils.flop_counter.FlopCounterMode``: forward, backward and double backward) and
+reports achieved FLOP/s against this machine's measured fp32 matmul peak at the same thread count.
+
+Before/after across two source trees: ``--ab TREE_A TREE_B`` starts one server process per tree
+(``PYTHONPATH=TREE``, both from this script) and alternates their steps, one at a time.
+
+    OMP_NUM_THREADS=1 python benchmarks/train_speed.py --threads 1 --out benchmarks/results/train_speed_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+HALF_WIDTH = ["model.gen_channels=[512,256,128,64,32,16,16]", "model.dis_channels=[32,64,128,256,512]"]
+DEFAULT_CONFIG = "tganv2_ucf101_192"
+DEFAULT_SETS = HALF_WIDTH + ["data.source=synthetic", "data.workers=0"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 FLOP/s of an n x n matmul on ``device`` at the current thread count."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def ratio_stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+class StepTimer:
+    """Wraps a Trainer so its loop's per-step periods and their parts are recorded, and runs
+    ``between()`` (untimed) before every objective step."""
+
+    def __init__(self, trainer, between) -> None:
+        self.trainer, self.between = trainer, between
+        self.entries: list[float] = []  # wrapper entry: end of the previous loop iteration's work
+        self.starts: list[float] = []  # start of the objective step (after between())
+        self.step_s: list[float] = []
+        self.parts: dict[str, list[float]] = {"data": [], "schedules": [], "logging": []}
+        self._acc = {k: 0.0 for k in self.parts}
+        objective = trainer.objective
+        inner = objective.train_step
+
+        def train_step(batches, ctx):
+            self.entries.append(time.perf_counter())
+            for k in self.parts:  # the parts accumulated since the previous step's start
+                if self.starts:
+                    self.parts[k].append(self._acc[k])
+                self._acc[k] = 0.0
+            self.between()
+            sync(trainer.device)
+            self.starts.append(time.perf_counter())
+            out = inner(batches, ctx)
+            sync(trainer.device)
+            self.step_s.append(time.perf_counter() - self.starts[-1])
+            return out
+
+        objective.train_step = train_step
+        batches = trainer._batches
+
+        def timed_batches():
+            it = batches()
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                self._acc["data"] += time.perf_counter() - t
+                yield item
+
+        trainer._batches = timed_batches
+        to_device = trainer._to_device
+
+        def timed_to_device(x):
+            t = time.perf_counter()
+            out = to_device(x)
+            sync(trainer.device)
+            self._acc["data"] += time.perf_counter() - t
+            return out
+
+        trainer._to_device = timed_to_device
+        for sched in trainer.schedulers.values():
+            step = sched.step
+
+            def timed_step(*a, _step=step, **k):
+                t = time.perf_counter()
+                _step(*a, **k)
+                self._acc["schedules"] += time.perf_counter() - t
+
+            sched.step = timed_step
+        log = trainer._log
+
+        def timed_log(metrics):
+            t = time.perf_counter()
+            log(metrics)
+            self._acc["logging"] += time.perf_counter() - t
+
+        trainer._log = timed_log
+        # not per-step work (step 0, every sample_every / checkpoint_every, the end)
+        trainer.write_samples = lambda: []
+        trainer.save = lambda: None
+
+    def periods(self) -> list[float]:
+        """Loop period of step i: start of its objective step to the end of the loop's work for it."""
+        return [self.entries[i + 1] - self.starts[i] for i in range(len(self.starts) - 1)]
+
+
+def build_trainer(args, out: str):
+    from kinema.registry import load_config
+    from kinema.training.trainer import Trainer
+
+    sets = list(args.set) + [f"train.batch_size={args.batch}", f'train.precision="{args.precision}"',
+                             f"train.steps={args.steps_total}", "train.sample_every=1000000",
+                             "train.checkpoint_every=1000000"]
+    config = load_config(args.config, sets)
+    trainer = Trainer(config, out, device=args.device, progress=False)
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the Trainer may have set its own share
+    return trainer
+
+
+def bare_step_fn(trainer):
+    """One objective step on a fixed batch already on the device (what the objective costs alone)."""
+    from kinema.data.batch import Batch
+    from kinema.objectives.base import StepContext
+    from kinema.training import distributed
+
+    batch = next(iter(trainer._batches())).to(trainer.device)  # called before StepTimer wraps them
+    batch: Batch = batch.with_clips(trainer._to_device(batch.clips))
+    train = trainer.config.train
+    rows = distributed.rank_rows(train.batch_size, trainer.process, train.accumulate)
+    gen = torch.Generator().manual_seed(123)
+    train_step = trainer.objective.train_step  # the objective's own (StepTimer wraps it later)
+
+    def step() -> float:
+        ctx = StepContext(trainer.optimizers, gen, rows, trainer.scaler, step=trainer.step, grad_clip=train.grad_clip)
+        sync(trainer.device)
+        t = time.perf_counter()
+        with trainer._autocast():
+            train_step(batch.split(train.accumulate), ctx)
+        sync(trainer.device)
+        return time.perf_counter() - t
+
+    return step, batch, ctx_factory(trainer, rows, gen), train_step
+
+
+def ctx_factory(trainer, rows, gen):
+    from kinema.objectives.base import StepContext
+
+    return lambda: StepContext(trainer.optimizers, gen, rows, trainer.scaler, step=trainer.step,
+                               grad_clip=trainer.config.train.grad_clip)
+
+
+def count_flops(trainer, batch, make_ctx, train_step) -> int:
+    """FLOPs of one step by PyTorch's FLOP counter formulas (``torch.utils.flop_counter.flop_registry``,
+    what ``FlopCounterMode`` sums). ``FlopCounterMode`` itself installs module hooks that
+    ``torch.autograd.grad`` rejects (the GAN objective's input gradients), so a plain dispatch mode
+    applies the same registry: matmuls and convolutions, forward, backward and double backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            packet = func._overloadpacket
+            if packet in flop_registry:
+                Counter.total += flop_registry[packet](*args, **kwargs, out_val=out)
+            return out
+
+    train = trainer.config.train
+    with Counter(), trainer._autocast():
+        train_step(batch.split(train.accumulate), make_ctx())
+    return int(Counter.total)
+
+
+def run_local(args) -> dict:
+    """Alternate bare and trainer steps in this process."""
+    with tempfile.TemporaryDirectory() as out:
+        args.steps_total = args.warmup + args.rounds + 1
+        trainer = build_trainer(args, out)
+        bare, batch, make_ctx, train_step = bare_step_fn(trainer)
+        bare_s: list[float] = []
+        n = {"calls": 0}
+
+        def between():
+            n["calls"] += 1
+            if n["calls"] > args.warmup:  # after warm-up: one bare step before every trainer step
+                bare_s.append(bare())
+
+        timer = StepTimer(trainer, between)
+        for _ in range(args.warmup):
+            bare()
+        t0 = time.perf_counter()
+        try:
+            trainer.fit()
+        except IndexError:  # fit() returns the last checkpoint; saving is switched off here
+            pass
+        fit_s = time.perf_counter() - t0
+        periods = timer.periods()[args.warmup:]
+        # trainer step i (i >= warmup) runs right after bare step i - warmup
+        bare_s = bare_s[: len(periods)]
+        ratios = [p / b for p, b in zip(periods, bare_s)]
+        parts = {k: statistics.median(v[args.warmup:][: len(periods)]) for k, v in timer.parts.items()}
+        inner = statistics.median(timer.step_s[args.warmup:][: len(periods)])
+        flops = count_flops(trainer, batch, make_ctx, train_step) if not args.no_flops else None
+        peak = matmul_peak(trainer.device)
+        cfg = trainer.config
+        params = trainer.model.parameter_counts()
+        bare_med = statistics.median(bare_s)
+        cli_med = statistics.median(periods)
+        record = {
+            "config": args.config, "set": args.set, "batch": args.batch, "device": str(trainer.device),
+            "precision": args.precision, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "parameters": params, "rounds": len(periods), "warmup": args.warmup,
+            "data_workers": cfg.data.workers, "log_every": cfg.train.log_every,
+            "bare_step_s": bare_s, "cli_step_s": periods, "cli_over_bare": ratio_stats(ratios),
+            "bare_step_median_s": bare_med, "cli_step_median_s": cli_med,
+            "gap_breakdown_median_s": {
+                **parts, "objective step inside the loop": inner,
+                "rest of the loop (checks, EMA, progress)": cli_med - inner - sum(parts.values()),
+            },
+            "flops_per_step": flops, "matmul_peak_flops": peak,
+            "achieved_flops": flops / bare_med if flops else None,
+            "fraction_of_peak": flops / bare_med / peak if flops else None,
+            "wall_s_fit": fit_s,
+        }
+        return record
+
+
+# --------------------------------------------------------------------------- before/after across trees
+
+
+def serve(args) -> None:
+    """Server for --ab: a Trainer whose loop waits for a command before each step.
+
+    Commands on stdin: ``bare`` (one bare step, prints its time) and ``go`` (lets the loop run one
+    trainer step; prints the period of the previous one once it is known, else ``nan``)."""
+    import kinema
+
+    print(json.dumps({"kinema": kinema.__file__}), flush=True)
+    with tempfile.TemporaryDirectory() as out:
+        args.steps_total = 100000
+        trainer = build_trainer(args, out)
+        bare = bare_step_fn(trainer)[0]
+
+        def between():
+            periods = timer.periods()
+            print(json.dumps({"cli": periods[-1] if periods else None}), flush=True)
+            while True:
+                line = sys.stdin.readline().strip()
+                if line == "bare":
+                    print(json.dumps({"bare": bare()}), flush=True)
+                elif line == "go":
+                    return
+                else:
+                    raise SystemExit(0)
+
+        timer = StepTimer(trainer, between)
+        trainer.fit()
+
+
+def run_ab(args) -> dict:
+    here = Path(__file__).resolve()
+    base_cmd = [sys.executable, str(here), "--serve", "--config", args.config, "--batch", str(args.batch),
+                "--device", args.device, "--precision", args.precision, "--threads", str(args.threads or 0)]
+    for s in args.set:
+        base_cmd += ["--set", s]
+    procs = {}
+    for name, tree in (("A", args.ab[0]), ("B", args.ab[1])):
+        env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+        procs[name] = subprocess.Popen(base_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        print(name, procs[name].stdout.readline().strip(), file=sys.stderr)
+
+    def ask(name, cmd):
+        p = procs[name]
+        p.stdin.write(cmd + "\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+
+    for name in procs:  # first `between`: the loop has reached step 1
+        json.loads(procs[name].stdout.readline())
+    res = {n: {"bare": [], "cli": []} for n in procs}
+    for r in range(args.warmup + args.rounds):
+        order = ("A", "B") if r % 2 == 0 else ("B", "A")
+        for name in order:
+            b = ask(name, "bare")["bare"]
+            cli = ask(name, "go")  # runs a trainer step; answers when the loop reaches the next one
+            if r >= args.warmup:
+                res[name]["bare"].append(b)
+                res[name]["cli"].append(cli["cli"])
+        print(f"round {r}: " + ", ".join(f"{n} bare {res[n]['bare'][-1]:.3f} cli {res[n]['cli'][-1]:.3f}"
+                                        for n in procs if res[n]["bare"]), file=sys.stderr)
+    for p in procs.values():
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        p.wait(timeout=60)
+    record = {"config": args.config, "set": args.set, "batch": args.batch, "device": args.device,
+              "precision": args.precision, "threads": args.threads, "trees": {"A": args.ab[0], "B": args.ab[1]},
+              "rounds": args.rounds, **{f"{n}_{k}_s": v for n in res for k, v in res[n].items()}}
+    for k in ("bare", "cli"):
+        record[f"B_over_A_{k}"] = ratio_stats([b / a for a, b in zip(res["A"][k], res["B"][k])])
+        record[f"A_{k}_median_s"] = statistics.median(res["A"][k])
+        record[f"B_{k}_median_s"] = statistics.median(res["B"][k])
+    return record
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=DEFAULT_CONFIG)
+    ap.add_argument("--set", action="append", default=None,
+                    help=f"config override (repeatable); default for the default config: {' '.join(DEFAULT_SETS)}")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: the trainer's)")
+    ap.add_argument("--rounds", type=int, default=6, help="timed rounds (one bare + one trainer step each)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--no-flops", action="store_true")
+    ap.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="before/after: two source trees")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help="append the JSON record to this file (a JSON list)")
+    args = ap.parse_args(argv)
+    if args.set is None:
+        args.set = DEFAULT_SETS if args.config == DEFAULT_CONFIG else []
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.serve:
+        serve(args)
+        return
+    record = run_ab(args) if args.ab else run_local(args)
+    print(json.dumps(record, indent=1))
+    if args.out:
+        path = Path(args.out)
+        records = json.loads(path.read_text()) if path.exists() else []
+        records.append(record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(records, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

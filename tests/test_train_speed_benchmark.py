@@ -1,0 +1,61 @@
+"""benchmarks/train_speed.py runs and reports; the ConvLSTM fast path keeps TGANv2's maths."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import kinema.models.tganv2.model as tganv2
+from kinema.registry import build_model, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "benchmarks" / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_speed_record(tmp_path):
+    bench = _load_benchmark()
+    out = tmp_path / "speed.json"
+    bench.main(["--config", "tganv2_tiny", "--set", "data.workers=0", "--batch", "2", "--rounds", "2",
+                "--warmup", "1", "--threads", "1", "--out", str(out)])
+    (record,) = json.loads(out.read_text())
+    assert record["rounds"] == 2 and len(record["bare_step_s"]) == 2 == len(record["cli_step_s"])
+    assert all(t > 0 for t in record["bare_step_s"] + record["cli_step_s"])
+    assert record["flops_per_step"] > 0 and record["matmul_peak_flops"] > 0
+    assert 0 < record["fraction_of_peak"] < 1.5
+    assert set(record["gap_breakdown_median_s"]) >= {"data", "schedules", "logging"}
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.temporal=ode", "model.convlstm_forget_bias=0"]])
+def test_fast_convlstm_same_outputs_and_gradients(overrides):
+    cfg = load_config("tganv2_tiny", overrides).model
+    torch.manual_seed(0)
+    model = build_model(cfg).double()
+    z = model.sample_noise(3, generator=torch.Generator().manual_seed(1)).double()
+    results = {}
+    try:
+        for fast in (False, True):
+            tganv2.FAST_CONVLSTM = fast
+            model.zero_grad(set_to_none=True)
+            videos = model.generate_levels(z, generator=torch.Generator().manual_seed(2))
+            weights = [torch.linspace(-1, 1, v.numel(), dtype=v.dtype).view_as(v) for v in videos]
+            sum((v * w).sum() for v, w in zip(videos, weights)).backward()
+            grads = {n: p.grad.clone() for n, p in model.generator.named_parameters() if p.grad is not None}
+            results[fast] = ([v.detach() for v in videos], grads)
+    finally:
+        tganv2.FAST_CONVLSTM = True
+    (ref_videos, ref_grads), (videos, grads) = results[False], results[True]
+    for a, b in zip(ref_videos, videos):
+        torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-9, atol=1e-12, msg=name)
