@@ -33,10 +33,15 @@ class GANConfig:
     # (batch 32 per GPU) -- its strength grows with the batch. "mean": lam * mean over samples of
     # per-sample sum(grad^2); with batch B, gp_weight = 0.5 * 32 under "mean" matches the paper's run.
     gp_reduction: Literal["sum", "mean"] = "sum"
+    # Lazy R1 (StyleGAN2's lazy regularisation): compute the penalty only on steps where
+    # step % gp_every == 0, weighted by gp_every, in that step's discriminator update. 1 = every step.
+    gp_every: int = 1
 
     def validate(self) -> None:
         if self.gp_weight < 0:
             raise ConfigError(f"objective.gp_weight must be >= 0, got {self.gp_weight}")
+        if self.gp_every < 1:
+            raise ConfigError(f"objective.gp_every must be >= 1 (1 = R1 on every step), got {self.gp_every}")
 
 
 class GANModel(Protocol):
@@ -152,22 +157,23 @@ class GANObjective(Objective):
         d_params = ctx.params("discriminator")
         device = batches[0].clips.device
         start = ctx.generator.get_state()
+        gp_due = cfg.gp_weight > 0 and ctx.step % cfg.gp_every == 0
         d_losses, penalties, real_means = [], [], []
         for batch, rows, fakes, scores in zip(batches, ctx.rows, self._fake_inputs, self._fake_scores):
             ctx.generator.set_state(start)
             with torch.autocast(device.type, enabled=False):
                 levels = model.real_levels(batch.clips, ctx.generator, rows=rows)
-                reals = [r.detach().float().requires_grad_(cfg.gp_weight > 0) for r in levels]
+                reals = [r.detach().float().requires_grad_(gp_due) for r in levels]
                 real_scores = torch.cat(model.discriminate(reals))
                 penalty = (
                     real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
-                    if cfg.gp_weight > 0
+                    if gp_due
                     else torch.zeros((), device=device)
                 )
             if k > 1:
                 scores = torch.cat(model.discriminate(fakes))
             loss_d = discriminator_loss(real_scores, scores, cfg.loss)
-            ctx.scale(loss_d + cfg.gp_weight * penalty).backward(inputs=d_params)
+            ctx.scale(loss_d + cfg.gp_weight * cfg.gp_every * penalty).backward(inputs=d_params)
             d_losses.append(loss_d.detach())
             penalties.append(penalty.detach())
             real_means.append(real_scores.detach().mean())
