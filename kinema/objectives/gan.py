@@ -94,10 +94,10 @@ def real_gradient_penalty(
     return penalty
 
 
-class GANObjective(Objective):
-    """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
+class TwoPlayerObjective(Objective):
+    """What every GAN objective shares: the GAN model interface, one optimiser per player, the EMA of
+    the generator. Subclasses define the phases and the losses."""
 
-    name = "gan"
     model_interface = GANModel
     ema_target = "generator"
     # The discriminator's R1 penalty needs a double backward, which compiled graphs do not support.
@@ -108,6 +108,12 @@ class GANObjective(Objective):
             "generator": list(self.model.generator.parameters()),
             "discriminator": list(self.model.discriminator.parameters()),
         }
+
+
+class GANObjective(TwoPlayerObjective):
+    """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
+
+    name = "gan"
 
     def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
         """Noise for the whole global batch (identical on every process), sliced by ``ctx.rows``."""

@@ -38,8 +38,8 @@ from torch import nn
 from kinema.data.batch import Batch
 from kinema.dist import all_reduce_mean, broadcast_
 from kinema.errors import ConfigError
-from kinema.objectives.base import Objective, Phase, StepContext
-from kinema.objectives.gan import GANModel
+from kinema.objectives.base import Phase, StepContext
+from kinema.objectives.gan import TwoPlayerObjective
 
 CLIPPED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)  # every Conv1d/2d/3d and ConvTranspose*
 
@@ -114,19 +114,10 @@ def _mean(scores: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(scores).float().mean()  # levels concatenated, fp32 under mixed precision
 
 
-class WGANObjective(Objective):
+class WGANObjective(TwoPlayerObjective):
     """WGAN with a singular-value-clipped critic; the model offers the GAN interface (TGAN, TGANv2)."""
 
     name = "wgan"
-    model_interface = GANModel
-    ema_target = "generator"
-    compile_targets = ("generator",)
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {
-            "generator": list(self.model.generator.parameters()),
-            "discriminator": list(self.model.discriminator.parameters()),
-        }
 
     def phases(self) -> tuple[Phase, ...]:
         if self.config.order == "d_first":
