@@ -107,8 +107,9 @@ class StyleGANVConfig:
             raise ConfigError(f"no frame gap fits: model.frames = {self.frames} and model.max_dist = {self.max_dist} "
                               f"leave no power of two in [{self.frames_per_clip - 1}, min(frames - 1, max_dist)]; "
                               "use longer clips or fewer frames_per_clip")
-        if self.max_dist >= self.max_num_frames:
-            raise ConfigError("model.max_dist must be < model.max_num_frames (the Δt embedding table size)")
+        if max(self.total_gaps()) >= self.max_num_frames:
+            raise ConfigError(f"model.max_num_frames ({self.max_num_frames}, the Δt embedding table size) must exceed "
+                              f"the largest frame gap {max(self.total_gaps())}")
         if self.motion_kernel < 1 or self.motion_z_distance < 1:
             raise ConfigError("model.motion_kernel and model.motion_z_distance must be >= 1")
         if not 0 <= self.augment_p <= 1:

@@ -22,6 +22,9 @@ class StyleGANVSampler(ContinuousTimeSampler):
     def __init__(self) -> None:
         super().__init__()
 
+    def frame_rate_scale(self, model, motion_seed=None, truncation_psi=None, **options) -> float:
+        return super().frame_rate_scale(model, **options)
+
     def run(self, model, num, seed, batch_size, progress, motion_seed=None, truncation_psi=None, **options):
         if num <= 0 or batch_size <= 0:
             raise SamplingError(f"--num and --batch-size must be > 0, got {num}, {batch_size}")
