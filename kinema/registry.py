@@ -27,11 +27,13 @@ from kinema.config import (
 )
 from kinema.errors import CheckpointError, ConfigError
 from kinema.models.base import VideoModel
+from kinema.models.dvg import DVG, DVGConfig, DVGSampler
 from kinema.models.stylegan_v import StyleGANV, StyleGANVConfig, StyleGANVSampler
 from kinema.models.tgan import TGAN, TGANConfig
 from kinema.models.tganv2 import TGANv2, TGANv2Config
 from kinema.models.vdm import VDM, VDMConfig, VDMSampler
 from kinema.models.videogpt import PriorSampler, VideoGPTPrior, VideoGPTPriorConfig, VideoGPTVQVAE, VideoGPTVQVAEConfig
+from kinema.objectives.dvg import DVGObjective, DVGObjectiveConfig
 from kinema.objectives.diffusion import DiffusionConfig, DiffusionObjective
 from kinema.objectives.gan import GANConfig, GANObjective
 from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
@@ -66,11 +68,13 @@ MODELS: dict[str, ModelEntry] = {
     "vdm": ModelEntry(VDMConfig, VDM, VDMSampler()),
     "videogpt_vqvae": ModelEntry(VideoGPTVQVAEConfig, VideoGPTVQVAE),
     "videogpt_prior": ModelEntry(VideoGPTPriorConfig, VideoGPTPrior, PriorSampler()),
+    "dvg": ModelEntry(DVGConfig, DVG, DVGSampler()),
 }
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {
     "gan": ObjectiveEntry(GANConfig, GANObjective),
     "diffusion": ObjectiveEntry(DiffusionConfig, DiffusionObjective),
+    "dvg": ObjectiveEntry(DVGObjectiveConfig, DVGObjective),
     "likelihood": ObjectiveEntry(LikelihoodConfig, LikelihoodObjective),
     "vqvae": ObjectiveEntry(VQVAEConfig, VQVAEObjective),
     "wgan": ObjectiveEntry(WGANConfig, WGANObjective),
