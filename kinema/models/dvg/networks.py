@@ -1,0 +1,111 @@
+"""DVG's networks: the DCGAN frame encoder/decoder with skip connections and the deterministic LSTM.
+
+Both follow the official code (github.com/shgaurav1/DVG at e882473, itself a fork of Denton & Fergus'
+SVG): ``models/dcgan_64.py`` (encoder lines 28-54, decoder 57-88) and ``models/lstm.py`` (class
+``lstm``, lines 5-35). The widths are ``nf, 2nf, 4nf, 8nf`` (official nf = 64 at 64x64: 64 -> 32 -> 16
+-> 8 -> 4, then a valid 4x4 conv to ``g_dim``). ``levels`` generalises the fixed four stride-2 blocks to
+other resolutions (``resolution = 4 * 2**levels``: 32 px -> 3 blocks); at 64 px it is exactly the
+official network. Card: docs/models/dvg.md.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """The official ``utils.init_weights`` (utils.py:304-311), applied to encoder, decoder and LSTM
+    (train.py:79-83): conv / transposed conv / linear weights N(0, 0.02), biases 0; batch-norm scales
+    N(1, 0.02), shifts 0. LSTM cells keep PyTorch's default initialisation (their class name matches
+    neither pattern)."""
+    name = type(module).__name__
+    if "Conv" in name or "Linear" in name:
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif "BatchNorm" in name:
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _down(nin: int, nout: int) -> nn.Sequential:  # dcgan_conv (dcgan_64.py:4-14)
+    return nn.Sequential(nn.Conv2d(nin, nout, 4, 2, 1), nn.BatchNorm2d(nout), nn.LeakyReLU(0.2, inplace=True))
+
+
+def _up(nin: int, nout: int) -> nn.Sequential:  # dcgan_upconv (dcgan_64.py:16-26)
+    return nn.Sequential(nn.ConvTranspose2d(nin, nout, 4, 2, 1), nn.BatchNorm2d(nout), nn.LeakyReLU(0.2, inplace=True))
+
+
+def widths(nf: int, levels: int) -> list[int]:
+    """Channel widths of the stride-2 blocks, ``nf * 2**i`` (official: 64, 128, 256, 512)."""
+    return [nf * 2**i for i in range(levels)]
+
+
+class FrameEncoder(nn.Module):
+    """``(B, C, H, W)`` -> ``h`` ``(B, g_dim)`` in (-1, 1) (BatchNorm + tanh) and the ``levels`` skip
+    maps, finest first (official ``encoder.forward`` returns ``h5.view(-1, dim), [h1, h2, h3, h4]``)."""
+
+    def __init__(self, g_dim: int, channels: int, nf: int, levels: int) -> None:
+        super().__init__()
+        w = widths(nf, levels)
+        self.blocks = nn.ModuleList(_down(cin, cout) for cin, cout in zip([channels, *w[:-1]], w))
+        self.head = nn.Sequential(nn.Conv2d(w[-1], g_dim, 4, 1, 0), nn.BatchNorm2d(g_dim), nn.Tanh())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for block in self.blocks:
+            x = block(x)
+            skips.append(x)
+        return self.head(x).flatten(1), skips
+
+
+class FrameDecoder(nn.Module):
+    """``(h (B, g_dim), skips)`` -> frame ``(B, C, H, W)``: a 4x4 transposed conv from the latent, then
+    per level [concatenate the skip map, transposed conv 4x4 s2, BN, LeakyReLU 0.2], the last one a bare
+    transposed conv to ``channels`` followed by the output activation (official: tanh, dcgan_64.py:75-79;
+    SVG: sigmoid)."""
+
+    def __init__(self, g_dim: int, channels: int, nf: int, levels: int, activation: str) -> None:
+        super().__init__()
+        w = widths(nf, levels)
+        self.g_dim = g_dim
+        self.stem = nn.Sequential(nn.ConvTranspose2d(g_dim, w[-1], 4, 1, 0), nn.BatchNorm2d(w[-1]),
+                                  nn.LeakyReLU(0.2, inplace=True))
+        rev = w[::-1]  # 512, 256, 128, 64
+        self.blocks = nn.ModuleList(_up(2 * cin, cout) for cin, cout in zip(rev[:-1], rev[1:]))
+        self.out = nn.ConvTranspose2d(2 * rev[-1], channels, 4, 2, 1)
+        self.activation = {"tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[activation]
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        x = self.stem(h.view(-1, self.g_dim, 1, 1))
+        for block, skip in zip(self.blocks, skips[::-1]):
+            x = block(torch.cat([x, skip], 1))
+        return self.activation(self.out(torch.cat([x, skips[0]], 1)))
+
+
+class LatentLSTM(nn.Module):
+    """The deterministic frame predictor (official ``lstm``, models/lstm.py:5-35): Linear embed
+    ``g_dim -> hidden``, ``layers`` stacked ``LSTMCell(hidden, hidden)``, Linear ``hidden -> g_dim``,
+    tanh. The recurrent state is passed explicitly instead of living on the module (the official keeps
+    it as an attribute allocated with ``.cuda()`` for a fixed batch size)."""
+
+    def __init__(self, g_dim: int, hidden: int, layers: int) -> None:
+        super().__init__()
+        self.hidden, self.layers = hidden, layers
+        self.embed = nn.Linear(g_dim, hidden)
+        self.cells = nn.ModuleList(nn.LSTMCell(hidden, hidden) for _ in range(layers))
+        self.output = nn.Sequential(nn.Linear(hidden, g_dim), nn.Tanh())
+
+    def init_state(self, batch: int, device, dtype=torch.float32) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        zeros = lambda: torch.zeros(batch, self.hidden, device=device, dtype=dtype)  # noqa: E731
+        return [(zeros(), zeros()) for _ in range(self.layers)]
+
+    def forward(self, h: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
+        x = self.embed(h)
+        new_state = []
+        for cell, s in zip(self.cells, state):
+            hx, cx = cell(x, s)
+            new_state.append((hx, cx))
+            x = hx
+        return self.output(x), new_state
