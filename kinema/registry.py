@@ -39,6 +39,7 @@ from kinema.objectives.gan import GANConfig, GANObjective
 from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
 from kinema.objectives.vqvae import VQVAEConfig, VQVAEObjective
 from kinema.objectives.wgan import WGANConfig, WGANObjective
+from kinema import runs
 from kinema.runs import resolve_checkpoint
 from kinema.sampling import ContinuousTimeSampler, Sampler
 
@@ -250,3 +251,25 @@ def load_model(
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"cannot load weights from {ckpt}: {exc}") from exc
     return model.to(device).eval(), config, ckpt
+
+
+def weights_match_config(ckpt: Path, tensors: dict) -> str | None:
+    """Checkpoint check installed in :mod:`kinema.runs`: ``config.json`` is a valid kinema config and the
+    weights (``tensors``: the safetensors header) are exactly the tensors of the model it describes."""
+    try:
+        config = load_config_json(Path(ckpt) / "config.json")
+    except Exception as exc:  # ConfigError, KeyError, TypeError ...
+        return f"config.json is not a valid kinema config ({type(exc).__name__}: {exc})"
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+            expected = {k: list(v.shape) for k, v in build_model(config.model).state_dict().items()}
+    except Exception as exc:
+        return f"config.json describes no buildable model ({type(exc).__name__}: {exc})"
+    found = {k: list(v["shape"]) for k, v in tensors.items()}
+    if found != expected:
+        names = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        return f"model.safetensors does not match the model in config.json (first difference: {names[0]})"
+    return None
+
+
+runs.set_model_check(weights_match_config)
