@@ -155,7 +155,7 @@ def _check_sample_memory(model, sampler, num: int, options: dict) -> None:
         scale = max(1.0, sampler.frame_rate_scale(model, **{k: v for k, v in options.items() if v is not None}))
     except (TypeError, ValueError):  # an option this model lacks: generate() says so properly
         scale = 1.0
-    per_video = math.prod(model.video_shape) * scale * (4 + 4 + 1)  # noise (video-sized: diffusion), float32 video, uint8
+    per_video = math.prod(model.video_shape) * scale * (4 + 4 + 1)  # noise (at most video-sized), float32 video, uint8
     free = available_memory()
     if free is not None and num * per_video > 0.8 * free:
         fits = max(1, int(0.8 * free // per_video))
