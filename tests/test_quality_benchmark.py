@@ -227,3 +227,14 @@ def test_end_to_end_with_stub_features(tmp_path):
 
     with Image.open(report.parent / "images" / "quality_tgan_ode.png") as im:  # 4 samples x 5 frames, 64 px each
         assert im.size == (5 * 66 + 2, 4 * 66 + 2)
+
+
+def test_stylegan_v_joins_the_benchmark(tmp_path):
+    """A family that landed after the benchmark: its tiny16 config trains, samples and is scored."""
+    out = tmp_path / "q.jsonl"
+    argv = ["--families", "stylegan_v", "--steps", "2", "--clips", "4", "--seeds", "2", "--out", str(out),
+            "--override", "stylegan_v:train.batch_size=4", "--threads", "1"]
+    q.run(argv, feature_fn=stub_features, log=lambda *a: None)
+    model = [json.loads(line) for line in out.read_text().splitlines()][1]
+    assert model["kind"] == "model" and model["stages"][0]["config"] == "stylegan_v_tiny16"
+    assert model["frames"] == q.FRAMES and math.isfinite(model["fvd"])
