@@ -84,14 +84,15 @@ def configs() -> str:
     """The shipped configs, one line each: name, model, frames x resolution, first comment line."""
     from kinema.registry import read_config_file, shipped_configs
 
-    lines = []
+    rows = []
     for name, path in shipped_configs().items():
         model = read_config_file(path).get("model", {})
         config = load_config(path) if model.get("name") else None
         frames, resolution = (config.model.frames, config.model.resolution) if config else ("?", "?")
         comment = next((line.lstrip("# ").strip() for line in path.read_text().splitlines() if line.startswith("#")), "")
-        lines.append(f"{name:<26} {model.get('name', '?'):<15} {f'{frames}x{resolution}':<8} {comment}")
-    return "\n".join(lines)
+        rows.append((name, model.get("name", "?"), f"{frames}x{resolution}", comment))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]  # columns as wide as their longest entry
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
 
 
 def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
