@@ -28,6 +28,7 @@ from kinema.config import (
 from kinema.errors import CheckpointError, ConfigError
 from kinema.models.base import VideoModel
 from kinema.models.dvg import DVG, DVGConfig, DVGSampler
+from kinema.models.nuwa import NUWA, NUWAVQGAN, NUWAConfig, NUWASampler, NUWAVQGANConfig
 from kinema.models.stylegan_v import StyleGANV, StyleGANVConfig, StyleGANVSampler
 from kinema.models.tgan import TGAN, TGANConfig
 from kinema.models.tganv2 import TGANv2, TGANv2Config
@@ -37,6 +38,7 @@ from kinema.objectives.dvg import DVGObjective, DVGObjectiveConfig
 from kinema.objectives.diffusion import DiffusionConfig, DiffusionObjective
 from kinema.objectives.gan import GANConfig, GANObjective
 from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
+from kinema.objectives.nuwa import NUWAObjective, NUWAObjectiveConfig, NUWAVQGANObjective, NUWAVQGANObjectiveConfig
 from kinema.objectives.vqvae import VQVAEConfig, VQVAEObjective
 from kinema.objectives.wgan import WGANConfig, WGANObjective
 from kinema import runs
@@ -70,6 +72,8 @@ MODELS: dict[str, ModelEntry] = {
     "videogpt_vqvae": ModelEntry(VideoGPTVQVAEConfig, VideoGPTVQVAE),
     "videogpt_prior": ModelEntry(VideoGPTPriorConfig, VideoGPTPrior, PriorSampler()),
     "dvg": ModelEntry(DVGConfig, DVG, DVGSampler()),
+    "nuwa_vqgan": ModelEntry(NUWAVQGANConfig, NUWAVQGAN),
+    "nuwa": ModelEntry(NUWAConfig, NUWA, NUWASampler()),
 }
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {
@@ -77,6 +81,8 @@ OBJECTIVES: dict[str, ObjectiveEntry] = {
     "diffusion": ObjectiveEntry(DiffusionConfig, DiffusionObjective),
     "dvg": ObjectiveEntry(DVGObjectiveConfig, DVGObjective),
     "likelihood": ObjectiveEntry(LikelihoodConfig, LikelihoodObjective),
+    "nuwa_vqgan": ObjectiveEntry(NUWAVQGANObjectiveConfig, NUWAVQGANObjective),
+    "nuwa": ObjectiveEntry(NUWAObjectiveConfig, NUWAObjective),
     "vqvae": ObjectiveEntry(VQVAEConfig, VQVAEObjective),
     "wgan": ObjectiveEntry(WGANConfig, WGANObjective),
 }

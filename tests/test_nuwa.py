@@ -149,3 +149,239 @@ def test_cached_step_equals_the_full_pass(case):
         cache["k"], cache["v"] = layer.keys_values(ctx)
     steps = torch.cat([layer.step(x[:, p : p + 1], p, cache) for p in range(x.shape[1])], dim=1)
     assert torch.allclose(steps, full, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- VQ-GAN tokenizer
+
+import json  # noqa: E402
+
+from kinema.cli import main  # noqa: E402
+from kinema.config import build_dataclass  # noqa: E402
+from kinema.data import Batch  # noqa: E402
+from kinema.errors import ConfigError  # noqa: E402
+from kinema.models.nuwa.model import NUWA, NUWAConfig  # noqa: E402
+from kinema.models.nuwa.vqgan import NUWAVQGAN, NUWAVQGANConfig  # noqa: E402
+from kinema.nn.codebook import Codebook  # noqa: E402
+from kinema.objectives.base import StepContext  # noqa: E402
+from kinema.objectives.nuwa import NUWAVQGANObjectiveConfig, adaptive_weight  # noqa: E402
+from kinema.registry import build_model, build_objective, load_config  # noqa: E402
+
+TINY_VQ = {"frames": 4, "resolution": 16, "downsample": 4, "hidden": 16, "max_mult": 2, "codebook_size": 16,
+           "embedding_dim": 8, "disc_hidden": 8, "disc_layers": 2}
+TINY_NUWA = {"frames": 4, "resolution": 16, "downsample": 4, "codebook_size": 16, "hidden": 32, "heads": 2,
+             "encoder_layers": 1, "decoder_layers": 2, "cond_frames": 1, "cross_extent": [1, 3, 3],
+             "encoder_extent": [1, 3, 3], "block_frames": 2}
+
+
+def video(b=2, t=4, r=16, seed=0):
+    return torch.rand(b, 3, t, r, r, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def vqgan(**changes):
+    torch.manual_seed(0)
+    return NUWAVQGAN(build_dataclass(NUWAVQGANConfig, {**TINY_VQ, **changes}, "model"))
+
+
+def nuwa(**changes):
+    """A transformer on a random (but fixed) VQ-GAN, treated as trained."""
+    torch.manual_seed(0)
+    vq = json.dumps({"name": "nuwa_vqgan", **TINY_VQ})
+    model = NUWA(build_dataclass(NUWAConfig, {**TINY_NUWA, "vqgan_config": vq, **changes}, "model"))
+    torch.nn.init.normal_(model.transformer.to_logits.weight, std=0.5)
+    model.vqgan_loaded = True
+    return model.eval()
+
+
+@pytest.mark.parametrize("downsample", [2, 4, 8, 16])
+def test_tokenizer_is_per_frame_and_its_map_size_follows_the_downsampling(downsample):
+    """The token map is resolution / downsample for any number of stages (lucidrains' image_size //
+    num_layers**2 is right only for 4 layers)."""
+    model = vqgan(downsample=downsample, resolution=32)
+    x = video(r=32)
+    s = 32 // downsample
+    out = model(x)
+    assert out["indices"].shape == (2, 4, s, s) and out["reconstruction"].shape == x.shape
+    assert model.encode(x[:, :, :3]).shape == (2, 3, s, s)  # any number of frames
+    assert model.decode(out["indices"]).shape == x.shape
+    # frames are independent: frame 1's tokens do not change when frame 0 does
+    y = x.clone()
+    y[:, :, 0] = -y[:, :, 0]
+    assert torch.equal(model.encode(x)[:, 1:], model.encode(y)[:, 1:])
+
+
+def test_tokenizer_shares_videogpts_codebook():
+    from kinema.models.videogpt.vqvae import Codebook as VideoGPTCodebook
+
+    assert VideoGPTCodebook is Codebook and isinstance(vqgan().codebook, Codebook)
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
+    w = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    rec, gen = (w ** 2).sum(), 3 * w.sum()
+    lam = adaptive_weight(rec, gen, w, 1e4)
+    assert lam.item() == pytest.approx(torch.tensor([2.0, 4.0]).norm().item() / (3 * 2 ** 0.5 + 1e-6))
+    assert adaptive_weight(rec, 1e-9 * w.sum(), w, 7.0).item() == 7.0  # clamped
+
+
+def step_vqgan(model, objective, step, clips):
+    opts = {name: torch.optim.Adam(params, lr=1e-3) for name, params in objective.parameter_groups().items()}
+    ctx = StepContext.for_batch(opts, torch.Generator().manual_seed(step), len(clips), step=step)
+    return objective.train_step([Batch(clips)], ctx)
+
+
+def test_vqgan_objective_phases_codebook_init_and_gan_start():
+    model = vqgan()
+    objective = build_objective(model, build_dataclass(NUWAVQGANObjectiveConfig, {"disc_start": 1}, "objective"))
+    assert set(objective.parameter_groups()) == {"vqgan", "discriminator"}
+    disc_before = [p.detach().clone() for p in model.discriminator.parameters()]
+    metrics = step_vqgan(model, objective, 0, video())
+    assert bool(model.codebook.initialized) and "loss_d" not in metrics and metrics["generator"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters()))  # not yet
+    metrics = step_vqgan(model, objective, 1, video(seed=1))
+    assert "loss_d" in metrics and metrics["adaptive_weight"] > 0 and "dead_codes" in metrics
+    assert not all(torch.equal(a, b) for a, b in zip(disc_before, model.discriminator.parameters()))
+
+
+def test_perceptual_loss_only_from_a_given_weights_file(tmp_path):
+    from safetensors.torch import save_file
+
+    from kinema.objectives.nuwa import VGG16Features
+
+    with pytest.raises(ConfigError, match="is not a file"):
+        build_dataclass(NUWAVQGANObjectiveConfig, {"perceptual_weights": str(tmp_path / "none.pth")}, "objective")
+        build_objective(vqgan(), build_dataclass(NUWAVQGANObjectiveConfig,
+                                                 {"perceptual_weights": str(tmp_path / "none.pth")}, "objective"))
+    torch.manual_seed(0)
+    state = {f"features.{k}": v.half() for k, v in VGG16Features().features.state_dict().items()}
+    save_file(state, tmp_path / "vgg16.safetensors")
+    cfg = build_dataclass(NUWAVQGANObjectiveConfig, {"perceptual_weights": str(tmp_path / "vgg16.safetensors")},
+                          "objective")
+    model = vqgan()
+    objective = build_objective(model, cfg)
+    metrics = step_vqgan(model, objective, 0, video(t=2))
+    assert metrics["perceptual"] > 0
+    save_file({"features.0.weight": torch.zeros(1)}, tmp_path / "bad.safetensors")
+    with pytest.raises(ConfigError, match="not a VGG16 state dict"):
+        VGG16Features.from_file(str(tmp_path / "bad.safetensors"))
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+def test_decoder_is_causal_no_logit_depends_on_a_later_token():
+    model = nuwa()
+    tr = model.transformer
+    codes = torch.randint(0, 16, (1, 4 * 4 * 4), generator=torch.Generator().manual_seed(0))
+    enc = tr.encode(model.condition_tokens(codes.view(1, 4, 4, 4)))
+    inputs = tr.inputs(codes).detach().requires_grad_()
+    logits = tr.decode(inputs, enc)[0]
+    length = logits.shape[0]
+    for p in range(0, length, 7):
+        (grad,) = torch.autograd.grad(logits[p].pow(2).sum(), inputs, retain_graph=True)
+        depends = grad[0].abs().sum(-1) > 0  # input j carries token j - 1
+        assert not depends[p + 1 :].any(), p  # tokens >= p (inputs > p) never reach logit p
+        assert depends[p]  # the previous token (or <bos>) always does
+
+
+def test_dense_reference_and_blocked_attention_give_the_same_model():
+    model = nuwa()
+    codes = torch.randint(0, 16, (2, 4, 4, 4), generator=torch.Generator().manual_seed(1))
+    blocked = model.logits(codes)
+    for module in model.modules():
+        if hasattr(module, "impl"):
+            module.impl = "dense"
+    assert torch.allclose(model.logits(codes), blocked, atol=1e-5)
+
+
+@pytest.mark.parametrize("changes, guidance", [({}, 1.0), ({}, 2.0), ({"cond_frames": 0}, 1.0),
+                                               ({"causal_window": "one_sided", "self_extent": [2, 3, 2]}, 1.0),
+                                               ({"self_dilation": [1, 1, 2]}, 1.0)])
+def test_cached_and_uncached_sampling_give_identical_tokens(changes, guidance):
+    model = nuwa(**changes)
+    noise = torch.tensor([3, 4])
+    frames = video(t=1) if model.config.cond_frames else None
+    a = model.sample_codes(noise, frames, guidance=guidance, use_cache=True)
+    b = model.sample_codes(noise, frames, guidance=guidance, use_cache=False)
+    assert torch.equal(a, b)
+
+
+def test_prediction_keeps_the_prefilled_frames_tokens_exactly():
+    model = nuwa()
+    frames = video(t=2, seed=5)
+    given = model.encode(frames)
+    codes = model.sample_codes(torch.tensor([0, 1]), frames)
+    assert torch.equal(codes[:, :2], given)
+    assert not torch.equal(codes[0, 2:], codes[1, 2:])  # the rest is sampled (per-video seeds)
+    uncond = nuwa(cond_frames=0)
+    assert torch.equal(uncond.sample_codes(torch.tensor([0]), frames[:1, :, :1])[:, :1], given[:1, :1])
+
+
+def test_training_loss_and_condition_dropout():
+    model = nuwa().train()
+    clips = video()
+    loss = model.loss(clips)
+    assert loss.ndim == 0 and 0 < loss.item() < 20
+    loss.backward()
+    assert model.transformer.to_logits.weight.grad is not None
+    assert all(p.grad is None for p in model.vqgan.parameters())
+    codes = model.encode(clips)
+    cond = model.condition_tokens(codes, torch.tensor([True, False]))
+    assert (cond[0] == model.transformer.null_token).all() and torch.equal(cond[1], codes[1, :1].flatten())
+
+
+def test_bad_inputs_are_clear_errors():
+    vq = json.dumps({"name": "nuwa_vqgan", **TINY_VQ})
+    with pytest.raises(ConfigError, match="self_extent.*axis H reaches 2 cells.*only 2"):
+        build_dataclass(NUWAConfig, {**TINY_NUWA, "resolution": 8, "self_extent": [3, 5, 3], "vqgan_config": vq},
+                        "model")
+    with pytest.raises(ConfigError, match="cross_extent.*axis T"):
+        build_dataclass(NUWAConfig, {**TINY_NUWA, "cross_extent": [3, 3, 3]}, "model")
+    with pytest.raises(ConfigError, match="does not match its VQ-GAN"):
+        build_dataclass(NUWAConfig, {**TINY_NUWA, "codebook_size": 32, "vqgan_config": vq}, "model")
+    with pytest.raises(ConfigError, match="not a NÜWA VQ-GAN|Train the tokenizer first"):
+        build_dataclass(NUWAConfig, {**TINY_NUWA, "vqgan": "/nonexistent/run"}, "model")
+    model = nuwa()
+    with pytest.raises(ValueError, match="predicts video from its first 1 frame"):
+        model.sample(torch.tensor([0]))
+    with pytest.raises(ValueError, match="conditioning frames"):
+        model.sample(torch.tensor([0]), frames=video(b=1, t=1, r=8))
+    with pytest.raises(ValueError, match="needs 1..3"):
+        model.sample(torch.tensor([0]), frames=video(b=1, t=4))
+
+
+def test_paper_config_builds_on_meta_with_its_parameter_count():
+    cfg = load_config("nuwa_paper_336")
+    assert cfg.model.token_grid == (10, 21, 21)
+    with torch.device("meta"):
+        counts = build_model(cfg.model).parameter_counts()
+    assert counts["transformer (trained)"] == 897_163_520  # the card's number; the paper says 870M
+
+
+def test_two_stage_cli_flow(tmp_path):
+    """Train the tokenizer, train prediction on its tokens, sample with --condition; clear errors."""
+    from kinema.video import to_uint8, write_video
+
+    small = ["model.resolution=16", "model.downsample=4", "model.frames=4", "train.batch_size=4",
+             "train.num_samples=2", "data.num_clips=16", "train.steps=2", "train.log_every=1",
+             "train.sample_every=2", "train.checkpoint_every=2"]
+    vq_sets = small + ["model.hidden=16", "model.codebook_size=16", "model.embedding_dim=8", "model.disc_hidden=8",
+                       "objective.disc_start=1"]
+    sets = lambda values: [a for v in values for a in ("--set", v)]  # noqa: E731
+    assert main(["--threads", "1", "train", "--config", "nuwa_vqgan_tiny", *sets(vq_sets),
+                 "--out", str(tmp_path / "vq")]) == 0
+    assert main(["--threads", "1", "train", "--config", "nuwa_tiny", "--dry-run"]) == 0
+    assert main(["--threads", "1", "train", "--config", "nuwa_tiny", *sets(small), "--out", str(tmp_path / "bad")]) == 2
+    tr_sets = small + ["model.codebook_size=16", "model.hidden=32", "model.heads=2", "model.encoder_layers=1",
+                       "model.decoder_layers=1", f"model.vqgan={tmp_path / 'vq'}"]
+    assert main(["--threads", "1", "train", "--config", "nuwa_tiny", *sets(tr_sets),
+                 "--out", str(tmp_path / "nuwa")]) == 0
+    clip = video(b=1, t=2, seed=9)[0]
+    write_video(tmp_path / "cond.mp4", to_uint8(clip))
+    out = tmp_path / "samples"
+    assert main(["--threads", "1", "sample", "--checkpoint", str(tmp_path / "nuwa"), "--num", "2", "--out", str(out),
+                 "--condition", str(tmp_path / "cond.mp4"), "--top-k", "4", "--guidance", "1.5"]) == 0
+    assert len(list(out.iterdir())) >= 2
+    assert main(["--threads", "1", "sample", "--checkpoint", str(tmp_path / "nuwa"), "--num", "1",
+                 "--out", str(tmp_path / "x.mp4")]) == 2  # a prediction model needs --condition
+    assert main(["--threads", "1", "sample", "--checkpoint", str(tmp_path / "vq"), "--num", "1",
+                 "--out", str(tmp_path / "y.mp4")]) != 0  # a tokenizer cannot sample
