@@ -16,7 +16,7 @@ final ``ConvTranspose2d(3x3, stride 1, pad 1) + tanh`` gives RGB. With ``gen_cha
 Discriminator (TGAN's video discriminator, reference ``VideoDiscriminator``): Conv3d(4, stride 2,
 pad 1) layers ``3 -> 64 -> 128 -> 256 -> 512`` with LeakyReLU 0.2 and BatchNorm3d after every conv but
 the first (the reference has BN; its WGAN training clamps the BN gains together with singular-
-value clipping, which kinema does not reproduce), then one convolution whose kernel covers the
+value clipping: kinema's ``wgan`` objective, :mod:`kinema.objectives.wgan`), then one convolution whose kernel covers the
 whole remaining ``(T', H', W')`` volume -> one score. For 16x64x64 that is the reference's
 ``Conv2d(512, 1, 4)`` on the ``1 x 4 x 4`` map (the reference reshapes with a hard-coded batch 32).
 """
