@@ -111,3 +111,9 @@ def test_an_objective_checks_the_model_interface_it_needs(toy_registered):
     with pytest.raises(ConfigError, match=r"cannot train a Toy: the model lacks discriminate, discriminator, "
                                           r"generate_levels, real_levels of the GANModel interface"):
         registry.build_objective(model, build_dataclass(GANConfig, {}, "objective"))
+    # an object that is no VideoModel at all gets the same message, not an AttributeError
+    from kinema.objectives.base import check_model
+    from kinema.objectives.gan import GANModel, GANObjective
+
+    with pytest.raises(ConfigError, match=r"cannot train a Linear: .* Use the model's own objective or implement"):
+        check_model(GANObjective, torch.nn.Linear(1, 1), GANModel)

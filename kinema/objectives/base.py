@@ -143,10 +143,12 @@ def check_model(objective: type, model: Any, interface: type | None) -> None:
                    if not n.startswith("_")]
     missing = sorted(n for n in members if not hasattr(model, n))
     if missing:
+        default = getattr(type(model), "default_objective", None)  # absent on objects that are no VideoModel
+        own = f"the model's own objective (its default: {default!r})" if default else "the model's own objective"
         raise ConfigError(
             f"objective {objective.name!r} ({objective.__name__}) cannot train a {type(model).__name__}: the model "
-            f"lacks {', '.join(missing)} of the {interface.__name__} interface. Use the model's own objective "
-            f"(its default: {type(model).default_objective!r}) or implement {interface.__name__}")
+            f"lacks {', '.join(missing)} of the {interface.__name__} interface. Use {own} or implement "
+            f"{interface.__name__}")
 
 
 class Objective(ABC):
