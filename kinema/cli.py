@@ -40,28 +40,33 @@ def sampling_epilog() -> str:
 
 
 def add_sampling_options(parser: argparse.ArgumentParser) -> None:
-    """One flag per sampling option any registered family declares (absent unless given)."""
+    """One flag per sampling option any registered family declares (absent unless given). Families
+    that share an option share its flag (same type required); when they describe it differently the
+    help lists each family's meaning."""
     from kinema.api import sample_options
 
     seen: dict[str, object] = {}
-    for options in sample_options().values():
+    helps: dict[str, dict[str, list[str]]] = {}  # option -> help text -> families
+    for family, options in sample_options().items():
         for option in options:
             if not option.cli:
                 continue
-            if option.name in seen:  # families that share an option share its flag: same type required
-                if seen[option.name].type is not option.type:
-                    raise TypeError(f"sampling option {option.flag} is declared with two types "
-                                    f"({seen[option.name].type.__name__}, {option.type.__name__})")
-                continue
-            seen[option.name] = option
-            kwargs = {"help": option.help, "default": argparse.SUPPRESS, "dest": f"option_{option.name}"}
-            if option.choices:
-                kwargs["choices"] = list(option.choices)
-            else:
-                kwargs["type"] = option.type
-            if not option.choices:
-                kwargs["metavar"] = option.metavar or option.name.upper()
-            parser.add_argument(option.flag, **kwargs)
+            if option.name in seen and seen[option.name].type is not option.type:
+                raise TypeError(f"sampling option {option.flag} is declared with two types "
+                                f"({seen[option.name].type.__name__}, {option.type.__name__})")
+            seen.setdefault(option.name, option)
+            helps.setdefault(option.name, {}).setdefault(option.help, []).append(family)
+    for name, option in seen.items():
+        texts = helps[name]
+        text = next(iter(texts)) if len(texts) == 1 else "; ".join(
+            f"{', '.join(families)}: {help_text}" for help_text, families in texts.items())
+        kwargs = {"help": text, "default": argparse.SUPPRESS, "dest": f"option_{name}"}
+        if option.choices:
+            kwargs["choices"] = list(option.choices)
+        else:
+            kwargs["type"] = option.type
+            kwargs["metavar"] = option.metavar or name.upper()
+        parser.add_argument(option.flag, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
