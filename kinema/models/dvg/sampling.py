@@ -34,13 +34,11 @@ class DVGSampler(Sampler):
     """K futures of one clip: every video has its own seed, so its own GP draws."""
 
     options = (
-        SampleOption("condition", "VideoGPT priors: continue this clip; DVG: predict futures of its first "
-                                  "model.n_past frames", metavar="VIDEO"),
-        SampleOption("frames", "continuous-time models: number of frames on [t-start, t-end]; DVG: frames to "
-                               "predict after the context (default model.n_future)", int, metavar="N"),
-        SampleOption("trigger", "DVG: when to draw the next latent from the GP (default: the model's)", str,
+        SampleOption("condition", "predict futures of this clip's first model.n_past frames", metavar="VIDEO"),
+        SampleOption("frames", "frames to predict after the context (default model.n_future)", int, metavar="N"),
+        SampleOption("trigger", "when to draw the next latent from the GP (default: the model's)", str,
                      choices=TRIGGERS),
-        SampleOption("trigger_every", "DVG with --trigger every_k: draw from the GP at frame indices divisible "
+        SampleOption("trigger_every", "with --trigger every_k: draw from the GP at frame indices divisible "
                                       "by K", int, metavar="K"),
         SampleOption("context", "(B or 1, C, >= n_past, R, R) tensor of context frames in [-1, 1] (Python only)",
                      cli=False),
