@@ -54,8 +54,9 @@ FAMILIES: dict[str, list[dict]] = {
     ],
     "stylegan_v": [{"stage": "stylegan_v", "config": "stylegan_v_tiny16", "overrides": []}],
 }
-# Not here: DVG predicts futures of a given clip (conditional); its measures are prediction metrics
-# against the true future (docs/models/dvg.md), not FVD of unconditional samples.
+# Not here: DVG predicts futures of a given clip, and the tiny NÜWA conditions on a clip's first frame
+# (conditional models); their measures compare with the true future (docs/models/dvg.md, nuwa.md), not
+# unconditional samples with real clips.
 # Every stage: the trainer's own preview grid (written at step 0 and at the end of every train call)
 # with 4 videos instead of 8-16 -- it costs VDM seconds per chunk and does not touch training.
 COMMON_OVERRIDES = ["train.num_samples=4"]
