@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from kinema.errors import CheckpointError
+from kinema.errors import CheckpointError, ConfigError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
 STEP_PREFIX = "step_"
@@ -202,3 +202,29 @@ def recover_interrupted_writes(run_dir: Path) -> list[str]:
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
             done.append(f"removed {tmp.name} (left by a checkpoint write that was killed)")
     return done
+
+
+def first_stage_model_config(path: str | Path, key: str, name: str, what: str, stage: str, config_hint: str) -> dict:
+    """The model section of the first-stage checkpoint that a second-stage model's ``model.<key>`` points
+    at (a VQ-VAE for VideoGPT's prior, a VQ-GAN for NÜWA): a ConfigError names a missing checkpoint or
+    one holding another model than ``name`` (``what`` in words), with the command that trains the ``stage``."""
+    try:
+        ckpt = resolve_checkpoint(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"model.{key}: {exc}. Train the {stage} first: kinema train --config "
+                          f"{config_hint} --out {path}") from None
+    model = json.loads((ckpt / "config.json").read_text()).get("model", {})
+    if model.get("name") != name:
+        raise ConfigError(f"model.{key} = {str(path)!r} holds a {model.get('name')!r} model, not a {what} "
+                          f"({name}); point it at a run trained with configs/{name}_*.toml")
+    return model
+
+
+def checkpoint_with_model(path: str | Path, stored: str) -> Path | None:
+    """The checkpoint dir under ``path`` whose model config equals ``stored`` JSON, else None."""
+    try:
+        ckpt = resolve_checkpoint(path)
+        model = json.loads((ckpt / "config.json").read_text()).get("model", {})
+    except (CheckpointError, OSError, ValueError):
+        return None
+    return ckpt if model == json.loads(stored) else None

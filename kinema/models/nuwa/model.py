@@ -42,7 +42,7 @@ from kinema.models.nuwa.vqgan import NUWAVQGAN, NUWAVQGANConfig
 from kinema.nn import assert_shape
 from kinema.nn.noise import draw_seeds
 from kinema.progress import steps as progress_steps
-from kinema.runs import resolve_checkpoint
+from kinema.runs import checkpoint_with_model, first_stage_model_config
 
 
 @dataclass
@@ -140,25 +140,8 @@ class NUWAConfig:
 
 
 def read_vqgan_config(path: str | Path) -> dict:
-    try:
-        ckpt = resolve_checkpoint(path)
-    except CheckpointError as exc:
-        raise ConfigError(f"model.vqgan: {exc}. Train the tokenizer first: kinema train --config nuwa_vqgan_tiny "
-                          f"--out {path}") from None
-    model = json.loads((ckpt / "config.json").read_text()).get("model", {})
-    if model.get("name") != "nuwa_vqgan":
-        raise ConfigError(f"model.vqgan = {str(path)!r} holds a {model.get('name')!r} model, not a NÜWA VQ-GAN "
-                          "(nuwa_vqgan); point it at a run trained with configs/nuwa_vqgan_*.toml")
-    return model
-
-
-def vqgan_checkpoint_matches(path: str, stored: str) -> Path | None:
-    try:
-        ckpt = resolve_checkpoint(path)
-        model = json.loads((ckpt / "config.json").read_text()).get("model", {})
-    except (CheckpointError, OSError, ValueError):
-        return None
-    return ckpt if model == json.loads(stored) else None
+    """The model section of a NÜWA VQ-GAN checkpoint's config.json; clear errors for a missing/wrong one."""
+    return first_stage_model_config(path, "vqgan", "nuwa_vqgan", "NÜWA VQ-GAN", "tokenizer", "nuwa_vqgan_tiny")
 
 
 # --------------------------------------------------------------------------- transformer
@@ -302,7 +285,7 @@ class NUWA(VideoModel):
         del self.vqgan.discriminator  # training-only; not part of a NÜWA checkpoint
         self.vqgan_loaded = False
         if config.vqgan and config.vqgan_config and not self.vqgan.codebook.embeddings.is_meta:
-            ckpt = vqgan_checkpoint_matches(config.vqgan, config.vqgan_config)
+            ckpt = checkpoint_with_model(config.vqgan, config.vqgan_config)
             if ckpt is not None:
                 from safetensors.torch import load_file
 

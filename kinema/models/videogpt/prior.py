@@ -53,7 +53,7 @@ from kinema.nn.attention import MultiHeadAttention, sparse_causal_mask, strided_
 from kinema.nn.convs import SamePadConv3d
 from kinema.nn.noise import draw_seeds
 from kinema.progress import steps as progress_steps
-from kinema.runs import resolve_checkpoint
+from kinema.runs import checkpoint_with_model, first_stage_model_config
 
 
 @dataclass
@@ -167,26 +167,8 @@ class VideoGPTPriorConfig:
 
 def read_vqvae_config(path: str | Path) -> dict:
     """The model section of a VQ-VAE checkpoint's config.json; clear errors for a missing/wrong one."""
-    try:
-        ckpt = resolve_checkpoint(path)
-    except CheckpointError as exc:
-        raise ConfigError(f"model.vqvae: {exc}. Train the VQ-VAE first: kinema train --config "
-                          f"configs/videogpt_vqvae_tiny.toml --out {path}") from None
-    model = json.loads((ckpt / "config.json").read_text()).get("model", {})
-    if model.get("name") != "videogpt_vqvae":
-        raise ConfigError(f"model.vqvae = {str(path)!r} holds a {model.get('name')!r} model, not a VideoGPT VQ-VAE "
-                          "(videogpt_vqvae); point it at a run trained with configs/videogpt_vqvae_*.toml")
-    return model
-
-
-def vqvae_checkpoint_matches(path: str, stored: str) -> Path | None:
-    """The checkpoint dir under ``path`` whose model config equals ``stored`` JSON, else None."""
-    try:
-        ckpt = resolve_checkpoint(path)
-        model = json.loads((ckpt / "config.json").read_text()).get("model", {})
-    except (CheckpointError, OSError, ValueError):
-        return None
-    return ckpt if model == json.loads(stored) else None
+    return first_stage_model_config(path, "vqvae", "videogpt_vqvae", "VideoGPT VQ-VAE", "VQ-VAE",
+                                    "configs/videogpt_vqvae_tiny.toml")
 
 
 # --------------------------------------------------------------------------- transformer
@@ -386,7 +368,7 @@ class VideoGPTPrior(VideoModel):
         # True once real VQ-VAE weights are in: read from model.vqvae now, or from a prior checkpoint later.
         self.vqvae_loaded = False
         if config.vqvae and config.vqvae_config:
-            ckpt = vqvae_checkpoint_matches(config.vqvae, config.vqvae_config)
+            ckpt = checkpoint_with_model(config.vqvae, config.vqvae_config)
             if ckpt is not None:
                 from safetensors.torch import load_file
 
