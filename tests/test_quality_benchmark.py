@@ -26,12 +26,7 @@ def stub_features(videos_uint8: torch.Tensor) -> np.ndarray:
     return torch.cat([x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)), motion], 1).numpy()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: shared cores, one thread
 
 
 def test_reference_videos_are_what_they_say():

@@ -39,14 +39,7 @@ PRIOR_SETS = ["model.resolution=16", "model.codebook_size=32", "model.hidden=24"
               "train.num_samples=2", "data.num_clips=64"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The test machine's few cores are shared: PyTorch's intra-op threads then spin against other
-    processes and a tiny step takes 10-50x longer. One thread keeps these tests at seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: shared cores, one thread
 
 
 def sets(values: list[str]) -> list[str]:

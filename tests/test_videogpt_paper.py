@@ -23,12 +23,7 @@ TINY_PRIOR = {"frames": 8, "resolution": 16, "downsample": [2, 4, 4], "codebook_
               "layers": 1, "dropout": 0.0, "attn_dropout": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: shared cores, one thread
 
 
 def prior(**changes) -> VideoGPTPrior:
