@@ -5,6 +5,10 @@ random encoder outputs of the first batch, EMA (decay 0.99 there) of assignment 
 ``z_avg`` with Laplace-smoothed normalisation (1e-7), codes whose EMA count falls below the restart
 threshold (official: 1) replaced by random encoder outputs. Shared by the VideoGPT VQ-VAE (3-D latents)
 and the NÜWA VQ-GAN (per-frame 2-D latents): :meth:`Codebook.quantize` takes ``(B, D, *grid)``.
+
+``kmeans_iters > 0`` (off by default; the NÜWA VQ-GAN's ``codebook_init = "kmeans"``) refines the
+first-batch init by that many Lloyd iterations of k-means over the batch's encoder outputs (the init of
+lucidrains/nuwa-pytorch's vector-quantize-pytorch codebook, ``kmeans_init``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ class Codebook(nn.Module):
     and ``ema_update`` once per optimiser step with statistics summed over the whole global batch.
     """
 
-    def __init__(self, size: int, dim: int, decay: float = 0.99, restart_threshold: float = 1.0) -> None:
+    def __init__(self, size: int, dim: int, decay: float = 0.99, restart_threshold: float = 1.0,
+                 kmeans_iters: int = 0) -> None:
         super().__init__()
         self.size, self.dim, self.decay, self.restart_threshold = size, dim, decay, restart_threshold
+        self.kmeans_iters = kmeans_iters
         self.register_buffer("embeddings", torch.randn(size, dim))
         self.register_buffer("N", torch.zeros(size))  # EMA of assignment counts
         self.register_buffer("z_avg", self.embeddings.clone())  # EMA of the sums of assigned vectors
@@ -63,13 +69,19 @@ class Codebook(nn.Module):
         return F.embedding(indices, self.embeddings).movedim(-1, 1)
 
     def candidates(self, flat: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``size`` random rows of ``flat (M, D)``: tiled with noise 0.01/sqrt(D) when M < size (official)."""
+        """``size`` random rows of ``flat (M, D)``: tiled with noise 0.01/sqrt(D) when M < size (official).
+        Before the codebook is initialised and with ``kmeans_iters > 0``: those rows refined by k-means over
+        ``flat`` (:func:`kmeans`), the initial codes."""
+        data = flat
         if flat.shape[0] < self.size:
             repeats = -(-self.size // flat.shape[0])
             flat = flat.repeat(repeats, 1)
             flat = flat + draw_noise("normal", flat.shape, generator, flat.device) * (0.01 / math.sqrt(self.dim))
         perm = draw_randperm(flat.shape[0], generator, flat.device)
-        return flat[perm[: self.size]]
+        rows = flat[perm[: self.size]]
+        if self.kmeans_iters > 0 and not bool(self.initialized):
+            rows = kmeans(data.float(), rows.float(), self.kmeans_iters)
+        return rows
 
     @torch.no_grad()
     def initialize(self, candidates: torch.Tensor) -> None:
@@ -96,3 +108,16 @@ class Codebook(nn.Module):
         self.embeddings.copy_(self.z_avg / weights[:, None])
         usage = (self.N >= self.restart_threshold).to(self.embeddings.dtype)[:, None]
         self.embeddings.mul_(usage).add_(candidates * (1 - usage))
+
+
+@torch.no_grad()
+def kmeans(data: torch.Tensor, centroids: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` Lloyd iterations on ``data (M, D)`` from ``centroids (K, D)`` -> ``(K, D)``; a centroid
+    that gets no point keeps its place."""
+    for _ in range(iters):
+        distances = data.pow(2).sum(1, keepdim=True) - 2 * data @ centroids.t() + centroids.pow(2).sum(1)[None]
+        assign = distances.argmin(1)
+        counts = torch.bincount(assign, minlength=len(centroids)).to(data.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, data)
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+    return centroids

@@ -13,7 +13,12 @@ first step and the EMA + dead-code restart after every step come from :class:`VQ
 ``nuwa``: the mean next-token cross-entropy over the target grid (paper Eq. 16, via secondary notes),
 with the condition replaced by the learned "None" condition for a random ``cond_drop_prob`` of the rows
 (classifier-free guidance; lucidrains drops text with p = 0.2, nuwa_pytorch.py L1923). The rows are
-drawn for the whole global batch from the step's RNG and sliced per micro-batch.
+drawn for the whole global batch from the step's RNG and sliced per micro-batch. A multi-task model
+(``model.tasks``, e.g. text + sketch + prediction) trains one task per step (``task_mixing = "per_step"``:
+the whole batch, drawn from the step RNG) or one task per row (``"per_row"``: the rows of each task go
+through the model together and the losses are averaged with the rows' weights, so the loss is the mean
+over rows either way); the tasks are drawn uniformly (the paper's multi-task pre-training mixes
+T2I/V2V/T2V by dataset, not reproduced here).
 """
 
 from __future__ import annotations
@@ -242,6 +247,7 @@ class NUWAObjectiveConfig:
 
     name: Literal["nuwa"] = "nuwa"
     cond_drop_prob: float = 0.2  # rows trained with the "None" condition (classifier-free guidance)
+    task_mixing: Literal["per_step", "per_row"] = "per_step"  # multi-task models: one task per step or per row
 
     def validate(self) -> None:
         if not 0 <= self.cond_drop_prob <= 1:
@@ -249,13 +255,16 @@ class NUWAObjectiveConfig:
 
 
 class NUWATransformerModel(Protocol):
-    """``transformer`` (trained, EMA target); ``check_trainable()``; ``loss(clips, drop)`` -> mean
-    cross-entropy per token, ``drop (B,)`` bool: rows whose condition is replaced by "None"."""
+    """``transformer`` (trained, EMA target); ``check_trainable()``; ``tasks`` (names); ``loss(clips, drop,
+    task, text, masks)`` -> mean cross-entropy per token, ``drop (B,)`` bool: rows whose condition is
+    replaced by "None"."""
 
     transformer: nn.Module
+    tasks: list[str]
 
     def check_trainable(self) -> None: ...
-    def loss(self, video: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor: ...
+    def loss(self, video: torch.Tensor, drop: torch.Tensor | None = None, task: str | None = None,
+             text: list[str] | None = None, masks: torch.Tensor | None = None) -> torch.Tensor: ...
 
 
 class NUWAObjective(Objective):
@@ -272,11 +281,34 @@ class NUWAObjective(Objective):
         return {"transformer": list(self.model.transformer.parameters())}
 
     def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
-        u = draw_noise("uniform", (ctx.global_batch,), ctx.generator, batches[0].clips.device)
+        device = batches[0].clips.device
+        u = draw_noise("uniform", (ctx.global_batch,), ctx.generator, device)
         self._drop = (u + 1) / 2 < self.config.cond_drop_prob  # uniform(-1, 1) -> [0, 1)
+        tasks = self.model.tasks
+        if len(tasks) > 1:  # drawn only for multi-task models (a single-task run's RNG stream is unchanged)
+            n = 1 if self.config.task_mixing == "per_step" else ctx.global_batch
+            v = (draw_noise("uniform", (n,), ctx.generator, device) + 1) / 2
+            self._task = (v * len(tasks)).long().clamp_(max=len(tasks) - 1).expand(ctx.global_batch)
+        else:
+            self._task = torch.zeros(ctx.global_batch, dtype=torch.long, device=device)
+
+    def _loss(self, batch: Batch, rows) -> torch.Tensor:
+        """Mean over the micro-batch's rows; rows of different tasks run as separate groups."""
+        drop, task = self._drop[rows.start : rows.stop], self._task[rows.start : rows.stop]
+        total = 0.0
+        for index in task.unique().tolist():
+            sel = (task == index).nonzero().flatten()
+            keep = sel.tolist()
+            text = [batch.text[i] for i in keep] if batch.text is not None else None
+            masks = batch.masks[sel] if batch.masks is not None else None
+            try:
+                loss = self.model.loss(batch.clips[sel], drop[sel], self.model.tasks[index], text, masks)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            total = total + loss * (len(keep) / len(task))
+        return total
 
     def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
-        loss = self.mean_loss(batches, ctx,
-                              lambda batch, rows: self.model.loss(batch.clips, self._drop[rows.start : rows.stop]))
+        loss = self.mean_loss(batches, ctx, self._loss)
         bits = loss / torch.log(torch.tensor(2.0, device=loss.device))
         return {"transformer": loss}, {"loss": loss, "bits_per_token": bits}

@@ -191,23 +191,31 @@ class NearbyAttention(nn.Module):
         k, v = self.kv(context).chunk(2, dim=-1)
         return self.split(k), self.split(v)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, q_shape=None, k_shape=None,
+                nb: Neighbourhood | None = None) -> torch.Tensor:
+        """``q_shape``, ``k_shape``, ``nb``: this call's grids and neighbourhood (default: the module's), for
+        one set of weights over conditions on different grids (NÜWA's text, sketch and frame conditions)."""
+        q_shape = self.q_shape if q_shape is None else tuple(q_shape)
+        k_shape = self.k_shape if k_shape is None else tuple(k_shape)
+        nb = self.nb if nb is None else nb
         q = self.split(self.q(x))
         k, v = self.keys_values(x if context is None else context)
         p = self.dropout if self.training else 0.0
         if self.impl == "dense":
-            a = dense_nearby_attention(q, k, v, self.q_shape, self.k_shape, self.nb, p)
+            a = dense_nearby_attention(q, k, v, q_shape, k_shape, nb, p)
         else:
-            a = nearby_attention(q, k, v, self.q_shape, self.k_shape, self.nb, self.block_frames, p)
+            a = nearby_attention(q, k, v, q_shape, k_shape, nb, self.block_frames, p)
         return self.out(a.transpose(1, 2).flatten(2))
 
     def step(self, x: torch.Tensor, pos: int, cache: dict) -> torch.Tensor:
         """One query at raster position ``pos``: ``x (B, 1, dim)``. Self-attention: ``cache`` gets this
         position's key/value (``cache["k"], cache["v"]`` of the whole grid, allocated on first use) and
         the query reads the cached keys of its slab; cross-attention: ``cache["k"], cache["v"]`` are the
-        context's (set once with :meth:`keys_values`)."""
+        context's (set once with :meth:`keys_values`; ``cache["k_shape"]``, ``cache["nb"]`` override the
+        module's key grid and neighbourhood, as in :meth:`forward`)."""
         q = self.split(self.q(x))
-        if self.nb.causal:
+        k_shape, nb = tuple(cache.get("k_shape", self.k_shape)), cache.get("nb", self.nb)
+        if nb.causal:
             k, v = self.keys_values(x)
             if "k" not in cache:
                 length = math.prod(self.q_shape)
@@ -216,14 +224,14 @@ class NearbyAttention(nn.Module):
             cache["k"][:, :, pos : pos + 1] = k
             cache["v"][:, :, pos : pos + 1] = v
         t = pos // (self.q_shape[1] * self.q_shape[2])
-        f0, f1 = key_frame_range(t, t, self.q_shape, self.k_shape, self.nb)
-        per_k = self.k_shape[1] * self.k_shape[2]
+        f0, f1 = key_frame_range(t, t, self.q_shape, k_shape, nb)
+        per_k = k_shape[1] * k_shape[2]
         ks, ke = f0 * per_k, (f1 + 1) * per_k
-        if self.nb.causal:
+        if nb.causal:
             ke = min(ke, pos + 1)
         device = x.device
-        mask = mask_between(grid_coords(self.q_shape, pos, pos + 1, device), grid_coords(self.k_shape, ks, ke, device),
-                            self.q_shape, self.k_shape, self.nb, torch.tensor([pos], device=device),
+        mask = mask_between(grid_coords(self.q_shape, pos, pos + 1, device), grid_coords(k_shape, ks, ke, device),
+                            self.q_shape, k_shape, nb, torch.tensor([pos], device=device),
                             torch.arange(ks, ke, device=device))
         a = F.scaled_dot_product_attention(q, cache["k"][:, :, ks:ke], cache["v"][:, :, ks:ke], attn_mask=mask)
         return self.out(a.transpose(1, 2).flatten(2))

@@ -11,8 +11,9 @@ layer layout here is kinema's, informed by lucidrains/nuwa-pytorch ``vqgan_vae.p
   from it (lucidrains' ``fmap_size = image_size // num_layers ** 2``, vqgan_vae.py L324, is right only
   for 4 layers).
 - Quantiser: :class:`kinema.nn.codebook.Codebook` -- the same EMA codebook as VideoGPT's VQ-VAE (data
-  init from random encoder outputs, EMA counts/sums, dead-code restarts); no k-means, no cosine codes
-  (lucidrains uses vector-quantize-pytorch with both, vqgan_vae.py L369-376).
+  init from random encoder outputs, EMA counts/sums, dead-code restarts); ``codebook_init = "kmeans"``
+  refines the init by ``kmeans_iters`` k-means iterations over the first batch's encoder outputs
+  (lucidrains uses vector-quantize-pytorch with k-means init, vqgan_vae.py L369-376); no cosine codes.
 - Decoder: 1x1 conv, residual blocks, per stage nearest-neighbour x2 upsampling + 3x3 conv + residual
   block, GroupNorm + SiLU, 3x3 conv to 3 channels (no output activation). Decoding looks code vectors up
   in the codebook and sends them through the same 1x1 conv as training (lucidrains' ``generate``
@@ -51,6 +52,8 @@ class NUWAVQGANConfig:
     embedding_dim: int = 64  # paper NÜWA-256 variant: 256 (unverified)
     ema_decay: float = 0.99
     restart_threshold: float = 1.0
+    codebook_init: Literal["data", "kmeans"] = "data"  # random encoder outputs, or those refined by k-means
+    kmeans_iters: int = 10  # Lloyd iterations of codebook_init = "kmeans" over the first batch
     disc_hidden: int = 64
     disc_layers: int = 3  # stride-2 convs of the discriminator
 
@@ -78,6 +81,8 @@ class NUWAVQGANConfig:
                               f"= {self.resolution} (the token grid is resolution / downsample per side)")
         if self.hidden % 8:
             raise ConfigError(f"model.hidden = {self.hidden} must be a multiple of 8 (GroupNorm with 8 groups)")
+        if self.codebook_init == "kmeans" and self.kmeans_iters < 1:
+            raise ConfigError(f"model.kmeans_iters must be >= 1 with codebook_init = 'kmeans', got {self.kmeans_iters}")
         if not 0 < self.ema_decay < 1:
             raise ConfigError(f"model.ema_decay must be in (0, 1), got {self.ema_decay}")
 
@@ -171,7 +176,8 @@ class NUWAVQGAN(VideoModel):
         self.config = config
         self.encoder = Encoder2d(config)
         self.codebook = Codebook(config.codebook_size, config.embedding_dim, config.ema_decay,
-                                 config.restart_threshold)
+                                 config.restart_threshold,
+                                 config.kmeans_iters if config.codebook_init == "kmeans" else 0)
         self.decoder = Decoder2d(config)
         self.discriminator = PatchDiscriminator(config)
 
