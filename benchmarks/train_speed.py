@@ -17,6 +17,17 @@ reports achieved FLOP/s against this machine's measured fp32 matmul peak at the 
 Before/after across two source trees: ``--ab TREE_A TREE_B`` starts one server process per tree
 (``PYTHONPATH=TREE``, both from this script) and alternates their steps, one at a time.
 
+Against the other public PyTorch TGANv2 (the TGAN-ODE authors' port, github.com/Zasder3/
+Latent-Neural-Differential-Equations-for-Video-Generation, ``models/tganv2_gen.py`` and
+``models/tganv2_dis.py``): ``--port DIR`` (DIR holds the port's ``models/`` folder) starts a kinema server
+and a port server and alternates a ``kinema train`` step with one iteration of the port's training loop
+(its ``tganv2 UCF101.py`` loop body, retyped here without ``.cuda()``: a D step with the R1 penalty on the
+real levels and a no-grad fake, then a G step with a second generator forward) at the identical
+architecture: ``Generator_CLSTM(tempc=512, upchannels=[256,128,64], subchannels=[32,16,16],
+subsample=2)``, ``DisMultiResNet(channels=[32,64,128,256,512])`` -- G 22,605,420 / D 29,030,660
+parameters, the kinema default config's counts. The port's real batch is a fixed tensor (no data
+loading is timed for it; kinema's CLI step includes its data).
+
     OMP_NUM_THREADS=1 python benchmarks/train_speed.py --threads 1 --out benchmarks/results/train_speed_cpu.json
 """
 
@@ -266,6 +277,133 @@ def run_local(args) -> dict:
         return record
 
 
+# --------------------------------------------------------------------------- the other PyTorch TGANv2
+
+PORT_G = dict(tempc=512, upchannels=[256, 128, 64], subchannels=[32, 16, 16], subsample=2)
+PORT_D = dict(channels=[32, 64, 128, 256, 512])
+
+
+def serve_port(args) -> None:
+    """Server for --port: one iteration of the port's training loop per ``step`` command (prints its time).
+
+    The loop body of the port's ``tganv2 UCF101.py`` (lambda 0.5, softplus loss, Adam 1e-4 (0, 0.9),
+    linear LR decay), on ``args.device`` instead of ``.cuda()``, batch ``args.batch``, 16 frames, 192 px."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(Path(args.port).resolve()))
+    from models.tganv2_dis import DisMultiResNet
+    from models.tganv2_gen import Generator_CLSTM
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    device = torch.device(args.device)
+    gen, dis = Generator_CLSTM(**PORT_G).to(device), DisMultiResNet(**PORT_D).to(device)
+    counts = [sum(p.numel() for p in m.parameters()) for m in (gen, dis)]
+    print(json.dumps({"port": args.port, "parameters": counts}), flush=True)
+    dis_opt = torch.optim.Adam(dis.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
+    gen_opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
+    dis_sched = torch.optim.lr_scheduler.LambdaLR(dis_opt, lambda e: 1 - e / 100000)
+    gen_sched = torch.optim.lr_scheduler.LambdaLR(gen_opt, lambda e: 1 - e / 100000)
+    real_batch = torch.rand(args.batch, 16, 3, 192, 192, device=device) * 2 - 1  # (N, T, C, H, W), as its loader
+
+    def subsample_real(h, frames=2):
+        return h[:, np.random.randint(min(frames, h.shape[1]))::frames]
+
+    def full_subsample_real(h, frames=2):
+        out = []
+        for i in range(4):
+            out.append(subsample_real(out[i - 1], frames=frames) if i else h)
+        for i in range(4):
+            for _ in range(3 - i):
+                out[i] = F.avg_pool3d(out[i], kernel_size=(1, 2, 2))
+        return out
+
+    def step() -> float:
+        sync(device)
+        t = time.perf_counter()
+        dis_opt.zero_grad()
+        real = full_subsample_real(real_batch)
+        for r in real:
+            r.requires_grad = True
+        pr = dis(real)
+        grads = torch.autograd.grad(outputs=pr, inputs=real, grad_outputs=torch.ones_like(pr),
+                                    create_graph=True, retain_graph=True)
+        dis_loss = sum(torch.sum(torch.square(g)) for g in grads) * 0.5
+        with torch.no_grad():
+            fake = gen(torch.rand((args.batch, 256), device=device) * 2 - 1)
+        pf = dis(fake)
+        dis_loss = dis_loss + torch.mean(F.softplus(-pr)) + torch.mean(F.softplus(pf))
+        dis_loss.backward()
+        dis_opt.step()
+        dis_sched.step()
+        gen_opt.zero_grad()
+        fake = gen(torch.rand((args.batch, 256), device=device) * 2 - 1)
+        gen_loss = torch.mean(F.softplus(-dis(fake)))
+        gen_loss.backward()
+        gen_opt.step()
+        gen_sched.step()
+        sync(device)
+        return time.perf_counter() - t
+
+    while True:
+        line = sys.stdin.readline().strip()
+        if line != "step":
+            return
+        print(json.dumps({"port": step()}), flush=True)
+
+
+def run_port(args) -> dict:
+    """Alternate a kinema server (this tree) and a port server, one step at a time, order swapped each round."""
+    here = Path(__file__).resolve()
+    common = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads or 0)]
+    kin_cmd = [sys.executable, str(here), "--serve", "--config", args.config, "--precision", args.precision, *common]
+    for s in args.set:
+        kin_cmd += ["--set", s]
+    port_cmd = [sys.executable, str(here), "--serve-port", "--port", args.port, *common]
+    env = dict(os.environ, PYTHONPATH=str(here.parent.parent))
+    kin = subprocess.Popen(kin_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    port = subprocess.Popen(port_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    print("kinema", kin.stdout.readline().strip(), file=sys.stderr)
+    port_info = json.loads(port.stdout.readline())
+    print("port", port_info, file=sys.stderr)
+    json.loads(kin.stdout.readline())  # the kinema loop has reached step 1
+
+    def ask(p, cmd):
+        p.stdin.write(cmd + "\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+
+    # A trainer step's period (start of its objective step to the start of the next) is known only when
+    # the loop reaches the next step: the answer to "go" in round r is the period of round r - 1's step.
+    rounds = [{} for _ in range(args.warmup + args.rounds)]
+    for r, got in enumerate(rounds):
+        for who in (("kinema", "port") if r % 2 == 0 else ("port", "kinema")):
+            if who == "kinema":
+                got["kinema_bare"] = ask(kin, "bare")["bare"]
+                cli = ask(kin, "go")["cli"]
+                if r:
+                    rounds[r - 1]["kinema_cli"] = cli
+            else:
+                got["port"] = ask(port, "step")["port"]
+        print(f"round {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in got.items() if v is not None), file=sys.stderr)
+    rounds[-1]["kinema_cli"] = ask(kin, "go")["cli"]
+    res = {k: [got[k] for got in rounds[args.warmup:]] for k in ("kinema_bare", "kinema_cli", "port")}
+    for p in (kin, port):
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        p.wait(timeout=60)
+    record = {"config": args.config, "set": args.set, "batch": args.batch, "device": args.device,
+              "precision": args.precision, "threads": args.threads, "port": args.port,
+              "port_parameters": port_info["parameters"], "rounds": args.rounds,
+              **{f"{k}_s": v for k, v in res.items()}}
+    for k in ("kinema_cli", "kinema_bare"):
+        record[f"{k}_over_port"] = ratio_stats([a / b for a, b in zip(res[k], res["port"])])
+        record[f"{k}_median_s"] = statistics.median(res[k])
+    record["port_median_s"] = statistics.median(res["port"])
+    return record
+
+
 # --------------------------------------------------------------------------- before/after across trees
 
 
@@ -356,7 +494,10 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="before/after: two source trees")
+    ap.add_argument("--port", metavar="DIR",
+                    help="time against the TGAN-ODE authors' PyTorch TGANv2: DIR holds its models/ folder")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-port", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help="append the JSON record to this file (a JSON list)")
     args = ap.parse_args(argv)
     if args.set is None:
@@ -366,7 +507,10 @@ def main(argv=None) -> None:
     if args.serve:
         serve(args)
         return
-    record = run_ab(args) if args.ab else run_local(args)
+    if args.serve_port:
+        serve_port(args)
+        return
+    record = run_ab(args) if args.ab else run_port(args) if args.port else run_local(args)
     print(json.dumps(record, indent=1))
     if args.out:
         path = Path(args.out)
