@@ -7,6 +7,7 @@ detached -- with one D step per G step. Level scores are concatenated before the
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -164,11 +165,16 @@ class GANObjective(TwoPlayerObjective):
         device = batches[0].clips.device
         start = ctx.generator.get_state()
         gp_due = cfg.gp_weight > 0 and ctx.step % cfg.gp_every == 0
-        d_losses, penalties, real_means = [], [], []
+        d_losses, penalties, real_means, real_scores_all = [], [], [], []
         for batch, rows, fakes, scores in zip(batches, ctx.rows, self._fake_inputs, self._fake_scores):
             ctx.generator.set_state(start)
             with torch.autocast(device.type, enabled=False):
-                levels = model.real_levels(batch.clips, ctx.generator, rows=rows)
+                # sparse data (data.sparse_frames) carries each frame's time: the model uses them as given
+                extra = {"times": batch.times} if batch.times is not None else {}
+                if extra and "times" not in inspect.signature(model.real_levels).parameters:
+                    raise ConfigError("the batch carries frame times (data.sparse_frames > 0), which this model's "
+                                      "real_levels does not take: set data.sparse_frames = 0")
+                levels = model.real_levels(batch.clips, ctx.generator, rows=rows, **extra)
                 reals = [r.detach().float().requires_grad_(gp_due) for r in levels]
                 real_scores = torch.cat(model.discriminate(reals))
                 penalty = (
@@ -183,6 +189,7 @@ class GANObjective(TwoPlayerObjective):
             d_losses.append(loss_d.detach())
             penalties.append(penalty.detach())
             real_means.append(real_scores.detach().mean())
+            real_scores_all.append(real_scores.detach())
         loss_d, penalty = torch.stack(d_losses).mean(), torch.stack(penalties).mean()
         metrics = {
             "loss_d": loss_d,
@@ -190,5 +197,8 @@ class GANObjective(TwoPlayerObjective):
             "score_real": torch.stack(real_means).mean(),
             "score_fake": torch.stack([s.detach().mean() for s in self._fake_scores]).mean(),
         }
+        observe = getattr(model, "observe_real_scores", None)  # a model's adaptive augmentation (ADA) reads D(real)
+        if observe is not None:
+            metrics.update(observe(torch.cat(real_scores_all), ctx.step))
         self._fake_inputs = self._fake_scores = None  # free the fakes before the next step
         return {"discriminator": loss_d, "gradient_penalty": penalty}, metrics

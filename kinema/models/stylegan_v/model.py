@@ -81,6 +81,10 @@ class StyleGANVConfig:
     # Sparse training (configs/sampling/random.yaml)
     frames_per_clip: int = 3  # frames the discriminator sees per clip
     max_dist: int = 32  # total gap (last - first frame) is a power of two in [frames_per_clip - 1, max_dist]
+    # Length (frames) of the videos the fake clips' times are drawn in: offsets in [0, span - gap - 1], gaps
+    # clipped to span - 1. 0 = `frames`. With sparse data (data.sparse_frames, long videos) set it to the
+    # videos' length, at most max_num_frames (official: min(video length, max_num_frames), training_loop.py:345).
+    time_span: int = 0
     fractional_t: bool = True  # fake clips start at a fractional time (motion.use_fractional_t)
     # Discriminator
     concat_res: int = 16  # resolution at which the frames' features are concatenated
@@ -91,7 +95,13 @@ class StyleGANVConfig:
     mbstd_channels: int = 1
     # Clip-consistent augmentation (the same transform on every frame of a clip); 0 = off.
     # Ops of ADA's `bgc` pipe kept: xflip, integer translation, brightness, contrast, saturation (RGB only).
-    augment_p: float = 0.0
+    augment_p: float = 0.0  # fixed p, or the starting p when augment_target > 0
+    # ADA (StyleGAN2-ADA, as the official run uses it: --aug=ada, target 0.6, src/train.py:244-245,
+    # training_loop.py:407-410): every `augment_interval` steps p += sign(mean sign(D(real)) - target) *
+    # batch * interval / (augment_kimg * 1000), p >= 0. 0 = p stays fixed.
+    augment_target: float = 0.0
+    augment_interval: int = 4
+    augment_kimg: float = 500.0  # thousands of clips for p to move by 1 (official default 500, training_loop.py:121)
     augment_ops: list[str] = field(default_factory=lambda: ["xflip", "xint", "brightness", "contrast", "saturation"])
 
     def validate(self) -> None:
@@ -104,9 +114,10 @@ class StyleGANVConfig:
             raise ConfigError(f"model.frames_per_clip must be >= 2 (the D is conditioned on time gaps), got "
                               f"{self.frames_per_clip}")
         if not self.total_gaps():
-            raise ConfigError(f"no frame gap fits: model.frames = {self.frames} and model.max_dist = {self.max_dist} "
-                              f"leave no power of two in [{self.frames_per_clip - 1}, min(frames - 1, max_dist)]; "
-                              "use longer clips or fewer frames_per_clip")
+            raise ConfigError(f"no frame gap fits: model.frames = {self.frames} (model.time_span = {self.time_span}) "
+                              f"and model.max_dist = {self.max_dist} leave no power of two in "
+                              f"[{self.frames_per_clip - 1}, min(span - 1, max_dist)]; use longer clips or fewer "
+                              "frames_per_clip")
         if max(self.total_gaps()) >= self.max_num_frames:
             raise ConfigError(f"model.max_num_frames ({self.max_num_frames}, the Δt embedding table size) must exceed "
                               f"the largest frame gap {max(self.total_gaps())}")
@@ -114,6 +125,13 @@ class StyleGANVConfig:
             raise ConfigError("model.motion_kernel and model.motion_z_distance must be >= 1")
         if not 0 <= self.augment_p <= 1:
             raise ConfigError(f"model.augment_p must be in [0, 1], got {self.augment_p}")
+        if not 0 <= self.augment_target < 1:
+            raise ConfigError(f"model.augment_target must be in [0, 1) (0 = fixed p; ADA: 0.6), got {self.augment_target}")
+        if self.augment_interval < 1 or self.augment_kimg <= 0:
+            raise ConfigError("model.augment_interval must be >= 1 and model.augment_kimg > 0")
+        if self.time_span and not 2 <= self.time_span <= self.max_num_frames:
+            raise ConfigError(f"model.time_span must be 0 (= frames) or in [2, max_num_frames = {self.max_num_frames}], "
+                              f"got {self.time_span}")
         unknown = sorted(set(self.augment_ops) - set(AUGMENT_OPS))
         if unknown:
             raise ConfigError(f"model.augment_ops: unknown {unknown}; known: {', '.join(AUGMENT_OPS)}")
@@ -122,10 +140,16 @@ class StyleGANVConfig:
                 raise ConfigError(f"model.{key} must be > 0")
 
     def total_gaps(self) -> list[int]:
-        """Total gaps a clip's frames can span: powers of two in ``[F - 1, min(frames - 1, max_dist)]``.
-        Clips shorter than the largest gap clip the set, as ``random_frame_sampling`` does (layers.py:388-394)."""
-        hi = min(self.frames - 1, self.max_dist)
+        """Total gaps a fake clip's frames can span: powers of two in ``[F - 1, min(span - 1, max_dist)]``,
+        ``span = time_span or frames``. Clips shorter than the largest gap clip the set, as
+        ``random_frame_sampling`` does (layers.py:388-394)."""
+        hi = min(self.span - 1, self.max_dist)
         return [2**k for k in range(12) if self.frames_per_clip - 1 <= 2**k <= hi]
+
+    @property
+    def span(self) -> int:
+        """Length in frames of the videos the fake clips' times are drawn in (``time_span or frames``)."""
+        return self.time_span or self.frames
 
     def channels_at(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
@@ -462,6 +486,16 @@ class StyleGANV(VideoModel):
         self.config = config
         self.generator = StyleGANVGenerator(config)
         self.discriminator = StyleGANVDiscriminator(config)
+        if config.augment_target > 0:
+            # ADA's probability and its running (sum of signs of D(real), count) since the last update: saved
+            # with the model, so a resume continues them (only with ADA on: other checkpoints keep their keys)
+            self.register_buffer("ada_p", torch.tensor(float(config.augment_p)))
+            self.register_buffer("ada_stats", torch.zeros(2))
+
+    @property
+    def augment_p_now(self) -> float:
+        """The augmentation probability in use: ``model.augment_p``, or ADA's current p."""
+        return float(self.ada_p) if self.config.augment_target > 0 else self.config.augment_p
 
     @property
     def capabilities(self) -> Capabilities:
@@ -531,7 +565,7 @@ class StyleGANV(VideoModel):
         gen_device = generator.device if generator is not None else "cpu"
         gap = gaps[torch.randint(len(gaps), (n,), generator=generator, device=gen_device).cpu()]
         u = torch.rand(n, generator=generator, device=gen_device).cpu()
-        span = cfg.frames - gap - 1
+        span = cfg.span - gap - 1
         offset = u * span if fractional else torch.floor(u * (span + 1)).clamp(max=span)
         times = [offset, offset + gap]
         if f > 2:
@@ -544,11 +578,13 @@ class StyleGANV(VideoModel):
         return times[rows.start : rows.stop].to(device)
 
     def augment(self, clips: torch.Tensor, rows: BatchRows, generator: torch.Generator | None) -> torch.Tensor:
-        """Clip-consistent augmentation of ``clips`` (b, C, F, H, W): each op applies to a clip with probability
-        ``augment_p`` and with the same parameters on all its frames; colour ops never mix frames, and
-        saturation is skipped for non-RGB clips. Draws are made for the whole global batch."""
+        """Clip-consistent augmentation of ``clips`` (b, C, F, H, W): each op applies to a clip with the current
+        probability ``augment_p_now`` (``augment_p``, adapted by ADA when ``augment_target > 0``) and with the
+        same parameters on all its frames; colour ops never mix frames, and saturation is skipped for non-RGB
+        clips. Draws are made for the whole global batch."""
         cfg = self.config
-        if cfg.augment_p <= 0:
+        p = self.augment_p_now
+        if p <= 0:
             return clips
         n, (b, c, f, h, w) = rows.total, clips.shape
         gen_device = generator.device if generator is not None else "cpu"
@@ -559,7 +595,7 @@ class StyleGANV(VideoModel):
             return x.cpu()[rows.start : rows.stop].to(dev)
 
         def on(values: torch.Tensor, identity: float) -> torch.Tensor:
-            mask = draw("u") < cfg.augment_p
+            mask = draw("u") < p
             return torch.where(mask, values, torch.full_like(values, identity))
 
         ops = set(cfg.augment_ops)
@@ -603,16 +639,58 @@ class StyleGANV(VideoModel):
         return [self._with_times(self.augment(frames, rows, generator), times)]
 
     def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None,
-                    rows: BatchRows | None = None) -> list[torch.Tensor]:
-        """Real clips (b, C, T, H, W) -> ``[(b, C + 1, F, H, W)]``: F frames at integer random gaps."""
+                    rows: BatchRows | None = None, times: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Real clips -> ``[(b, C + 1, F, H, W)]``. Dense clips (b, C, T, H, W), ``times`` None: F frames at
+        integer random gaps drawn here. Sparse clips (b, C, F, H, W) with their ``times`` (b, F) (a dataset
+        built with ``data.sparse_frames``, :mod:`kinema.data.sparse_frames`): used as they are."""
         cfg = self.config
+        rows = BatchRows.whole(video.shape[0]) if rows is None else rows
+        if times is not None:
+            f = cfg.frames_per_clip
+            assert_shape(video, [None, cfg.channels, f, cfg.resolution, cfg.resolution],
+                         f"sparse real clips (B, {cfg.channels}, frames_per_clip = {f}, {cfg.resolution}, "
+                         f"{cfg.resolution}): set data.sparse_frames = model.frames_per_clip")
+            assert_shape(times, [video.shape[0], f], "times of the sparse real clips (B, frames_per_clip)")
+            times = times.to(video.device, torch.float32)
+            gaps = times[:, -1] - times[:, 0]
+            if bool((times[:, 1:] <= times[:, :-1]).any()) or float(gaps.max()) >= cfg.max_num_frames:
+                raise ConfigError(f"sparse real clips need increasing frame times with a total gap < model.max_num_frames "
+                                  f"({cfg.max_num_frames}, the Δt embedding size); got gaps up to {float(gaps.max()):g}: "
+                                  "lower data.sparse_max_gap")
+            return [self._with_times(self.augment(video.float(), rows, generator), times)]
+        if cfg.time_span > cfg.frames:
+            raise ConfigError(f"model.time_span ({cfg.time_span}) > model.frames ({cfg.frames}) draws fake clips over "
+                              f"longer spans than the {cfg.frames}-frame real clips hold: use sparse data "
+                              "(data.sparse_frames = 3, data.sparse_max_gap = model.max_dist) or time_span = 0")
         assert_shape(video, [None, cfg.channels, cfg.frames, cfg.resolution, cfg.resolution],
                      f"real video (B, {cfg.channels}, {cfg.frames}, {cfg.resolution}, {cfg.resolution})")
-        rows = BatchRows.whole(video.shape[0]) if rows is None else rows
         times = self.draw_clip_times(rows, generator, False, video.device)
         idx = times.long()[:, None, :, None, None].expand(-1, cfg.channels, -1, cfg.resolution, cfg.resolution)
         frames = torch.gather(video, 2, idx)
         return [self._with_times(self.augment(frames, rows, generator), times)]
+
+    @torch.no_grad()
+    def observe_real_scores(self, scores: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """ADA's update of the augmentation probability (``training_loop.py:407-410``), called by the ``gan``
+        objective once per step with that step's real scores (all micro-batches, this process). Signs are
+        summed over every process; after the steps with ``step % augment_interval == 0``,
+        ``p += sign(mean sign - augment_target) * batch * interval / (augment_kimg * 1000)``, ``p >= 0``.
+        Returns ``{"augment_p": p}`` for the log (nothing when augmentation is off)."""
+        cfg = self.config
+        if cfg.augment_target <= 0:
+            return {"augment_p": torch.tensor(cfg.augment_p)} if cfg.augment_p > 0 else {}
+        stats = torch.stack([scores.detach().float().sign().sum(), torch.tensor(float(scores.numel()),
+                                                                                  device=scores.device)])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        self.ada_stats += stats.to(self.ada_stats.device)
+        if step % cfg.augment_interval == 0:
+            batch = float(stats[1])
+            sign = torch.sign(self.ada_stats[0] / self.ada_stats[1] - cfg.augment_target)
+            p = self.ada_p + sign * batch * cfg.augment_interval / (cfg.augment_kimg * 1000)
+            self.ada_p.copy_(p.clamp(min=0))
+            self.ada_stats.zero_()
+        return {"augment_p": self.ada_p.detach().clone()}
 
     def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
         """``[(b, C + 1, F, H, W)]`` -> ``[(b,)]`` logits; the time channel is read detached."""
