@@ -180,12 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--frames-per-second", type=float, default=None, metavar="F",
                          help="resample every video to F frames per second by timestamp (frames dropped or repeated); "
                               "default: keep each video's own frame rate")
-    prepare.add_argument("--layout", choices=["folder", "ucf101"], default="folder",
+    prepare.add_argument("--layout", choices=["folder", "ucf101", "kth"], default="folder",
                          help="folder: any folder of videos; ucf101: UCF-101/<Class>/v_<Class>_gXX_cYY.avi with the "
-                              "official ucfTrainTestlist/ (labels from classInd.txt, groups checked); default folder")
+                              "official ucfTrainTestlist/ (labels from classInd.txt, groups checked); kth: KTH's "
+                              "personPP_<action>_dS_uncomp.avi videos (labels = actions); default folder")
     prepare.add_argument("--split", default=None,
-                         help="ucf101 only: official split list trainlist01..03 or testlist01..03 "
-                              "(default: every video of every class)")
+                         help="ucf101: official split list trainlist01..03 or testlist01..03; kth: train / test "
+                              "(persons 1-20 / 21-25, SVG's KTH split) or mcnet_train / mcnet_test (1-16 / "
+                              "17-25) (default: every video)")
     prepare.add_argument("--splits", default=None, metavar="DIR",
                          help="ucf101 only: the ucfTrainTestlist folder (default: found inside --data or next to it)")
     prepare.add_argument("--workers", type=int, default=None,

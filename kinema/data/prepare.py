@@ -376,7 +376,8 @@ def prepare(
 
     ``resolution`` is ``(H, W)`` or ``"HxW"``; ``fps`` resamples the frame rate (None keeps each
     video's own); ``layout`` is ``"folder"`` (any folder) or ``"ucf101"`` with an optional official
-    ``split`` (``trainlist01`` ...) and ``splits`` (the ``ucfTrainTestlist`` folder). ``workers``
+    ``split`` (``trainlist01`` ...) and ``splits`` (the ``ucfTrainTestlist`` folder), or ``"kth"`` with an
+    optional person ``split`` (``train``/``test``, :mod:`kinema.data.kth`). ``workers``
     processes decode in parallel (default: all CPUs; 1 decodes in this process). Videos with fewer
     than ``min_frames`` frames (after resampling), corrupt, unreadable or empty files are skipped
     and listed in the report. ``verify`` re-reads every array at the end to check its sha256.
@@ -396,7 +397,14 @@ def prepare(
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    video_root, entries = list_videos(data, layout, split, splits)
+    if layout == "kth":  # persons' action videos (kinema.data.kth): split train/test = persons 1-20 / 21-25
+        from kinema.data.kth import kth_videos
+
+        if splits is not None:
+            raise DatasetError("--splits is for --layout ucf101; KTH's splits are by person (--split train|test|...)")
+        video_root, entries = kth_videos(data, split)
+    else:
+        video_root, entries = list_videos(data, layout, split, splits)
     check_memory(height, width, min_frames, min(workers, len(entries)))
     out = Path(out)
     settings = {"format": CACHE_FORMAT, "resolution": [height, width], "fps": None if fps is None else float(fps),

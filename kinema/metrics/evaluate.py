@@ -171,6 +171,21 @@ def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers
             "frames": frames, **report}
 
 
+def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, batch_size: int,
+                     fake_dataset=None) -> dict:
+    """Best-of-N SSIM/PSNR or the motion-mode diversity of a prediction model on ``count`` real clips."""
+    from kinema.metrics.prediction import best_of_n_metrics, diversity_score
+
+    if fake_dataset is not None or model is None:
+        raise ValueError(f"{protocol.name} samples futures of real clips' contexts: give a checkpoint of a prediction "
+                         "model, not --fake")
+    if dataset is None:
+        raise ValueError(f"{protocol.name} predicts futures of real clips: give a dataset (--data)")
+    fn = best_of_n_metrics if protocol.statistic == "best_of_n" else diversity_score
+    result = fn(model, dataset, count, protocol.futures, seed=seed, batch_size=batch_size)
+    return {**result, "protocol_num": protocol.num_samples, "frames": int(dataset[0].shape[1])}
+
+
 def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:
     """Before any clip is generated: enough real (and fake) clips for every protocol, and room in memory
     for the noise of all generated clips (drawn at once, so a video does not depend on the batch size)."""
@@ -238,6 +253,9 @@ def evaluate_model(
         count = num or protocol.num_samples
         if protocol.statistic == "oracle":
             results[name] = oracle_score(model, dataset, count, seed, batch_size, workers, fake_dataset)
+            continue
+        if protocol.statistic in ("best_of_n", "diversity"):
+            results[name] = prediction_score(protocol, model, dataset, count, seed, batch_size, fake_dataset)
             continue
         total = protocol.clips_for(count * protocol.repeats if protocol.statistic == "is" else count)
         if protocol.statistic == "is" and count < 2:

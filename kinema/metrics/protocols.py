@@ -14,6 +14,13 @@ A protocol name fixes everything that moves the number, so results under one nam
   generated vs 256 real clips at the model's frame count; the value is the fraction of physically
   consistent clips (higher is better), the other measures come with it. Meaningful only for the
   synthetic families with bright objects on a dark background (docs/oracle.md).
+- ``bestof100_ssim_psnr``: prediction models (``capabilities.conditions`` has ``"frames"``): 100 sampled
+  futures of each of 256 held-out clips' contexts, best-of-100 SSIM and PSNR per predicted frame (the
+  future with the best mean over frames; SVG's and DVG's protocol), :mod:`kinema.metrics.prediction`.
+  The value is the mean best SSIM; the per-frame curves and the copy-last-frame baseline come with it.
+- ``modes_diversity10``: prediction models on synthetic data with ground-truth motion modes
+  (``action_switch_digits``): the fraction of 10 sampled futures per clip (256 clips) that change motion
+  mode (:func:`kinema.metrics.prediction.diversity_score`).
 """
 
 from __future__ import annotations
@@ -26,15 +33,16 @@ from typing import Literal
 class Protocol:
     name: str
     network: Literal["i3d", "c3d", "inception", "none"]
-    statistic: Literal["fvd", "kvd", "is", "fid", "oracle"]
+    statistic: Literal["fvd", "kvd", "is", "fid", "oracle", "best_of_n", "diversity"]
     num_samples: int  # clips, or frames for the frame-level FID
     frames: int  # 0: the model's own frame count
     repeats: int = 1  # IS: independent sample sets, reported as mean ± std
     c3d_preprocessing: str = "tganv2"
+    futures: int = 1  # prediction protocols: sampled futures per real clip
 
     @property
     def needs_real(self) -> bool:
-        return self.statistic in ("fvd", "kvd", "fid", "oracle")
+        return self.statistic in ("fvd", "kvd", "fid", "oracle", "best_of_n", "diversity")
 
     def clips_for(self, count: int) -> int:
         """Clips to draw for ``count`` samples (FID counts frames: every frame of a clip is one)."""
@@ -50,6 +58,8 @@ PROTOCOLS: dict[str, Protocol] = {
         Protocol("fid_frames50k", "inception", "fid", 50_000, 16),
         Protocol("is2048_c3d_tganv2", "c3d", "is", 2048, 16, repeats=10, c3d_preprocessing="tganv2"),
         Protocol("motion256", "none", "oracle", 256, 0),
+        Protocol("bestof100_ssim_psnr", "none", "best_of_n", 256, 0, futures=100),
+        Protocol("modes_diversity10", "none", "diversity", 256, 0, futures=10),
     )
 }
 

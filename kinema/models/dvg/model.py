@@ -134,6 +134,11 @@ class DVG(VideoModel):
     def capabilities(self) -> Capabilities:
         return Capabilities(conditions=frozenset({"frames"}))
 
+    @property
+    def context_frames(self) -> int:
+        """Frames the prediction conditions on (``model.n_past``); read by kinema.metrics.prediction."""
+        return self.config.n_past
+
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """One integer seed per video ``(n,)``: it draws that video's GP samples, however long the rollout
         (``--frames``) and however the videos are batched."""

@@ -1,0 +1,122 @@
+"""DVG on held-out action-switch clips: does it predict the context's motion, and do its futures branch?
+
+For a trained DVG checkpoint (e.g. ``configs/dvg_tiny.toml``, data ``action_switch_digits``), on ``--clips``
+held-out clips whose context ends in motion (the run's data family at the trainer's held-out seed; on a
+still context copying the last frame is exact) with ``--future`` predicted frames:
+
+1. **prediction**: PSNR / SSIM per predicted frame of the LSTM rollout (``trigger = "never"``, one future:
+   it is deterministic) against copying the last context frame, reported as the means over frames
+   ``1..--early`` and ``--early+1..--future``;
+2. **best of N**: best-of-``--futures`` PSNR / SSIM with the GP trigger (``gp_variance``) and with the fixed
+   schedule (``every_k``);
+3. **diversity**: :func:`kinema.metrics.prediction.diversity_score` with ``--futures`` futures per clip for
+   each trigger (``never`` is the LSTM alone), and how often the GP trigger fired.
+
+    OMP_NUM_THREADS=1 python benchmarks/dvg_prediction.py --checkpoint runs/dvg_tiny \\
+        --out benchmarks/results/dvg_prediction_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kinema.data import build_dataset  # noqa: E402
+from kinema.metrics.prediction import best_of_n_metrics, diversity_score  # noqa: E402
+from kinema.registry import load_model  # noqa: E402
+from kinema.training.trainer import HELD_OUT_SEED_OFFSET  # noqa: E402
+
+
+def predictor(model, future: int, trigger: str, fired: list | None = None):
+    def predict(noise, context):
+        video, info = model.sample(noise, frames=context, n_future=future, trigger=trigger, return_info=True)
+        if fired is not None:
+            fired.append(info["triggered"].any(1).float())
+        return video
+    return predict
+
+
+class MovingContext(torch.utils.data.Dataset):
+    """The clips of ``dataset`` whose context ends in motion (ground-truth mode of its last step is not
+    ``still``): on a still context copying the last frame is exact (PSNR capped at 100 dB), which would
+    swamp the mean; the question here is whether the model continues a motion."""
+
+    def __init__(self, dataset, context: int):
+        self.dataset = dataset
+        self.indices = [i for i in range(len(dataset)) if dataset.ground_truth(i)["modes"][0, context - 2] != 0]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset[self.indices[i]]
+
+    def ground_truth(self, i: int) -> dict:
+        return self.dataset.ground_truth(self.indices[i])
+
+
+def spans(curve: list[float], early: int) -> dict:
+    return {f"frames_1_{early}": float(np.mean(curve[:early])),
+            f"frames_{early + 1}_{len(curve)}": float(np.mean(curve[early:]))}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="DVG run directory or checkpoint")
+    parser.add_argument("--clips", type=int, default=64, help="held-out clips (default 64)")
+    parser.add_argument("--future", type=int, default=20, help="frames predicted after the context (default 20)")
+    parser.add_argument("--early", type=int, default=5, help="the first frames reported apart (default 5)")
+    parser.add_argument("--futures", type=int, default=10, help="sampled futures per clip (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model, config, ckpt = load_model(args.checkpoint, device=torch.device("cpu"))
+    model.eval()
+    c = config.model
+    data = build_dataset(config.data, frames=c.n_past + args.future, height=c.resolution, width=c.resolution,
+                         seed=config.train.seed + HELD_OUT_SEED_OFFSET, train=False)
+    data = MovingContext(data, c.n_past)
+    result: dict = {"checkpoint": str(ckpt), "family": config.data.family, "clips": args.clips,
+                    "context": c.n_past, "future": args.future, "futures": args.futures}
+    lstm = best_of_n_metrics(model, data, args.clips, 1, seed=args.seed, predict=predictor(model, args.future, "never"))
+    result["lstm_psnr"], result["lstm_ssim"] = lstm["psnr"], lstm["ssim"]
+    result["copy_last_psnr"], result["copy_last_ssim"] = lstm["copy_last_psnr"], lstm["copy_last_ssim"]
+    result["summary"] = {"lstm_psnr": spans(lstm["psnr"], args.early),
+                         "copy_last_psnr": spans(lstm["copy_last_psnr"], args.early),
+                         "lstm_ssim": spans(lstm["ssim"], args.early),
+                         "copy_last_ssim": spans(lstm["copy_last_ssim"], args.early)}
+    for trigger in ("gp_variance", "every_k"):
+        best = best_of_n_metrics(model, data, args.clips, args.futures, seed=args.seed,
+                                 predict=predictor(model, args.future, trigger))
+        result[f"best_of_{args.futures}_{trigger}"] = {"psnr": best["psnr"], "ssim": best["ssim"]}
+        result["summary"][f"best_of_{args.futures}_{trigger}_psnr"] = spans(best["psnr"], args.early)
+        result["summary"][f"best_of_{args.futures}_{trigger}_ssim"] = spans(best["ssim"], args.early)
+    for trigger in ("never", "gp_variance", "every_k"):
+        fired: list = []
+        div = diversity_score(model, data, args.clips, args.futures, seed=args.seed,
+                              predict=predictor(model, args.future, trigger, fired))
+        result["summary"][f"diversity_{trigger}"] = {k: div[k] for k in ("value", "distinct_modes", "real_changed",
+                                                                          "estimator_accuracy")}
+        result["summary"][f"diversity_{trigger}"]["futures_with_a_gp_draw"] = float(torch.cat(fired).mean())
+    result["seconds"] = time.perf_counter() - start
+    print(json.dumps(result["summary"], indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

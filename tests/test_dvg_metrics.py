@@ -1,0 +1,214 @@
+"""Prediction metrics (best-of-N SSIM / PSNR, motion-mode diversity) and the action-switch data they are
+checked on: reference formulas on fixed arrays, scikit-image where installed, ground-truth modes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kinema.data import SYNTHETIC_FAMILIES, build_dataset
+from kinema.data.action_switch import MODE_STEPS, MODES, ActionSwitchDigits
+from kinema.metrics.prediction import (MODE_NAMES, PSNR_CAP, best_of_n, best_of_n_metrics, context_frames,
+                                       diversity_score, left_mode, motion_modes, psnr_per_frame, ssim_per_frame)
+from kinema.models.base import Capabilities, VideoModel
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def fixed(shape, seed) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def ssim_reference(a: np.ndarray, b: np.ndarray, r: float = 1.0, w: int = 7) -> float:
+    """Mean SSIM of two 2-D images by the formula, one window at a time (Wang et al. 2004 with scikit-image's
+    uniform window and sample covariance)."""
+    c1, c2, vals = (0.01 * r) ** 2, (0.03 * r) ** 2, []
+    for i in range(a.shape[0] - w + 1):
+        for j in range(a.shape[1] - w + 1):
+            x, y = a[i:i + w, j:j + w].ravel(), b[i:i + w, j:j + w].ravel()
+            mx, my = x.mean(), y.mean()
+            vx, vy = x.var(ddof=1), y.var(ddof=1)
+            cxy = ((x - mx) * (y - my)).sum() / (x.size - 1)
+            vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    return float(np.mean(vals))
+
+
+def test_psnr_and_ssim_agree_with_reference_formulas_per_channel_and_frame():
+    a, b = fixed((2, 3, 2, 12, 10), 0), fixed((2, 3, 2, 12, 10), 1)
+    b = (0.6 * a + 0.4 * b)  # correlated, so SSIM is well away from 0
+    psnr, ssim = psnr_per_frame(a, b), ssim_per_frame(a, b)
+    assert psnr.shape == ssim.shape == (2, 2)
+    for n in range(2):
+        for t in range(2):
+            channels = range(3)
+            ref_psnr = np.mean([10 * math.log10(1 / np.mean((a[n, c, t] - b[n, c, t]).numpy() ** 2)) for c in channels])
+            ref_ssim = np.mean([ssim_reference(a[n, c, t].numpy(), b[n, c, t].numpy()) for c in channels])
+            assert psnr[n, t].item() == pytest.approx(ref_psnr, abs=1e-9)
+            assert ssim[n, t].item() == pytest.approx(ref_ssim, abs=1e-9)
+    assert psnr_per_frame(a, a).eq(PSNR_CAP).all() and ssim_per_frame(a, a).sub(1).abs().max() < 1e-12
+    assert ssim_per_frame(a, b, data_range=2.0).gt(ssim).all()  # the official float32 convention scores higher
+
+
+def test_psnr_and_ssim_agree_with_scikit_image():
+    metrics = pytest.importorskip("skimage.metrics")
+    a, b = fixed((1, 1, 3, 32, 32), 2), fixed((1, 1, 3, 32, 32), 3)
+    b = (0.7 * a + 0.3 * b).clamp(0, 1)
+    for t in range(3):
+        x, y = a[0, 0, t].numpy(), b[0, 0, t].numpy()
+        for r in (1.0, 2.0):
+            assert ssim_per_frame(a, b, data_range=r)[0, t].item() == pytest.approx(
+                metrics.structural_similarity(x, y, data_range=r), abs=1e-9)
+        assert psnr_per_frame(a, b)[0, t].item() == pytest.approx(
+            metrics.peak_signal_noise_ratio(x, y, data_range=1.0), abs=1e-9)
+
+
+def test_best_of_n_on_fixed_scores():
+    scores = torch.tensor([[[1.0, 5.0, 1.0], [3.0, 3.0, 3.0]],   # clip 0: future 1 is best on average (3 > 2.33)
+                           [[0.0, 0.0, 9.0], [2.0, 2.0, 2.0]]])  # clip 1: future 0 (3 > 2)
+    assert best_of_n(scores, "clip").tolist() == [[3.0, 3.0, 3.0], [0.0, 0.0, 9.0]]
+    assert best_of_n(scores, "frame").tolist() == [[3.0, 5.0, 3.0], [2.0, 2.0, 9.0]]
+    with pytest.raises(ValueError, match="select must be"):
+        best_of_n(scores, "best")
+
+
+class Offsets(VideoModel):
+    """A prediction model for tests: future ``k`` is the real clip's future plus ``offsets[k]`` (noise = k)."""
+
+    default_objective = "none"
+
+    def __init__(self, dataset, offsets, context=2):
+        super().__init__()
+        self.dataset, self.offsets, self.context_frames = dataset, offsets, context
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.clips = {}
+
+    @property
+    def capabilities(self):
+        return Capabilities(conditions=frozenset({"frames"}))
+
+    @property
+    def video_shape(self):
+        return tuple(self.dataset[0].shape)
+
+    def sample_noise(self, n, generator=None, device=None):
+        return torch.arange(n)
+
+    def sample(self, noise, frames=None):
+        clip = next(c for c in map(self.dataset.__getitem__, range(len(self.dataset)))
+                    if torch.equal(c[:, : self.context_frames], frames[0]))
+        out = clip[None].repeat(len(noise), 1, 1, 1, 1)
+        for row, k in enumerate(noise.tolist()):
+            out[row, :, self.context_frames:] = (out[row, :, self.context_frames:] + self.offsets[k]).clamp(-1, 1)
+        return out
+
+
+def test_best_of_n_metrics_pick_the_best_future_and_agree_with_a_reference():
+    data = ActionSwitchDigits(3, 6, 16, 16, seed=4)
+    offsets = [0.3, 0.05, -0.2]
+    model = Offsets(data, offsets)
+    result = best_of_n_metrics(model, data, 3, 3, seed=0, batch_size=2)
+    assert result["predicted_frames"] == 4 and result["futures"] == 3 and len(result["psnr"]) == 4
+    real = torch.stack([data[i] for i in range(3)])
+    unit = lambda x: (x.double() + 1) / 2  # noqa: E731
+    target = unit(real[:, :, 2:])
+    for metric, key in ((psnr_per_frame, "psnr"), (ssim_per_frame, "ssim")):
+        # per clip, the future whose mean over frames is best, found by brute force
+        futures = [metric(unit((real[:, :, 2:] + o).clamp(-1, 1)), target) for o in offsets]  # each (3, 4)
+        best = [max(futures, key=lambda f: f[c].mean().item())[c] for c in range(3)]
+        np.testing.assert_allclose(result[key], torch.stack(best).mean(0).numpy(), atol=1e-5)
+    assert result["psnr"] == pytest.approx(psnr_per_frame(unit((real[:, :, 2:] + 0.05).clamp(-1, 1)), target)
+                                           .mean(0).tolist(), abs=1e-5)  # the smallest offset wins on PSNR
+    copy = unit(real[:, :, 1:2].expand(-1, -1, 4, -1, -1))
+    np.testing.assert_allclose(result["copy_last_psnr"], psnr_per_frame(copy, target).mean(0).numpy(), atol=1e-5)
+    assert result["psnr_mean"] > np.mean(result["mean_future_psnr"])
+
+
+def test_context_frames_names_a_model_that_is_not_a_prediction_model():
+    data = ActionSwitchDigits(1, 4, 16, 16)
+    model = Offsets(data, [0.0])
+    model.context_frames = None
+    with pytest.raises(ValueError, match="does not say how many"):
+        context_frames(model)
+    Offsets.capabilities = property(lambda self: Capabilities())
+    try:
+        with pytest.raises(ValueError, match="does not condition on frames"):
+            context_frames(model)
+    finally:
+        del Offsets.capabilities
+        Offsets.capabilities = property(lambda self: Capabilities(conditions=frozenset({"frames"})))
+
+
+def test_action_switch_digits_modes_are_the_steps_and_switch_at_random():
+    assert SYNTHETIC_FAMILIES["action_switch_digits"] is ActionSwitchDigits and MODES == MODE_NAMES
+    data = ActionSwitchDigits(40, 24, 32, 32, seed=1, switch_probability=0.2)
+    switches, seen = [], set()
+    for i in range(len(data)):
+        gt = data.ground_truth(i)
+        pos, vel, modes = gt["positions"][0], gt["velocities"][0], gt["modes"][0]
+        np.testing.assert_allclose(vel, MODE_STEPS[modes] * gt["speeds"][0])  # every step is a pure mode
+        np.testing.assert_allclose(pos[1:], pos[:-1] + vel[:-1], atol=1e-9)  # and is taken exactly
+        lo = gt["extents"][0, [0, 2]]
+        hi = np.array([31.0, 31.0]) - gt["extents"][0, [1, 3]]
+        assert (pos >= lo - 1e-9).all() and (pos <= hi + 1e-9).all()
+        switches.append(gt["switches"][0, 1:])
+        seen.update(modes.tolist())
+        np.testing.assert_array_equal(gt["direction_changes"][0, 1:], modes[1:] != modes[:-1])
+    assert seen == set(range(5))
+    assert 0.12 < np.mean(switches) < 0.28  # switch_probability 0.2
+    assert torch.equal(data[3], ActionSwitchDigits(40, 24, 32, 32, seed=1, switch_probability=0.2)[3])
+    with pytest.raises(ValueError, match="switch_probability"):
+        ActionSwitchDigits(1, 4, 16, 16, switch_probability=1.5)
+
+
+def test_motion_modes_recover_the_ground_truth_from_the_frames():
+    data = ActionSwitchDigits(30, 12, 32, 32, seed=2)
+    est = motion_modes(torch.stack([data[i] for i in range(30)]))
+    truth = torch.stack([torch.as_tensor(data.ground_truth(i)["modes"][0, :-1]) for i in range(30)])
+    assert (est == truth).double().mean() > 0.97
+    # a blank prediction does not move: still
+    assert motion_modes(torch.full((1, 3, 4, 16, 16), -1.0)).eq(0).all()
+
+
+def test_left_mode_needs_a_run_of_another_mode():
+    modes = torch.tensor([[2, 2, 1, 2, 2], [2, 1, 1, 2, 2], [0, 0, 0, 0, 0]])
+    assert left_mode(modes, 2, 2).tolist() == [False, True, True]
+    assert left_mode(modes, 2, 1).tolist() == [True, True, True]
+
+
+class Replay(Offsets):
+    """Futures for tests: the real future (``mode="real"``) or the last context frame repeated."""
+
+    def __init__(self, dataset, mode, context=3):
+        super().__init__(dataset, [0.0], context)
+        self.mode = mode
+
+    def sample_noise(self, n, generator=None, device=None):
+        return torch.zeros(n, dtype=torch.long)
+
+    def sample(self, noise, frames=None):
+        out = super().sample(noise, frames)
+        if self.mode == "copy":
+            out[:, :, self.context_frames:] = out[:, :, self.context_frames - 1: self.context_frames]
+        return out
+
+
+def test_diversity_score_of_the_real_future_and_of_a_frozen_one():
+    data = ActionSwitchDigits(24, 10, 32, 32, seed=5, switch_probability=0.3)
+    real = diversity_score(Replay(data, "real"), data, 24, 2, seed=0)
+    assert real["estimator_accuracy"] > 0.97
+    assert real["value"] == pytest.approx(real["real_changed"], abs=0.05) and 0 < real["real_changed"] < 1
+    frozen = diversity_score(Replay(data, "copy"), data, 24, 2, seed=0)
+    still = np.mean([data.ground_truth(i)["modes"][0, 1] == 0 for i in
+                     torch.randperm(24, generator=torch.Generator().manual_seed(0)).tolist()])
+    assert frozen["value"] == pytest.approx(1 - still)  # a frozen future leaves every mode but "still"
+    assert frozen["distinct_modes"] == 1
+    with pytest.raises(ValueError, match="one object per clip"):
+        diversity_score(Replay(ActionSwitchDigits(2, 10, 32, 32, num_digits=2), "real"),
+                        ActionSwitchDigits(2, 10, 32, 32, num_digits=2), 2, 2)
+    bouncing = build_dataset(type("C", (), {"source": "synthetic", "family": "bouncing_shapes", "num_clips": 2})(),
+                             frames=10, height=32, width=32, seed=0)
+    with pytest.raises(ValueError, match="action_switch_digits"):
+        diversity_score(Replay(data, "real"), bouncing, 2, 2)
