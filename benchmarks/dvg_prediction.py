@@ -4,13 +4,16 @@ For a trained DVG checkpoint (e.g. ``configs/dvg_tiny.toml``, data ``action_swit
 held-out clips whose context ends in motion (the run's data family at the trainer's held-out seed; on a
 still context copying the last frame is exact) with ``--future`` predicted frames:
 
-1. **prediction**: PSNR / SSIM per predicted frame of the LSTM rollout (``trigger = "never"``, one future:
+1. **prediction**: PSNR / SSIM per predicted frame, and the PSNR of the mean MSE over clips (robust to the
+   exact copies -- PSNR capped at 100 dB -- that copying the last frame gives when a digit stops or comes
+   back to the same place), of the LSTM rollout (``trigger = "never"``, one future:
    it is deterministic) against copying the last context frame, reported as the means over frames
    ``1..--early`` and ``--early+1..--future``;
 2. **best of N**: best-of-``--futures`` PSNR / SSIM with the GP trigger (``gp_variance``) and with the fixed
    schedule (``every_k``);
-3. **diversity**: :func:`kinema.metrics.prediction.diversity_score` with ``--futures`` futures per clip for
-   each trigger (``never`` is the LSTM alone), and how often the GP trigger fired.
+3. **diversity**: :func:`kinema.metrics.prediction.diversity_score` with ``--futures`` futures per clip of
+   ``--diversity-future`` frames for each trigger (``never`` is the LSTM alone), and how often the GP
+   trigger fired.
 
     OMP_NUM_THREADS=1 python benchmarks/dvg_prediction.py --checkpoint runs/dvg_tiny \\
         --out benchmarks/results/dvg_prediction_cpu.json
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--future", type=int, default=20, help="frames predicted after the context (default 20)")
     parser.add_argument("--early", type=int, default=5, help="the first frames reported apart (default 5)")
     parser.add_argument("--futures", type=int, default=10, help="sampled futures per clip (default 10)")
+    parser.add_argument("--diversity-future", type=int, default=None,
+                        help="frames predicted for the diversity score (default --future)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here")
@@ -93,7 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     lstm = best_of_n_metrics(model, data, args.clips, 1, seed=args.seed, predict=predictor(model, args.future, "never"))
     result["lstm_psnr"], result["lstm_ssim"] = lstm["psnr"], lstm["ssim"]
     result["copy_last_psnr"], result["copy_last_ssim"] = lstm["copy_last_psnr"], lstm["copy_last_ssim"]
-    result["summary"] = {"lstm_psnr": spans(lstm["psnr"], args.early),
+    psnr_of = lambda mse: [10 * float(np.log10(1 / m)) for m in mse]  # noqa: E731
+    result["summary"] = {"lstm_psnr_of_mean_mse": spans(psnr_of(lstm["mse"]), args.early),
+                         "copy_last_psnr_of_mean_mse": spans(psnr_of(lstm["copy_last_mse"]), args.early),
+                         "lstm_psnr": spans(lstm["psnr"], args.early),
                          "copy_last_psnr": spans(lstm["copy_last_psnr"], args.early),
                          "lstm_ssim": spans(lstm["ssim"], args.early),
                          "copy_last_ssim": spans(lstm["copy_last_ssim"], args.early)}
@@ -102,12 +110,16 @@ def main(argv: list[str] | None = None) -> dict:
                                  predict=predictor(model, args.future, trigger))
         result[f"best_of_{args.futures}_{trigger}"] = {"psnr": best["psnr"], "ssim": best["ssim"]}
         result["summary"][f"best_of_{args.futures}_{trigger}_psnr"] = spans(best["psnr"], args.early)
+        result["summary"][f"best_of_{args.futures}_{trigger}_psnr_of_mean_mse"] = spans(psnr_of(best["mse"]), args.early)
         result["summary"][f"best_of_{args.futures}_{trigger}_ssim"] = spans(best["ssim"], args.early)
+    horizon = args.diversity_future or args.future
+    result["diversity_future"] = horizon
     for trigger in ("never", "gp_variance", "every_k"):
         fired: list = []
         div = diversity_score(model, data, args.clips, args.futures, seed=args.seed,
-                              predict=predictor(model, args.future, trigger, fired))
-        result["summary"][f"diversity_{trigger}"] = {k: div[k] for k in ("value", "distinct_modes", "real_changed",
+                              predict=predictor(model, horizon, trigger, fired))
+        result["summary"][f"diversity_{trigger}"] = {k: div[k] for k in ("value", "distinct_modes",
+                                                                          "pairwise_disagreement", "real_changed",
                                                                           "estimator_accuracy")}
         result["summary"][f"diversity_{trigger}"]["futures_with_a_gp_draw"] = float(torch.cat(fired).mean())
     result["seconds"] = time.perf_counter() - start

@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_options(sample)
 
     evaluate = sub.add_parser(
-        "evaluate", help="score a checkpoint with FVD / KVD / IS protocols",
+        "evaluate", help="score a checkpoint with FVD / KVD / IS / prediction protocols",
         description="Score a checkpoint under named protocols (see docs/metrics.md). Results are printed, "
                     "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
     evaluate.add_argument("--checkpoint", help="run directory (latest checkpoint) or checkpoint directory")

@@ -200,6 +200,7 @@ def test_diversity_score_of_the_real_future_and_of_a_frozen_one():
     real = diversity_score(Replay(data, "real"), data, 24, 2, seed=0)
     assert real["estimator_accuracy"] > 0.97
     assert real["value"] == pytest.approx(real["real_changed"], abs=0.05) and 0 < real["real_changed"] < 1
+    assert real["pairwise_disagreement"] == 0  # identical futures
     frozen = diversity_score(Replay(data, "copy"), data, 24, 2, seed=0)
     still = np.mean([data.ground_truth(i)["modes"][0, 1] == 0 for i in
                      torch.randperm(24, generator=torch.Generator().manual_seed(0)).tolist()])
@@ -212,3 +213,27 @@ def test_diversity_score_of_the_real_future_and_of_a_frozen_one():
                              frames=10, height=32, width=32, seed=0)
     with pytest.raises(ValueError, match="action_switch_digits"):
         diversity_score(Replay(data, "real"), bouncing, 2, 2)
+
+
+class Alternate(Replay):
+    """Even noise rows: the real future; odd rows: the last context frame repeated."""
+
+    def sample_noise(self, n, generator=None, device=None):
+        return torch.arange(n)
+
+    def sample(self, noise, frames=None):
+        out = Replay.sample(self, torch.zeros(len(noise), dtype=torch.long), frames)
+        odd = noise % 2 == 1
+        out[odd, :, self.context_frames:] = out[odd, :, self.context_frames - 1: self.context_frames]
+        return out
+
+
+def test_pairwise_disagreement_counts_steps_where_two_futures_differ():
+    data = ActionSwitchDigits(6, 8, 32, 32, seed=7)
+    model = Alternate(data, "real")
+    result = diversity_score(model, data, 6, 2, seed=0)
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(0)).tolist()
+    # 2 futures: the real one and a still one; they differ where the real mode (from the last context frame)
+    # is not still
+    expected = np.mean([np.mean(data.ground_truth(i)["modes"][0, 2:7] != 0) for i in order])
+    assert result["pairwise_disagreement"] == pytest.approx(expected)

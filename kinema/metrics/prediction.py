@@ -133,8 +133,11 @@ def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 
     ``dataset`` in a seeded order; also the copy-the-last-context-frame baseline and the mean over futures.
 
     Returns ``{"value": mean best SSIM over frames, "ssim": [per frame], "psnr": [per frame], "ssim_mean",
-    "psnr_mean", "mean_future_ssim"/"mean_future_psnr" (the average future, per frame), "copy_last_ssim",
-    "copy_last_psnr" (per frame), "context_frames", "predicted_frames", "futures", "select", "num"}``."""
+    "psnr_mean", "mse" (per frame, of the best future by MSE, on [0, 1] frames), "mean_future_ssim" /
+    "mean_future_psnr" (the average future, per frame), "copy_last_ssim", "copy_last_psnr", "copy_last_mse"
+    (per frame), "context_frames", "predicted_frames", "futures", "select", "num"}``. On synthetic data a
+    future can equal the last context frame exactly (an object that stands still or comes back), whose PSNR
+    is :data:`PSNR_CAP`; ``10 log10(1 / mse)`` (PSNR of the mean MSE) is then the robust summary."""
     if futures < 1 or num_clips < 1:
         raise ValueError(f"best-of-N needs at least 1 clip and 1 future, got {num_clips} and {futures}")
     if len(dataset) < num_clips:
@@ -142,7 +145,7 @@ def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 
                          "a lower --num")
     tc = context_frames(model)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_clips].tolist()
-    ssim, psnr, copy_ssim, copy_psnr = [], [], [], []
+    ssim, psnr, mse, copy_ssim, copy_psnr, copy_mse = [], [], [], [], [], []
     for k, index in enumerate(order):
         clip = dataset[index].float()
         if clip.shape[1] <= tc:
@@ -158,13 +161,17 @@ def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 
         fake = _unit(video[:, :, tc:t])
         ssim.append(ssim_per_frame(fake, real, ssim_data_range))
         psnr.append(psnr_per_frame(fake, real))
+        mse.append((fake - real).pow(2).mean((1, 3, 4)))
         last = _unit(clip[None, :, tc - 1: tc]).expand(-1, -1, t - tc, -1, -1)
         copy_ssim.append(ssim_per_frame(last, real[:1], ssim_data_range)[0])
         copy_psnr.append(psnr_per_frame(last, real[:1])[0])
+        copy_mse.append((last - real[:1]).pow(2).mean((1, 3, 4))[0])
     ssim_all, psnr_all = torch.stack(ssim), torch.stack(psnr)  # (clips, N, T)
     best_ssim, best_psnr = best_of_n(ssim_all, select).mean(0), best_of_n(psnr_all, select).mean(0)
+    best_mse = -best_of_n(-torch.stack(mse), select).mean(0)
     lists = lambda x: [round(float(v), 6) for v in x]  # noqa: E731
     return {"value": float(best_ssim.mean()), "std": None, "ssim": lists(best_ssim), "psnr": lists(best_psnr),
+            "mse": [float(v) for v in best_mse], "copy_last_mse": [float(v) for v in torch.stack(copy_mse).mean(0)],
             "ssim_mean": float(best_ssim.mean()), "psnr_mean": float(best_psnr.mean()),
             "mean_future_ssim": lists(ssim_all.mean((0, 1))), "mean_future_psnr": lists(psnr_all.mean((0, 1))),
             "copy_last_ssim": lists(torch.stack(copy_ssim).mean(0)),
@@ -238,7 +245,8 @@ def diversity_score(model, dataset, num_clips: int, futures: int, seed: int = 0,
     on; it *changes mode* when it holds another mode for ``min_run`` consecutive steps (one noisy step of a
     blurred prediction is not a change). Returns ``{"value": the fraction of futures that change mode
     (mean over clips), "distinct_modes": modes held for min_run steps in any of the K futures (mean over
-    clips), "real_changed": the fraction of the real futures that change mode (ground truth),
+    clips), "pairwise_disagreement": the fraction of steps at which two futures of a clip are in different
+    modes (mean over pairs and clips; 0 for a deterministic model), "real_changed": the fraction of the real futures that change mode (ground truth),
     "estimator_accuracy": the estimated modes of the real futures vs their ground truth, ...}``."""
     tc = context_frames(model)
     if len(dataset) < num_clips:
@@ -250,7 +258,7 @@ def diversity_score(model, dataset, num_clips: int, futures: int, seed: int = 0,
         raise ValueError("the diversity score reads the context's mode from its last step: it needs >= 2 context "
                          "frames")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_clips].tolist()
-    changed, distinct, real_changed, hits, steps = [], [], [], 0, 0
+    changed, distinct, pairwise, real_changed, hits, steps = [], [], [], [], 0, 0
     for k, index in enumerate(order):
         gt = dataset.ground_truth(index)
         if "modes" not in gt:
@@ -269,10 +277,14 @@ def diversity_score(model, dataset, num_clips: int, futures: int, seed: int = 0,
         est = motion_modes(video[:, :, tc - 1: t], still_below)  # (K, t - tc)
         changed.append(left_mode(est, context_mode, min_run).double().mean())
         distinct.append(len({m for m in range(len(MODE_NAMES)) if holds_mode(est, m, min_run)}))
+        if futures > 1:  # mean over pairs of futures of the fraction of steps whose modes differ
+            differ = (est[:, None] != est[None]).double().mean(-1)
+            pairwise.append(float(differ.sum() / (futures * (futures - 1))))
         real_changed.append(float(left_mode(gt_modes[None, tc - 1: t - 1], context_mode, min_run)[0]))
         real_est = motion_modes(clip[None, :, tc - 1: t], still_below)[0]
         hits += int((real_est == gt_modes[tc - 1: t - 1]).sum())
         steps += t - tc
     return {"value": float(torch.stack(changed).mean()), "std": None, "distinct_modes": float(np.mean(distinct)),
+            "pairwise_disagreement": float(np.mean(pairwise)) if pairwise else 0.0,
             "real_changed": float(np.mean(real_changed)), "estimator_accuracy": hits / steps, "futures": futures,
             "min_run": min_run, "context_frames": tc, "num": num_clips}
