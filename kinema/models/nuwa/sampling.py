@@ -11,6 +11,7 @@ Sketch files: ``.npy`` holding an integer array ``(T, H, W)`` -- one mask per fr
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -91,8 +92,12 @@ class NUWASampler(Sampler):
         if guidance is not None and guidance != 1 and task == "unconditional":
             raise SamplingError(f"--guidance: no condition to guide with (this NÜWA supports {', '.join(model.tasks)}; "
                                 "give --condition, --text or --sketch as it supports), or sample without --guidance")
-        if text is not None:
-            model.text_ids([text])  # reports unknown words once, before the batches
+        if text is not None:  # unknown words / a cut caption: reported once, before the batches, on stderr
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model.text_ids([text])
+            for w in caught:
+                print(f"note: {w.message}", file=sys.stderr)
 
         def call(chunk):
             per_batch = {k: v.expand(len(chunk), *v.shape[1:]) for k, v in fixed.items()}

@@ -1,0 +1,195 @@
+"""Measurements of NÜWA's tasks on captioned_shapes (the numbers of docs/models/nuwa.md), and frame strips.
+
+``python -m kinema.models.nuwa.measure text RUN`` -- text-to-video: videos for captions covering every
+colour x direction pair; the generated object's colour (the palette colour nearest to the mean of its
+bright pixels) and direction (the sign of its centre-of-mass displacement along the larger axis) are
+compared with the caption's. Chance is 1/4 for each. The same reader on real clips is the reader's ceiling.
+``... sketch RUN``: videos for held-out sketches; IoU of the generated object (bright pixels) with the
+given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of frames 2..T predicted from
+frame 1 of held-out clips vs copying frame 1. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
+per-pixel mean frame of training clips. ``--strip PNG`` writes frame strips (rows = videos, columns =
+frames) to look at. Held-out clips use seed 999 (training uses 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from kinema.data.captioned import COLOURS, DIRECTIONS, SHAPES, CaptionedShapes
+
+PALETTE = torch.tensor(list(COLOURS.values()))  # (4, 3) in [-1, 1]
+
+
+def object_mask(video: torch.Tensor) -> torch.Tensor:
+    """``(3, T, H, W)`` -> ``(T, H, W)`` bool: pixels whose brightest channel is > 0 (the background is
+    below -0.75 in every channel, the objects have a channel at 1)."""
+    return video.max(0).values > 0
+
+
+def read_colour(video: torch.Tensor) -> str | None:
+    """The palette colour nearest to the mean of the object's pixels (None: no object pixels)."""
+    m = object_mask(video)
+    if m.sum() < 4:
+        return None
+    mean = video[:, m].mean(1)
+    return list(COLOURS)[int(((PALETTE - mean) ** 2).sum(1).argmin())]
+
+
+def read_direction(video: torch.Tensor) -> str | None:
+    """left/right/up/down from the object's centre of mass, first to last frame with object pixels."""
+    m = object_mask(video).float()
+    t, h, w = m.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    area = m.sum((1, 2))
+    ok = area >= 2
+    if ok.sum() < 2:
+        return None
+    com = torch.stack([(m * ys).sum((1, 2)) / area.clamp(min=1), (m * xs).sum((1, 2)) / area.clamp(min=1)], 1)
+    idx = ok.nonzero().flatten()
+    dy, dx = (com[idx[-1]] - com[idx[0]]).tolist()
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10(((a - b) / 2).pow(2).mean()))
+
+
+def strip(videos: torch.Tensor, path: str, scale: int = 2) -> None:
+    """Rows = videos ``(N, 3, T, H, W)``, columns = frames, 1-pixel gaps; PNG upscaled ``scale`` times."""
+    from PIL import Image
+
+    n, _, t, h, w = videos.shape
+    canvas = np.full((n * (h + 1) - 1, t * (w + 1) - 1, 3), 255, dtype=np.uint8)
+    u8 = ((videos.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 4, 1).numpy()
+    for i in range(n):
+        for j in range(t):
+            canvas[i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = u8[i, j]
+    Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST).save(path)
+
+
+def held_out(model, n: int, seed: int = 999) -> CaptionedShapes:
+    cfg = model.config
+    return CaptionedShapes(num_clips=n, frames=cfg.frames, height=cfg.resolution, width=cfg.resolution, seed=seed)
+
+
+def measure_text(model, num: int, guidance: float, top_k: int, strip_path: str | None) -> dict:
+    pairs = [(c, d) for c in COLOURS for d in DIRECTIONS]
+    captions = [f"a {c} {SHAPES[i % 2]} moves {d}" for i, (c, d) in
+                enumerate(pairs[k % len(pairs)] for k in range(num))]
+    seeds = torch.arange(num) + 1000
+    videos = model.sample(seeds, text=captions, guidance=guidance, top_k=top_k)
+    colour = [read_colour(v) for v in videos]
+    direction = [read_direction(v) for v in videos]
+    want = [(c.split()[1], c.split()[-1]) for c in captions]
+    real = held_out(model, 64)
+    real_ok = [(read_colour(real[i].clips), read_direction(real[i].clips)) ==
+               (real.ground_truth(i)["colour"], real.ground_truth(i)["direction"]) for i in range(64)]
+    uncond = model.sample(seeds, top_k=top_k)
+    u_colour = [read_colour(v) for v in uncond]
+    u_direction = [read_direction(v) for v in uncond]
+    if strip_path:
+        strip(videos[:8], strip_path)
+    return {
+        "num": num, "guidance": guidance, "top_k": top_k,
+        "colour_agreement": float(np.mean([c == w[0] for c, w in zip(colour, want)])),
+        "direction_agreement": float(np.mean([d == w[1] for d, w in zip(direction, want)])),
+        "both_agreement": float(np.mean([(c, d) == w for c, d, w in zip(colour, direction, want)])),
+        "unconditional_vs_same_captions_colour": float(np.mean([c == w[0] for c, w in zip(u_colour, want)])),
+        "unconditional_vs_same_captions_direction": float(np.mean([d == w[1] for d, w in zip(u_direction, want)])),
+        "no_object_read": int(sum(c is None for c in colour)),
+        "reader_on_real_clips": float(np.mean(real_ok)),
+        "chance": 0.25, "captions_of_strip": captions[:8],
+    }
+
+
+def measure_sketch(model, num: int, guidance: float, top_k: int, strip_path: str | None) -> dict:
+    data = held_out(model, num + 1)
+    masks = torch.stack([data[i].masks for i in range(num + 1)]).long()
+    videos = model.sample(torch.arange(num) + 1000, masks=masks[:num], guidance=guidance, top_k=top_k)
+
+    def iou(a, b):
+        return float((a & b).sum() / (a | b).sum().clamp(min=1))
+
+    own = [iou(object_mask(v), masks[i] > 0) for i, v in enumerate(videos)]
+    other = [iou(object_mask(v), masks[i + 1] > 0) for i, v in enumerate(videos)]
+    if strip_path:
+        sketches = (masks[:4, None].float() > 0).expand(-1, 3, -1, -1, -1) * 2.0 - 1
+        rows = torch.stack([x for pair in zip(sketches, videos[:4]) for x in pair])
+        strip(rows, strip_path)
+    return {"num": num, "guidance": guidance, "top_k": top_k, "iou_with_its_sketch": float(np.mean(own)),
+            "iou_with_another_clip's_sketch": float(np.mean(other))}
+
+
+def measure_predict(model, num: int, top_k: int, strip_path: str | None) -> dict:
+    data = held_out(model, num)
+    clips = torch.stack([data[i].clips for i in range(num)])
+    k = max(model.config.cond_frames, 1)
+    pred = model.sample(torch.arange(num) + 1000, frames=clips[:, :, :k], top_k=top_k)
+    copy = clips[:, :, :1].expand_as(clips)
+    recon = model.vqgan.decode(model.encode(clips)).clamp(-1, 1)
+    if strip_path:
+        strip(torch.stack([x for pair in zip(clips[:4], pred[:4]) for x in pair]), strip_path)
+    return {"num": num, "top_k": top_k, "psnr_predicted_frames": psnr(pred[:, :, k:], clips[:, :, k:]),
+            "psnr_copy_first_frame": psnr(copy[:, :, k:], clips[:, :, k:]),
+            "psnr_tokenizer_reconstruction_same_frames": psnr(recon[:, :, k:], clips[:, :, k:])}
+
+
+def measure_tokenizer(model, num: int, strip_path: str | None) -> dict:
+    cfg = model.config
+    train = CaptionedShapes(num_clips=256, frames=cfg.frames, height=cfg.resolution, width=cfg.resolution, seed=0)
+    mean = torch.stack([train[i].clips for i in range(256)]).mean((0, 2), keepdim=True)[0]  # (3, 1, H, W)
+    data = held_out(model, num)
+    clips = torch.stack([data[i].clips for i in range(num)])
+    with torch.no_grad():
+        recon = model.decode(model.encode(clips)).clamp(-1, 1)
+        used = model.encode(clips).unique().numel()
+    if strip_path:
+        strip(torch.stack([x for pair in zip(clips[:4], recon[:4]) for x in pair]), strip_path)
+    return {"num": num, "psnr_reconstruction": psnr(recon, clips),
+            "psnr_mean_frame": psnr(mean[None].expand_as(clips), clips), "codes_used": used}
+
+
+def main(argv=None) -> None:
+    from kinema.api import load
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["text", "sketch", "predict", "tokenizer", "speed"])
+    p.add_argument("run")
+    p.add_argument("--num", type=int, default=32)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--strip", default=None)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    model, _ = load(args.run)
+    model.eval()
+    with torch.no_grad():
+        if args.what == "text":
+            out = measure_text(model, args.num, args.guidance, args.top_k, args.strip)
+        elif args.what == "sketch":
+            out = measure_sketch(model, args.num, args.guidance, args.top_k, args.strip)
+        elif args.what == "predict":
+            out = measure_predict(model, args.num, args.top_k, args.strip)
+        elif args.what == "tokenizer":
+            out = measure_tokenizer(model, args.num, args.strip)
+        else:
+            noise = torch.arange(4)
+            out = {}
+            for cache in (True, False):
+                start = time.perf_counter()
+                model.sample_codes(noise, text="a red square moves left" if "text" in model.tasks else None,
+                                   use_cache=cache)
+                out[f"seconds_cache_{cache}"] = time.perf_counter() - start
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
