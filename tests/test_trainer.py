@@ -244,3 +244,28 @@ def test_reading_data_leaves_the_global_rng_alone(tmp_path):
     after = torch.rand(1)
     torch.manual_seed(5)
     assert torch.equal(after, torch.rand(1))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fused_optimizer_is_the_same_update(optimizer):
+    """train.fused_optimizer (default on) is torch's fused Adam/AdamW: the update of the loop version up to
+    float rounding, including weight decay and a zero beta1; off gives the loop version."""
+    from kinema.training.trainer import build_optimizer
+
+    torch.manual_seed(0)
+    start = [torch.randn(50, 3), torch.randn(7)]
+    grads = [torch.randn_like(w) for w in start]
+    finals = {}
+    for fused in (False, True):
+        train = load_config("tganv2_tiny", [f"train.optimizer={optimizer}", "train.weight_decay=0.01",
+                                            f"train.fused_optimizer={str(fused).lower()}"]).train
+        params = [w.clone().requires_grad_() for w in start]
+        opt = build_optimizer(train, params)
+        assert opt.defaults.get("fused") is (True if fused else None)
+        for step in range(5):
+            for p, g in zip(params, grads):
+                p.grad = g * (step + 1)
+            opt.step()
+        finals[fused] = torch.cat([p.detach().flatten() for p in params])
+    assert not torch.equal(finals[True], torch.cat([w.flatten() for w in start]))  # it moved
+    torch.testing.assert_close(finals[True], finals[False], rtol=1e-6, atol=1e-7)

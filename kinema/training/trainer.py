@@ -58,7 +58,7 @@ RESUMABLE_CHANGES = {
     "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
     "train.eval_metrics", "train.eval_num", "train.eval_i3d", "train.threads", "train.lr_schedule",
     "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
-    "train.sync_batchnorm",
+    "train.sync_batchnorm", "train.fused_optimizer",
 }
 
 
@@ -68,12 +68,14 @@ HELD_OUT_SEED_OFFSET = 1_000_003
 
 def build_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:
     """``train.optimizer`` over ``params`` with the run's lr, betas, eps and weight decay."""
-    if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps,
-                                weight_decay=train.weight_decay)
-    if train.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=train.lr, betas=tuple(train.betas), eps=train.eps,
-                                 weight_decay=train.weight_decay)
+    if train.optimizer in ("adam", "adamw"):
+        adam = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
+        params = list(params)
+        devices = {p.device.type for group in params for p in (group["params"] if isinstance(group, dict) else [group])}
+        # fused=True needs every parameter on a device with the fused kernel (cpu, cuda).
+        fused = train.fused_optimizer and devices <= {"cpu", "cuda"}
+        return adam(params, lr=train.lr, betas=tuple(float(b) for b in train.betas), eps=train.eps,
+                    weight_decay=train.weight_decay, **({"fused": True} if fused else {}))
     # RMSprop (TGAN-ODE's WGAN runs): betas[1] is its smoothing constant alpha.
     return torch.optim.RMSprop(params, lr=train.lr, alpha=train.betas[1], eps=train.eps,
                                weight_decay=train.weight_decay)
