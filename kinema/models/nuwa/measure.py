@@ -7,7 +7,7 @@ compared with the caption's. Chance is 1/4 for each. The same reader on real cli
 ``... sketch RUN``: videos for held-out sketches; IoU of the generated object (bright pixels) with the
 given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of frames 2..T predicted from
 frame 1 of held-out clips vs copying frame 1. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
-per-pixel mean frame of training clips. ``--strip PNG`` writes frame strips (rows = videos, columns =
+per-pixel mean frame of training clips (both: ``--family`` picks the synthetic data, default captioned_shapes). ``--strip PNG`` writes frame strips (rows = videos, columns =
 frames) to look at. Held-out clips use seed 999 (training uses 0).
 """
 
@@ -80,6 +80,16 @@ def held_out(model, n: int, seed: int = 999) -> CaptionedShapes:
     return CaptionedShapes(num_clips=n, frames=cfg.frames, height=cfg.resolution, width=cfg.resolution, seed=seed)
 
 
+def clips_of(model, family: str, n: int, seed: int) -> torch.Tensor:
+    """``(n, 3, T, H, W)``: the first ``n`` clips of a synthetic family (items may be tensors or Batches)."""
+    from kinema.data import SYNTHETIC_FAMILIES
+
+    cfg = model.config
+    ds = SYNTHETIC_FAMILIES[family](num_clips=n, frames=cfg.frames, height=cfg.resolution, width=cfg.resolution,
+                                    seed=seed)
+    return torch.stack([getattr(ds[i], "clips", ds[i]) for i in range(n)])
+
+
 def measure_text(model, num: int, guidance: float, top_k: int, strip_path: str | None) -> dict:
     pairs = [(c, d) for c in COLOURS for d in DIRECTIONS]
     captions = [f"a {c} {SHAPES[i % 2]} moves {d}" for i, (c, d) in
@@ -128,9 +138,8 @@ def measure_sketch(model, num: int, guidance: float, top_k: int, strip_path: str
             "iou_with_another_clip's_sketch": float(np.mean(other))}
 
 
-def measure_predict(model, num: int, top_k: int, strip_path: str | None) -> dict:
-    data = held_out(model, num)
-    clips = torch.stack([data[i].clips for i in range(num)])
+def measure_predict(model, num: int, top_k: int, strip_path: str | None, family: str) -> dict:
+    clips = clips_of(model, family, num, 999)
     k = max(model.config.cond_frames, 1)
     pred = model.sample(torch.arange(num) + 1000, frames=clips[:, :, :k], top_k=top_k)
     copy = clips[:, :, :1].expand_as(clips)
@@ -142,12 +151,9 @@ def measure_predict(model, num: int, top_k: int, strip_path: str | None) -> dict
             "psnr_tokenizer_reconstruction_same_frames": psnr(recon[:, :, k:], clips[:, :, k:])}
 
 
-def measure_tokenizer(model, num: int, strip_path: str | None) -> dict:
-    cfg = model.config
-    train = CaptionedShapes(num_clips=256, frames=cfg.frames, height=cfg.resolution, width=cfg.resolution, seed=0)
-    mean = torch.stack([train[i].clips for i in range(256)]).mean((0, 2), keepdim=True)[0]  # (3, 1, H, W)
-    data = held_out(model, num)
-    clips = torch.stack([data[i].clips for i in range(num)])
+def measure_tokenizer(model, num: int, strip_path: str | None, family: str) -> dict:
+    mean = clips_of(model, family, 256, 0).mean((0, 2), keepdim=True)[0]  # (3, 1, H, W)
+    clips = clips_of(model, family, num, 999)
     with torch.no_grad():
         recon = model.decode(model.encode(clips)).clamp(-1, 1)
         used = model.encode(clips).unique().numel()
@@ -167,6 +173,7 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--strip", default=None)
+    p.add_argument("--family", default="captioned_shapes", help="predict / tokenizer: the synthetic family")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, _ = load(args.run)
@@ -177,9 +184,9 @@ def main(argv=None) -> None:
         elif args.what == "sketch":
             out = measure_sketch(model, args.num, args.guidance, args.top_k, args.strip)
         elif args.what == "predict":
-            out = measure_predict(model, args.num, args.top_k, args.strip)
+            out = measure_predict(model, args.num, args.top_k, args.strip, args.family)
         elif args.what == "tokenizer":
-            out = measure_tokenizer(model, args.num, args.strip)
+            out = measure_tokenizer(model, args.num, args.strip, args.family)
         else:
             noise = torch.arange(4)
             out = {}
