@@ -277,6 +277,13 @@ def test_text_and_sketch_cli_flow(tmp_path, capsys):
                  "--sketch", str(tmp_path / "short.npy")]) == 2
     assert main(["--threads", "1", "sample", "--checkpoint", run, "--num", "1", "--out", str(tmp_path / "c.mp4"),
                  "--sketch", str(tmp_path / "m.npy"), "--text", "a red square"]) == 2
+    # the single-task configs train and sample through the same paths
+    assert main(["--threads", "1", "train", "--config", "nuwa_tiny_sketch", *sets(tr), "--out",
+                 str(tmp_path / "sk")]) == 0
+    assert main(["--threads", "1", "sample", "--checkpoint", str(tmp_path / "sk"), "--num", "1", "--out",
+                 str(tmp_path / "sk.mp4"), "--sketch", str(tmp_path / "m.npy"), "--guidance", "2"]) == 0
+    assert main(["--threads", "1", "sample", "--checkpoint", str(tmp_path / "sk"), "--num", "1", "--out",
+                 str(tmp_path / "sk2.mp4"), "--text", "a red square"]) == 2  # sketch-only: no text
     # a model trained without text: the error names what it supports
     pred = small + ["model.codebook_size=16", "model.hidden=32", "model.heads=2", "model.encoder_layers=1",
                     "model.decoder_layers=1", f"model.vqgan={tmp_path / 'vq'}"]
