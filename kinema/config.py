@@ -29,7 +29,8 @@ class DataConfig:
     # "cache": a folder written by `kinema prepare` (decoded once, read by memory map; see docs/data.md)
     source: Literal["synthetic", "folder", "cache"] = "synthetic"
     path: str = ""  # folder of videos (searched recursively) for "folder"; the cache folder for "cache"
-    family: Literal["bouncing_shapes", "rotating_bars", "moving_digits", "moving_digits_stochastic"] = "bouncing_shapes"
+    family: Literal["bouncing_shapes", "rotating_bars", "moving_digits", "moving_digits_stochastic",
+                    "action_switch_digits", "captioned_shapes"] = "bouncing_shapes"
     num_clips: int = 10_000  # length of a synthetic dataset (one epoch)
     frame_stride: int = 1  # take every k-th frame of a video
     flip: bool = True  # random horizontal flip (folder and cache data, training only)
@@ -40,6 +41,11 @@ class DataConfig:
     # model.num_classes > 0). Needs labelled data: a cache prepared with --layout ucf101.
     labels: bool = False
     workers: int = 0  # DataLoader worker processes
+    # Training items of `sparse_frames` frames at random gaps from long folder/cache videos instead of
+    # model.frames consecutive ones (StyleGAN-V: 3, kinema/data/sparse_frames.py): total gap a power of two
+    # <= sparse_max_gap, clipped to each video's length; each frame's time travels with the batch. 0 = off.
+    sparse_frames: int = 0
+    sparse_max_gap: int = 32
 
     def validate(self) -> None:
         _validate_data(self)
@@ -270,6 +276,11 @@ def _validate_data(cfg: DataConfig) -> None:
         raise ConfigError(
             f'data.labels = true needs labelled clips, which only data.source = "cache" provides (a cache '
             f"prepared with `kinema prepare --layout ucf101`); got data.source = {cfg.source!r}")
+    if cfg.sparse_frames and (cfg.sparse_frames < 2 or cfg.sparse_max_gap < cfg.sparse_frames - 1):
+        raise ConfigError(f"data.sparse_frames must be 0 (off) or >= 2 with data.sparse_max_gap >= sparse_frames - 1; "
+                          f"got {cfg.sparse_frames} and {cfg.sparse_max_gap}")
+    if cfg.sparse_frames and cfg.source == "synthetic":
+        raise ConfigError('data.sparse_frames reads frames of long videos: it needs data.source = "folder" or "cache"')
     if cfg.source == "cache" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "cache" needs the folder written by '
                           "`kinema prepare --out DIR` (see docs/data.md)")

@@ -40,7 +40,7 @@ from kinema.data.cache import VideoCache
 from kinema.data.folder import DatasetError, VideoFolder
 from kinema.video.io import VideoReadError, _decode
 
-__all__ = ["SparseFrames", "gap_set", "pick_frames"]
+__all__ = ["SparseFrames", "build_sparse_dataset", "gap_set", "min_length", "pick_frames"]
 
 
 def gap_set(frames: int, max_gap: int, length: int) -> list[int]:
@@ -65,6 +65,20 @@ def pick_frames(rng: np.random.Generator, frames: int, max_gap: int, length: int
     return np.sort(np.asarray(picks, dtype=np.int64))
 
 
+def build_sparse_dataset(cfg, *, height: int, width: int, seed: int, uint8: bool = False) -> SparseFrames:
+    """The training dataset a data config with ``sparse_frames > 0`` describes: its folder or cache (built by
+    :func:`kinema.data.build_dataset` with the shortest usable clip length, so too-short videos are skipped
+    and counted there) wrapped in :class:`SparseFrames`. Evaluation keeps ``build_dataset``'s whole clips."""
+    from kinema.data import build_dataset
+
+    frames = int(cfg.sparse_frames)
+    if cfg.source not in ("folder", "cache"):
+        raise ValueError(f'data.sparse_frames needs data.source = "folder" or "cache", got {cfg.source!r}')
+    base = build_dataset(cfg, frames=min_length(frames), height=height, width=width, seed=seed, train=True,
+                         uint8=uint8)
+    return SparseFrames(base, frames, int(cfg.sparse_max_gap))
+
+
 def min_length(frames: int) -> int:
     """Fewest (strided) frames a video needs: the smallest power-of-two gap >= ``frames - 1``, plus one."""
     gap = 1
@@ -76,7 +90,7 @@ def min_length(frames: int) -> int:
 class SparseFrames(Dataset):
     """``frames`` frames per item at random power-of-two gaps up to ``max_gap`` from the videos of a
     :class:`VideoFolder` or :class:`VideoCache` (built with ``frames = min_length(frames)`` by
-    :func:`kinema.data.build_dataset`, so it has already skipped the videos too short to use).
+    :func:`build_sparse_dataset`, so it has already skipped the videos too short to use).
 
     ``ds.clip(i, draw)`` is a :class:`Batch` item: ``clips`` float32 ``(3, frames, H, W)`` in ``[-1, 1]``
     (uint8 when the cache was built with ``uint8=True``), ``times`` float32 ``(frames,)``, and ``labels``

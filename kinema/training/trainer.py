@@ -239,8 +239,13 @@ class Trainer:
                     if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
         _, t, h, w = self.model.video_shape
-        self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True,
-                                     uint8=True)
+        if config.data.sparse_frames:  # a few frames per clip at random gaps, with their times
+            from kinema.data.sparse_frames import build_sparse_dataset
+
+            self.dataset = build_sparse_dataset(config.data, height=h, width=w, seed=train.seed, uint8=True)
+        else:
+            self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True,
+                                         uint8=True)
         self.fixed_noise = self.model.sample_noise(
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
         )
@@ -665,6 +670,8 @@ class Trainer:
 
                 self._wandb = WandbLogger(self.out, self.config, train.wandb, train.wandb_project)
         expected = [train.batch_size // info.world_size, *self.model.video_shape]
+        if self.config.data.sparse_frames:  # a few frames per clip at random gaps (kinema.data.sparse_frames)
+            expected[2] = self.config.data.sparse_frames
         rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
