@@ -290,7 +290,7 @@ def test_build_dataset_folder(tmp_path):
 
 @pytest.mark.parametrize("cfg, match", [
     (_cfg(source="webdataset"), "unknown data.source 'webdataset'; choose one of synthetic, folder"),
-    (_cfg(family="mnist"), "unknown data.family 'mnist'; choose one of bouncing_shapes, moving_digits, moving_digits_stochastic, rotating_bars"),
+    (_cfg(family="mnist"), "unknown data.family 'mnist'; choose one of action_switch_digits, bouncing_shapes, captioned_shapes, moving_digits, moving_digits_stochastic, rotating_bars"),
     (_cfg(source="folder", path=""), "needs data.path"),
     (SimpleNamespace(source="synthetic", num_clips=3), "no field 'family'"),
 ])

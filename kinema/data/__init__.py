@@ -11,6 +11,8 @@ from torch.utils.data import Dataset
 
 from kinema.data.batch import Batch
 from kinema.data.cache import CacheError, VideoCache
+from kinema.data.captioned import CaptionedShapes
+from kinema.data.action_switch import ActionSwitchDigits
 from kinema.data.digits import MovingDigits, MovingDigitsStochastic
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder
 from kinema.data.synthetic import (
@@ -24,14 +26,18 @@ from kinema.data.synthetic import (
 # __init__ runs before any of its modules, so kinema.data.synthetic.SYNTHETIC_FAMILIES (the same dict)
 # has them too. scikit-learn is imported only when a digits dataset is constructed.
 SYNTHETIC_FAMILIES.update({"moving_digits": MovingDigits, "moving_digits_stochastic": MovingDigitsStochastic})
+SYNTHETIC_FAMILIES["captioned_shapes"] = CaptionedShapes  # NÜWA's text/sketch tasks (kinema.data.captioned)
+SYNTHETIC_FAMILIES["action_switch_digits"] = ActionSwitchDigits  # motion modes known per frame (DVG)
 
 __all__ = [
+    "ActionSwitchDigits",
     "Batch",
     "DATA_SOURCES",
     "SYNTHETIC_FAMILIES",
     "VIDEO_EXTENSIONS",
     "BouncingShapes",
     "CacheError",
+    "CaptionedShapes",
     "DatasetError",
     "Draws",
     "MovingDigits",
