@@ -13,7 +13,7 @@ import torch
 
 from kinema.cli import main
 from kinema.config import build_dataclass
-from kinema.data import Batch, CaptionedShapes, build_dataset
+from kinema.data import Batch, CaptionedShapes, Draws, build_dataset
 from kinema.data.captioned import COLOURS, DIRECTIONS, MASK_CLASSES, SHAPES, caption_words
 from kinema.errors import ConfigError
 from kinema.models.nuwa import NUWA, NUWAConfig
@@ -42,7 +42,7 @@ def nuwa(**changes) -> NUWA:
 
 def data(n=4, frames=4, size=16, seed=0) -> Batch:
     ds = CaptionedShapes(num_clips=n, frames=frames, height=size, width=size, seed=seed)
-    return Batch.collate([ds[i] for i in range(n)])
+    return Batch.collate([ds.item(i) for i in range(n)])
 
 
 # --------------------------------------------------------------------------- data
@@ -52,7 +52,8 @@ def test_captioned_shapes_caption_masks_and_label_agree_with_the_pixels():
     ds = CaptionedShapes(num_clips=40, frames=8, height=32, width=32, seed=3)
     seen = set()
     for i in range(40):
-        item, gt = ds[i], ds.ground_truth(i)
+        item, gt = ds.item(i), ds.ground_truth(i)
+        assert torch.equal(ds[i], item.clips)  # ds[i]: the plain clip, as every synthetic family
         colour, shape, direction = gt["colour"], gt["shape"], gt["direction"]
         assert item.text == f"a {colour} {shape} moves {direction}" == ds.caption(i)
         assert int(item.labels) == ((list(COLOURS).index(colour) * 2 + SHAPES.index(shape)) * 4
@@ -78,7 +79,8 @@ def test_captioned_shapes_through_build_dataset_and_batch_fields():
     from kinema.config import DataConfig
 
     ds = build_dataset(DataConfig(family="captioned_shapes", num_clips=6), frames=4, height=16, width=16, seed=0)
-    batch = Batch.collate([ds[i] for i in range(6)])
+    draws = Draws(ds)  # what the trainer reads: the annotated items
+    batch = Batch.collate([draws[i] for i in range(6)])
     assert batch.fields == {"labels", "text", "masks"}
     assert batch.masks.shape == (6, 4, 16, 16) and len(batch.text) == 6
     parts = batch.split(3)

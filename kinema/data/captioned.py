@@ -3,8 +3,10 @@ caption ("a red square moves left"), per-frame segmentation masks and a class la
 text-to-video, sketch-to-video, prediction and unconditional video are all trainable offline (NÜWA's
 tasks; docs/models/nuwa.md).
 
-Clip ``i`` is simulated from its own generator (as every :mod:`kinema.data.synthetic` family). An item is
-a :class:`~kinema.data.batch.Batch` of one clip:
+Clip ``i`` is simulated from its own generator (as every :mod:`kinema.data.synthetic` family). ``ds[i]`` is
+the clip tensor ``(3, T, H, W)`` like every synthetic family; ``ds.item(i)`` -- and ``ds.clip(i, draw)``,
+which the trainer's :class:`kinema.data.Draws` reads -- is a :class:`~kinema.data.batch.Batch` of one clip
+with its annotations:
 
 - ``clips (3, T, H, W)`` float32 in ``[-1, 1]``: a dark background and one object of a colour from
   :data:`COLOURS` (pure, saturated: the caption's colour is the object's hue);
@@ -81,7 +83,7 @@ class CaptionedShapes(SyntheticVideoDataset):
         travel = step * speed * (t - 1)
         # start such that start + travel stays in [lo, hi] on the moving axis
         start_lo = np.maximum(lo, lo - travel)
-        start_hi = np.minimum(hi, hi - travel)
+        start_hi = np.maximum(np.minimum(hi, hi - travel), start_lo)  # equal when the speed is capped (rounding)
         start = rng.uniform(start_lo, start_hi)
         vel = step * speed
         positions = start[None, None, :] + vel[None, None, :] * np.arange(t)[None, :, None]
@@ -121,9 +123,13 @@ class CaptionedShapes(SyntheticVideoDataset):
         """Clip ``i``'s caption (simulated, not rendered)."""
         return self.ground_truth(i)["caption"]
 
-    def __getitem__(self, i: int) -> Batch:
+    def clip(self, i: int, draw: int | None = None) -> Batch:
+        """The training item of clip ``i`` (``draw`` unused: no augmentation): :meth:`item`."""
+        return self.item(i)
+
+    def item(self, i: int) -> Batch:
         """Clip ``i``: ``Batch(clips (3, T, H, W), labels (), text str, masks (T, H, W) uint8)`` (unbatched)."""
-        gt = self.ground_truth(i)
+        gt = self.ground_truth(self._index(i))
         video = self._render(gt)
         clip = torch.from_numpy(np.ascontiguousarray(video.transpose(3, 0, 1, 2), dtype=np.float32))
         return Batch(clip, labels=torch.tensor(gt["label"]), text=gt["caption"],

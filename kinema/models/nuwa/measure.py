@@ -100,7 +100,7 @@ def measure_text(model, num: int, guidance: float, top_k: int, strip_path: str |
     direction = [read_direction(v) for v in videos]
     want = [(c.split()[1], c.split()[-1]) for c in captions]
     real = held_out(model, 64)
-    real_ok = [(read_colour(real[i].clips), read_direction(real[i].clips)) ==
+    real_ok = [(read_colour(real.item(i).clips), read_direction(real.item(i).clips)) ==
                (real.ground_truth(i)["colour"], real.ground_truth(i)["direction"]) for i in range(64)]
     uncond = model.sample(seeds, top_k=top_k)
     u_colour = [read_colour(v) for v in uncond]
@@ -122,7 +122,7 @@ def measure_text(model, num: int, guidance: float, top_k: int, strip_path: str |
 
 def measure_sketch(model, num: int, guidance: float, top_k: int, strip_path: str | None) -> dict:
     data = held_out(model, num + 1)
-    masks = torch.stack([data[i].masks for i in range(num + 1)]).long()
+    masks = torch.stack([data.item(i).masks for i in range(num + 1)]).long()
     videos = model.sample(torch.arange(num) + 1000, masks=masks[:num], guidance=guidance, top_k=top_k)
 
     def iou(a, b):
