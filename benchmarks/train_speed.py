@@ -445,7 +445,8 @@ def run_ab(args) -> dict:
     procs = {}
     for name, tree in (("A", args.ab[0]), ("B", args.ab[1])):
         env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
-        procs[name] = subprocess.Popen(base_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        cmd = base_cmd + [a for s in (args.set_b if name == "B" else []) for a in ("--set", s)]
+        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         print(name, procs[name].stdout.readline().strip(), file=sys.stderr)
 
     def ask(name, cmd):
@@ -473,6 +474,7 @@ def run_ab(args) -> dict:
         p.wait(timeout=60)
     record = {"config": args.config, "set": args.set, "batch": args.batch, "device": args.device,
               "precision": args.precision, "threads": args.threads, "trees": {"A": args.ab[0], "B": args.ab[1]},
+              "set_b": args.set_b,
               "rounds": args.rounds, **{f"{n}_{k}_s": v for n in res for k, v in res[n].items()}}
     for k in ("bare", "cli"):
         record[f"B_over_A_{k}"] = ratio_stats([b / a for a, b in zip(res["A"][k], res["B"][k])])
@@ -494,6 +496,9 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-flops", action="store_true")
     ap.add_argument("--ab", nargs=2, metavar=("TREE_A", "TREE_B"), help="before/after: two source trees")
+    ap.add_argument("--set-b", action="append", default=[], metavar="SET",
+                    help="with --ab: a config override for B only (repeatable), e.g. `--ab . . --set-b "
+                         "train.compile=true` times one option against the default in one tree")
     ap.add_argument("--port", metavar="DIR",
                     help="time against the TGAN-ODE authors' PyTorch TGANv2: DIR holds its models/ folder")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
