@@ -67,6 +67,41 @@ class MovingContext(torch.utils.data.Dataset):
         return self.dataset.ground_truth(self.indices[i])
 
 
+def figure(model, data, path: str, future: int, rows: int = 4, frames: int = 15, scale: int = 2) -> dict:
+    """A strip image: a held-out clip (top), the LSTM rollout, then ``rows`` futures with the GP trigger, for
+    the first clip (of 32) on which the trigger fires in some future; the context frames are framed green."""
+    from PIL import Image
+
+    from kinema.video import to_uint8
+
+    c = model.config
+    chosen = None
+    for i in range(min(32, len(data))):
+        clip = data[i]
+        noise = model.sample_noise(rows, generator=torch.Generator().manual_seed(i))
+        video, info = model.sample(noise, frames=clip[None, :, : c.n_past], n_future=future, return_info=True)
+        if info["triggered"].any():
+            chosen = (i, clip, video, info["triggered"])
+            break
+    if chosen is None:
+        raise RuntimeError("the GP trigger fired on none of 32 clips: no figure")
+    i, clip, video, fired = chosen
+    lstm = model.sample(model.sample_noise(1), frames=clip[None, :, : c.n_past], n_future=future, trigger="never")
+    strips = [to_uint8(v[:, :frames]) for v in (clip, lstm[0], *video)]  # each (T, H, W, 3)
+    r = c.resolution
+    canvas = np.zeros((len(strips) * (r + 2), frames * (r + 2), 3), np.uint8)
+    for row, strip in enumerate(strips):
+        for t in range(frames):
+            y, x = row * (r + 2), t * (r + 2)
+            if t < c.n_past:
+                canvas[y: y + r + 2, x: x + r + 2] = (0, 160, 0)
+            canvas[y + 1: y + 1 + r, x + 1: x + 1 + r] = strip[t]
+    image = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return {"clip": i, "first_trigger_frame": [int(f.nonzero()[0]) + 1 if f.any() else None for f in fired]}
+
+
 def spans(curve: list[float], early: int) -> dict:
     return {f"frames_1_{early}": float(np.mean(curve[:early])),
             f"frames_{early + 1}_{len(curve)}": float(np.mean(curve[early:]))}
@@ -81,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--futures", type=int, default=10, help="sampled futures per clip (default 10)")
     parser.add_argument("--diversity-future", type=int, default=None,
                         help="frames predicted for the diversity score (default --future)")
+    parser.add_argument("--figure", help="also write a strip image (real clip, LSTM rollout, futures) here")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here")
@@ -122,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                                           "pairwise_disagreement", "real_changed",
                                                                           "estimator_accuracy")}
         result["summary"][f"diversity_{trigger}"]["futures_with_a_gp_draw"] = float(torch.cat(fired).mean())
+    if args.figure:
+        result["figure"] = figure(model, data, args.figure, args.future)
     result["seconds"] = time.perf_counter() - start
     print(json.dumps(result["summary"], indent=1))
     if args.out:
