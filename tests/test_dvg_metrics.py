@@ -237,3 +237,35 @@ def test_pairwise_disagreement_counts_steps_where_two_futures_differ():
     # is not still
     expected = np.mean([np.mean(data.ground_truth(i)["modes"][0, 2:7] != 0) for i in order])
     assert result["pairwise_disagreement"] == pytest.approx(expected)
+
+
+def test_prediction_protocols_during_training_and_the_dvg_benchmark(tmp_path):
+    pytest.importorskip("gpytorch")
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from kinema.cli import main
+
+    run = tmp_path / "run"
+    sets = [f"--set=model.{k}={v}" for k, v in (("resolution", 16), ("nf", 8), ("g_dim", 4), ("rnn_size", 16),
+                                                ("gp_inducing", 8))]
+    assert main(["--threads", "1", "train", "--config", "configs/dvg_tiny.toml", "--out", str(run), "--steps", "2",
+                 "--no-progress", "--device", "cpu", "--set", "train.batch_size=4", "--set", "train.num_samples=2",
+                 "--set", "data.num_clips=8", "--set", "train.eval_every=2", "--set", "train.eval_num=2",
+                 "--set", 'train.eval_metrics=["modes_diversity10"]', *sets]) == 0
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    diversity = next(r["eval"]["modes_diversity10"] for r in logged if "eval" in r)
+    assert diversity["futures"] == 10 and diversity["num"] == 2 and 0 <= diversity["value"] <= 1
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dvg_prediction.py"
+    spec = importlib.util.spec_from_file_location("dvg_prediction", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    result = bench.main(["--checkpoint", str(run), "--clips", "2", "--futures", "2", "--future", "6", "--early", "2",
+                         "--out", str(out)])
+    assert json.loads(out.read_text())["summary"] == result["summary"]
+    assert len(result["lstm_psnr"]) == len(result["copy_last_psnr"]) == 6
+    assert result["summary"]["diversity_never"]["pairwise_disagreement"] == 0  # the LSTM alone is deterministic
+    assert set(result["summary"]["lstm_psnr_of_mean_mse"]) == {"frames_1_2", "frames_3_6"}
