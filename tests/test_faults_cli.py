@@ -287,10 +287,13 @@ def test_invalid_config_json_names_the_file(tiny_run, tmp_path, capsys, content,
 
 def test_convert_inception_wrong_file_gives_kinemas_message(tmp_path, capsys):
     junk = tmp_path / "junk.pth"
-    junk.write_bytes(os.urandom(3000))
+    junk.write_bytes(b"\x92$" + bytes(range(256)) * 10)  # torch: UnpicklingError
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"eK" + bytes(range(256)) * 10)  # an APPENDS opcode first: torch raises IndexError
     module = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(2, 2), module)
-    for src, detail in [(junk, "not a tensor-only PyTorch file"), (module, "torch.nn.modules.linear.Linear")]:
+    for src, detail in [(junk, "not a tensor-only PyTorch file"), (damaged, "not a tensor-only PyTorch file"),
+                        (module, "torch.nn.modules.linear.Linear")]:
         err = run_error(["convert", "inception", str(src), str(tmp_path / "o.safetensors")], capsys)
         assert f"cannot read {src}" in err and detail in err and "pt_inception-2015-12-05" in err
         assert "weights_only" not in err and "trust" not in err and "Warning" not in err

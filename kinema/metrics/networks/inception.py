@@ -371,10 +371,12 @@ def _load_failure(exc: Exception) -> str:
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return f"it stores the Python object {found.group(1)}, not only tensors"
-    if "weights_only" in text or "WeightsUnpickler" in text or "Weights only" in text:
-        return "not a tensor-only PyTorch file: a foreign or damaged pickle"
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first[:200]
+    if isinstance(exc, OSError):  # unreadable, not unparsable
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first[:200]
+    # Everything else is the unpickler failing on the bytes: torch's UnpicklingError, but a damaged stream
+    # can also stop in an opcode (random bytes starting with b"e" raise IndexError: pop from empty list).
+    return "not a tensor-only PyTorch file: a foreign or damaged pickle"
 
 
 def convert_inception(src: str | Path, out: str | Path) -> Path:
