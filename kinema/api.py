@@ -213,6 +213,7 @@ def evaluate(
     out: str | Path | None = None,
     ema: bool = True,
     fake: str | Path | None = None,
+    lpips: str | None = None,
 ) -> dict:
     """Score a checkpoint under named protocols (``kinema evaluate``). Real clips come from ``data``
     (a folder of videos or a ``kinema prepare`` cache) or, if omitted, the run's own data config. Results
@@ -237,7 +238,8 @@ def evaluate(
     weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS"),
                "c3d": c3d or os.environ.get("KINEMA_C3D_WEIGHTS"),
                "c3d_mean": c3d_mean or os.environ.get("KINEMA_C3D_MEAN"),
-               "inception": inception or os.environ.get("KINEMA_INCEPTION_WEIGHTS")}
+               "inception": inception or os.environ.get("KINEMA_INCEPTION_WEIGHTS"),
+               "lpips": lpips or os.environ.get("KINEMA_LPIPS_WEIGHTS")}  # prediction protocols, optional
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
         # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos

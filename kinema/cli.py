@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--inception",
                           help="Inception-v3 FID weights (.safetensors from `kinema convert inception`); "
                                "default $KINEMA_INCEPTION_WEIGHTS")
+    evaluate.add_argument("--lpips", help="LPIPS (AlexNet) weights file: adds LPIPS to bestof100_ssim_psnr (the state dict "
+                                          "of lpips.LPIPS(net='alex'), docs/metrics.md); default $KINEMA_LPIPS_WEIGHTS")
     evaluate.add_argument("--batch-size", type=int, default=16, help="clips per forward pass (default 16)")
     evaluate.add_argument("--workers", type=int, default=2,
                           help="DataLoader processes decoding real videos for --data (default 2; the run's "
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
                 inception=args.inception, workers=args.workers,
                 batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
-                ema=not args.no_ema, fake=args.fake)
+                ema=not args.no_ema, fake=args.fake, lpips=args.lpips)
             for name, result in record["eval"].items():
                 std = f" ± {result['std']:.4g}" if result.get("std") is not None else ""
                 print(f"{name}: {result['value']:.4f}{std}  (clips {result['num']}, step {record['step']})")

@@ -269,3 +269,84 @@ def test_prediction_protocols_during_training_and_the_dvg_benchmark(tmp_path):
     assert len(result["lstm_psnr"]) == len(result["copy_last_psnr"]) == 6
     assert result["summary"]["diversity_never"]["pairwise_disagreement"] == 0  # the LSTM alone is deterministic
     assert set(result["summary"]["lstm_psnr_of_mean_mse"]) == {"frames_1_2", "frames_3_6"}
+
+
+def random_lpips_file(tmp_path):
+    from kinema.metrics.lpips import LPIPS
+
+    torch.manual_seed(0)
+    net = LPIPS()
+    for name, p in net.named_parameters():  # lpips' linear layers are non-negative
+        if name.startswith("lin"):
+            p.data = p.data.abs()
+    path = tmp_path / "lpips_alex.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_lpips_matches_the_lpips_package(monkeypatch, tmp_path):
+    """Against the lpips package's LPIPS(net="alex") with its own v0.1 linear weights and a random AlexNet
+    (pnet_rand). Without torchvision the package gets torchvision's AlexNet layout from a stand-in module,
+    so then this checks scaling, normalisation, linear layers, averaging and the state-dict keys."""
+    import importlib.util
+    import sys
+    import types
+
+    if importlib.util.find_spec("lpips") is None:
+        pytest.skip("the reference needs the lpips package: pip install lpips")
+    from kinema.metrics.lpips import LPIPS, _layer
+
+    if importlib.util.find_spec("torchvision") is None:
+        def alexnet(pretrained=False, **kwargs):
+            m = torch.nn.Module()
+            m.features = torch.nn.Sequential(*[_layer(i) for i in range(12)], torch.nn.MaxPool2d(3, 2))
+            return m
+
+        tv = types.ModuleType("torchvision")
+        tv.models = types.SimpleNamespace(alexnet=alexnet, squeezenet1_1=None, vgg16=None)
+        monkeypatch.setitem(sys.modules, "torchvision", tv)
+        monkeypatch.setitem(sys.modules, "torchvision.models", tv.models)
+    for name in [m for m in sys.modules if m == "lpips" or m.startswith("lpips.")]:
+        monkeypatch.delitem(sys.modules, name)
+    import lpips
+
+    torch.manual_seed(0)
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False)
+    torch.save(ref.state_dict(), tmp_path / "ref.pth")
+    mine = LPIPS.from_file(tmp_path / "ref.pth")
+    x, y = fixed((3, 3, 40, 36), 8).float() * 2 - 1, fixed((3, 3, 40, 36), 9).float() * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(mine(x, y), ref(x, y).flatten(), atol=1e-6, rtol=1e-5)
+
+
+def test_lpips_from_a_user_file_and_its_errors(tmp_path):
+    from kinema.metrics.lpips import LPIPS, LPIPSError
+
+    net = LPIPS.from_file(random_lpips_file(tmp_path))
+    x, y = fixed((2, 3, 32, 32), 10).float() * 2 - 1, fixed((2, 3, 32, 32), 11).float() * 2 - 1
+    assert net(x, x).abs().max() < 1e-6 and (net(x, y) > 0).all()
+    torch.testing.assert_close(net(x, y), net(y, x))
+    with pytest.raises(LPIPSError, match="no such file; write one with"):
+        LPIPS.from_file(tmp_path / "missing.pth")
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "vgg.pth")
+    with pytest.raises(LPIPSError, match="not an AlexNet LPIPS state dict"):
+        LPIPS.from_file(tmp_path / "vgg.pth")
+    with pytest.raises(ValueError, match="at least 31x31"):
+        net(x[..., :16, :16], y[..., :16, :16])
+
+
+def test_best_of_n_lpips_is_the_lowest_future(tmp_path):
+    from kinema.metrics.lpips import LPIPS
+    from kinema.metrics.prediction import lpips_per_frame
+
+    net = LPIPS.from_file(random_lpips_file(tmp_path))
+    data = ActionSwitchDigits(2, 5, 32, 32, seed=4)
+    offsets = [0.4, 0.1, -0.3]
+    result = best_of_n_metrics(Offsets(data, offsets), data, 2, 3, seed=0, lpips=net)
+    real = torch.stack([data[i] for i in range(2)])
+    unit = lambda x: (x.double() + 1) / 2  # noqa: E731
+    target = unit(real[:, :, 2:])
+    futures = [lpips_per_frame(net, unit((real[:, :, 2:] + o).clamp(-1, 1)), target) for o in offsets]
+    best = [min(futures, key=lambda f: f[c].mean().item())[c] for c in range(2)]
+    np.testing.assert_allclose(result["lpips"], torch.stack(best).mean(0).numpy(), atol=1e-5)
+    assert len(result["copy_last_lpips"]) == 3

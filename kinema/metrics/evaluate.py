@@ -172,8 +172,9 @@ def oracle_score(model, dataset, count: int, seed: int, batch_size: int, workers
 
 
 def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, batch_size: int,
-                     fake_dataset=None) -> dict:
-    """Best-of-N SSIM/PSNR or the motion-mode diversity of a prediction model on ``count`` real clips."""
+                     fake_dataset=None, lpips_weights: str | None = None) -> dict:
+    """Best-of-N SSIM/PSNR (and LPIPS with ``lpips_weights``) or the motion-mode diversity of a prediction
+    model on ``count`` real clips."""
     from kinema.metrics.prediction import best_of_n_metrics, diversity_score
 
     if fake_dataset is not None or model is None:
@@ -181,8 +182,16 @@ def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, 
                          "model, not --fake")
     if dataset is None:
         raise ValueError(f"{protocol.name} predicts futures of real clips: give a dataset (--data)")
-    fn = best_of_n_metrics if protocol.statistic == "best_of_n" else diversity_score
-    result = fn(model, dataset, count, protocol.futures, seed=seed, batch_size=batch_size)
+    if protocol.statistic == "best_of_n":
+        lpips = None
+        if lpips_weights:
+            from kinema.metrics.lpips import LPIPS
+
+            lpips = LPIPS.from_file(lpips_weights).to(next(model.parameters()).device)  # frames move to it
+        result = best_of_n_metrics(model, dataset, count, protocol.futures, seed=seed, batch_size=batch_size,
+                                   lpips=lpips)
+    else:
+        result = diversity_score(model, dataset, count, protocol.futures, seed=seed, batch_size=batch_size)
     return {**result, "protocol_num": protocol.num_samples, "frames": int(dataset[0].shape[1])}
 
 
@@ -255,7 +264,8 @@ def evaluate_model(
             results[name] = oracle_score(model, dataset, count, seed, batch_size, workers, fake_dataset)
             continue
         if protocol.statistic in ("best_of_n", "diversity"):
-            results[name] = prediction_score(protocol, model, dataset, count, seed, batch_size, fake_dataset)
+            results[name] = prediction_score(protocol, model, dataset, count, seed, batch_size, fake_dataset,
+                                             weights.get("lpips"))
             continue
         total = protocol.clips_for(count * protocol.repeats if protocol.statistic == "is" else count)
         if protocol.statistic == "is" and count < 2:

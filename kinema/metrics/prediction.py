@@ -18,6 +18,8 @@ compared with the clip's real ones.
 - **PSNR** ``10 log10(1 / MSE)`` on [0, 1] frames (``compare_psnr`` of a non-negative float image uses
   data range 1). Both metrics are computed per channel and averaged over channels, as the official
   ``utils.eval_seq`` (utils.py:220-234). An exact copy (MSE 0) scores ``PSNR_CAP`` dB rather than inf.
+- **LPIPS** (AlexNet v0.1, :mod:`kinema.metrics.lpips`) only from a weights file the user gives
+  (``kinema evaluate --lpips FILE``); best of N = the lowest mean over frames.
 - **Diversity**: on synthetic clips whose ground truth has per-frame motion modes
   (:class:`kinema.data.action_switch.ActionSwitchDigits`), the fraction of K sampled futures that leave
   the context's (ground-truth) mode, each future's modes estimated from its object's centre of mass
@@ -127,15 +129,32 @@ def sampled_futures(model, clip: torch.Tensor, futures: int, seed: int, batch_si
                           for chunk in noise.split(batch_size)])
 
 
+def lpips_per_frame(net, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """LPIPS ``(N, T)`` of clips ``(N, C, T, H, W)`` in [0, 1] with a :class:`kinema.metrics.lpips.LPIPS`
+    (greyscale repeated to 3 channels)."""
+    _check_pair(pred, target)
+    n, c, t, h, w = pred.shape
+    if c not in (1, 3):
+        raise ValueError(f"LPIPS compares RGB or greyscale frames, got {c} channels")
+    device = next(net.parameters()).device
+    frames = lambda x: ((x.float() * 2 - 1).permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)  # noqa: E731
+                        .expand(-1, 3, -1, -1).to(device))
+    with torch.no_grad():
+        return net(frames(pred), frames(target)).double().cpu().view(n, t)
+
+
 def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 0, batch_size: int = 16,
-                      select: str = "clip", predict: Predict | None = None, ssim_data_range: float = 1.0) -> dict:
+                      select: str = "clip", predict: Predict | None = None, ssim_data_range: float = 1.0,
+                      lpips=None) -> dict:
     """Best-of-``futures`` SSIM and PSNR per predicted frame, averaged over the first ``num_clips`` clips of
     ``dataset`` in a seeded order; also the copy-the-last-context-frame baseline and the mean over futures.
 
     Returns ``{"value": mean best SSIM over frames, "ssim": [per frame], "psnr": [per frame], "ssim_mean",
     "psnr_mean", "mse" (per frame, of the best future by MSE, on [0, 1] frames), "mean_future_ssim" /
     "mean_future_psnr" (the average future, per frame), "copy_last_ssim", "copy_last_psnr", "copy_last_mse"
-    (per frame), "context_frames", "predicted_frames", "futures", "select", "num"}``. On synthetic data a
+    (per frame), "context_frames", "predicted_frames", "futures", "select", "num"}`` and, given an
+    :class:`~kinema.metrics.lpips.LPIPS` as ``lpips``, ``"lpips"`` (best of N, lowest) and ``"copy_last_lpips"``
+    per frame. On synthetic data a
     future can equal the last context frame exactly (an object that stands still or comes back), whose PSNR
     is :data:`PSNR_CAP`; ``10 log10(1 / mse)`` (PSNR of the mean MSE) is then the robust summary."""
     if futures < 1 or num_clips < 1:
@@ -145,7 +164,7 @@ def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 
                          "a lower --num")
     tc = context_frames(model)
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:num_clips].tolist()
-    ssim, psnr, mse, copy_ssim, copy_psnr, copy_mse = [], [], [], [], [], []
+    ssim, psnr, mse, copy_ssim, copy_psnr, copy_mse, dist, copy_dist = [], [], [], [], [], [], [], []
     for k, index in enumerate(order):
         clip = dataset[index].float()
         if clip.shape[1] <= tc:
@@ -166,11 +185,18 @@ def best_of_n_metrics(model, dataset, num_clips: int, futures: int, seed: int = 
         copy_ssim.append(ssim_per_frame(last, real[:1], ssim_data_range)[0])
         copy_psnr.append(psnr_per_frame(last, real[:1])[0])
         copy_mse.append((last - real[:1]).pow(2).mean((1, 3, 4))[0])
+        if lpips is not None:
+            dist.append(lpips_per_frame(lpips, fake, real))
+            copy_dist.append(lpips_per_frame(lpips, last, real[:1])[0])
     ssim_all, psnr_all = torch.stack(ssim), torch.stack(psnr)  # (clips, N, T)
     best_ssim, best_psnr = best_of_n(ssim_all, select).mean(0), best_of_n(psnr_all, select).mean(0)
     best_mse = -best_of_n(-torch.stack(mse), select).mean(0)
     lists = lambda x: [round(float(v), 6) for v in x]  # noqa: E731
-    return {"value": float(best_ssim.mean()), "std": None, "ssim": lists(best_ssim), "psnr": lists(best_psnr),
+    extra = {}
+    if lpips is not None:  # lower is better: the future with the lowest mean LPIPS
+        extra = {"lpips": lists(-best_of_n(-torch.stack(dist), select).mean(0)),
+                 "copy_last_lpips": lists(torch.stack(copy_dist).mean(0))}
+    return {**extra, "value": float(best_ssim.mean()), "std": None, "ssim": lists(best_ssim), "psnr": lists(best_psnr),
             "mse": [float(v) for v in best_mse], "copy_last_mse": [float(v) for v in torch.stack(copy_mse).mean(0)],
             "ssim_mean": float(best_ssim.mean()), "psnr_mean": float(best_psnr.mean()),
             "mean_future_ssim": lists(ssim_all.mean((0, 1))), "mean_future_psnr": lists(psnr_all.mean((0, 1))),
