@@ -159,8 +159,8 @@ def test_sketch_conditioning_is_local_and_cached_equals_uncached():
     kind, cond = model.condition("sketch", codes, masks=masks)
     assert kind == "sketch"
     onehot = torch.nn.functional.one_hot(cond, 3).float().requires_grad_()
-    # the gradient of frame-0 logits w.r.t. the one-hot sketch: only frame 0 of the sketch (cross extent T=1
-    # and no later-frame information through the causal decoder... frame 0 reads only its own frame)
+    # frame-0 logits depend on sketch frame 0 only: encoder and cross extents are 1 frame, and the causal
+    # decoder's frame-0 cells read only frame-0 cells, which cross-attend to sketch frame 0
     emb = tr.sketch_embed(onehot.view(1, 4, 4, 4, 4, 4, 3).permute(0, 1, 2, 4, 3, 5, 6).flatten(4)).flatten(1, 3)
     x = emb + tr.sketch_pos()
     for block in tr.encoder:
@@ -168,7 +168,7 @@ def test_sketch_conditioning_is_local_and_cached_equals_uncached():
     logits = tr.decode(tr.inputs(codes.flatten(1)), tr.enc_norm(x), "sketch")[0]
     (grad,) = torch.autograd.grad(logits[:16].pow(2).sum(), onehot)
     per_frame = grad.abs().sum((0, 2, 3, 4))
-    assert per_frame[0] > 0 and (per_frame[1:] == 0).all()  # encoder extent T=1: frames stay separate
+    assert per_frame[0] > 0 and (per_frame[1:] == 0).all()
     noise = torch.tensor([5, 6])
     x = model.sample_codes(noise, masks=masks, guidance=1.5, use_cache=True)
     y = model.sample_codes(noise, masks=masks, guidance=1.5, use_cache=False)
