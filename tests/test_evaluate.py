@@ -213,3 +213,21 @@ def test_fvd_entry_point_on_raw_uint8_videos(tmp_path):
         fvd(a, b[:, :5], i3d_weights=weights)
     with pytest.raises(TypeError, match="FVD takes uint8 videos"):
         fvd(a.astype(np.float32), b.astype(np.float32), i3d_weights=weights)
+
+
+def test_protocols_that_do_not_suit_the_model_are_refused_before_any_work(tiny_model, tmp_path):
+    """A prediction model under a protocol that samples from noise alone (and the reverse) is refused by name
+    at once -- by kinema evaluate, and by the trainer before its first step when train.eval_every is set."""
+    from kinema.registry import build_model, load_config
+    from kinema.training import TrainingError
+
+    dvg = build_model(load_config("dvg_tiny").model)
+    with pytest.raises(ValueError, match=r"motion256 samples the model from noise alone.*DVG needs a condition "
+                                         r"\(frames\).*bestof100_ssim_psnr"):
+        ev.evaluate_model(dvg, ["motion256"], {}, dataset=None)
+    with pytest.raises(ValueError, match=r"bestof100_ssim_psnr continue real clips' frames.*does not take frames"):
+        ev.evaluate_model(tiny_model[0], ["bestof100_ssim_psnr"], {}, dataset=None)
+    config = load_config("dvg_tiny", ["train.eval_every=2", "train.steps=2", 'train.eval_metrics=["motion256"]'])
+    with pytest.raises(TrainingError, match=r"train.eval_metrics: motion256 samples the model from noise alone"):
+        Trainer(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

@@ -195,6 +195,24 @@ def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, 
     return {**result, "protocol_num": protocol.num_samples, "frames": int(dataset[0].shape[1])}
 
 
+def check_model_suits(model, metrics: list[str]) -> None:
+    """Refuse, before any work, a protocol that samples ``model`` in a way it cannot: the generative
+    protocols draw videos from noise alone, the prediction protocols continue real clips' frames."""
+    if model is None:
+        return
+    caps = model.capabilities
+    predictions = [m for m in metrics if get_protocol(m).statistic in ("best_of_n", "diversity")]
+    unconditional = [m for m in metrics if m not in predictions]
+    if unconditional and not caps.unconditional:
+        raise ValueError(f"{', '.join(unconditional)} sample{'s' if len(unconditional) == 1 else ''} the model from "
+                         f"noise alone, but this {type(model).__name__} needs a condition "
+                         f"({', '.join(sorted(caps.conditions))}); score it with a prediction protocol "
+                         "(bestof100_ssim_psnr, modes_diversity10) instead")
+    if predictions and "frames" not in caps.conditions:
+        raise ValueError(f"{', '.join(predictions)} continue real clips' frames, but this {type(model).__name__} does "
+                         "not take frames to condition on; score it with fvd2048_16f or motion256 instead")
+
+
 def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:
     """Before any clip is generated: enough real (and fake) clips for every protocol, and room in memory
     for the noise of all generated clips (drawn at once, so a video does not depend on the batch size)."""
@@ -252,6 +270,7 @@ def evaluate_model(
         raise ValueError(f"--num must be > 0 (or omitted for the protocol's count), got {num}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be > 0, got {batch_size}")
+    check_model_suits(model, metrics)
     _check_counts(model, metrics, num, dataset, fake_dataset)
     device = torch.device(device)
     results: dict[str, dict] = {}

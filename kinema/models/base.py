@@ -41,6 +41,10 @@ class Capabilities:
 
     continuous_time: bool = False  # sample(noise, times=...) renders any increasing time points
     conditions: frozenset[str] = frozenset()  # keywords of CONDITIONS that sample() accepts
+    # sample(noise) with no condition at all renders videos; False for models that only continue or
+    # translate a given input (DVG, a frame-conditional VideoGPT prior): generic code that samples
+    # unconditionally (FVD, the motion oracle) refuses them before any work instead of failing midway.
+    unconditional: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.conditions) - set(CONDITIONS))

@@ -478,10 +478,15 @@ class Trainer:
 
     def _eval_setup(self) -> dict:
         """Held-out real clips and metric weights for ``train.eval_every`` (checked before training)."""
+        from kinema.metrics.evaluate import check_model_suits
         from kinema.metrics.protocols import get_protocol
 
         train, data = self.config.train, self.config.data
         protocols = [get_protocol(m) for m in train.eval_metrics]
+        try:
+            check_model_suits(self.model, train.eval_metrics)
+        except ValueError as exc:
+            raise TrainingError(f"train.eval_metrics: {exc}") from None
         frames = max([p.frames for p in protocols] + [self.model.video_shape[1]])
         if frames > self.model.video_shape[1]:
             raise TrainingError(f"train.eval_metrics {train.eval_metrics} need {frames}-frame clips but the model "

@@ -132,7 +132,7 @@ class DVG(VideoModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(conditions=frozenset({"frames"}))
+        return Capabilities(conditions=frozenset({"frames"}), unconditional=False)
 
     @property
     def context_frames(self) -> int:

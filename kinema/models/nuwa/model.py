@@ -423,7 +423,8 @@ class NUWA(VideoModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(conditions=frozenset({"frames"} | ({"text"} if "text" in self.tasks else set())))
+        return Capabilities(conditions=frozenset({"frames"} | ({"text"} if "text" in self.tasks else set())),
+                            unconditional="unconditional" in self.tasks)
 
     def check_trainable(self) -> None:
         if not self.config.vqgan and not self.config.vqgan_config:

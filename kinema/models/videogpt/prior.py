@@ -527,7 +527,7 @@ class VideoGPTPrior(VideoModel):
     @property
     def capabilities(self) -> Capabilities:
         conditions = {"frames"} | ({"labels"} if self.config.num_classes else set())
-        return Capabilities(conditions=frozenset(conditions))
+        return Capabilities(conditions=frozenset(conditions), unconditional=not self.config.cond_frames)
 
 
 def draw(logits: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:
