@@ -1,6 +1,6 @@
 """Measurements of NÜWA's tasks on captioned_shapes (the numbers of docs/models/nuwa.md), and frame strips.
 
-``python -m kinema.models.nuwa.measure text RUN`` -- text-to-video: videos for captions covering every
+``python benchmarks/nuwa_measure.py text RUN`` -- text-to-video: videos for captions covering every
 colour x direction pair; the generated object's colour (the palette colour nearest to the mean of its
 bright pixels) and direction (the sign of its centre-of-mass displacement along the larger axis) are
 compared with the caption's. Chance is 1/4 for each. The same reader on real clips is the reader's ceiling.
