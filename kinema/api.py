@@ -150,7 +150,7 @@ def _check_sample_memory(model, sampler, num: int, options: dict) -> None:
     """Refuse a ``--num`` whose videos cannot fit in memory: all of them are generated (float32) and
     held until they are written, plus a uint8 copy for the files; so ``num`` is bounded by the memory
     available now, not by a fixed number (a 16x16 model fits millions, a 256x256 one thousands)."""
-    from kinema.data.prepare import available_memory
+    from kinema.system import available_memory
 
     try:
         scale = max(1.0, sampler.frame_rate_scale(model, **{k: v for k, v in options.items() if v is not None}))

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from kinema.data.folder import DatasetError
 from kinema.data.ucf101 import list_videos
+from kinema.system import available_memory, filesystem_of, free_bytes
 from kinema.video.io import (
     VideoReadError,
     _check_readable,
@@ -101,21 +102,6 @@ def parse_resolution(text: str | tuple[int, int]) -> tuple[int, int]:
                          f"pixels (a {MAX_SIDE}x{MAX_SIDE} RGB frame alone is {MAX_SIDE * MAX_SIDE * 3 / 2**20:.0f} MiB); "
                          "models train at 64-256, e.g. 192x256")
     return int(h), int(w)
-
-
-def available_memory() -> int | None:
-    """Bytes of memory available to new allocations (Linux MemAvailable), or None when unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def check_memory(height: int, width: int, min_frames: int, workers: int) -> None:
@@ -197,8 +183,6 @@ def _sha256(array: np.ndarray) -> str:
 
 def _disk_space(path: Path | str) -> tuple[str, int | None]:
     """(mount point, free bytes) of the filesystem holding ``path``: the disk an error names."""
-    from kinema.training.checkpoint import filesystem_of, free_bytes
-
     return filesystem_of(Path(path)), free_bytes(Path(path))
 
 

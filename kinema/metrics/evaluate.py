@@ -216,7 +216,7 @@ def check_model_suits(model, metrics: list[str]) -> None:
 def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:
     """Before any clip is generated: enough real (and fake) clips for every protocol, and room in memory
     for the noise of all generated clips (drawn at once, so a video does not depend on the batch size)."""
-    from kinema.data.prepare import available_memory
+    from kinema.system import available_memory
 
     most = 0
     for name in metrics:

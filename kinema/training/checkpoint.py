@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from kinema.config import RunConfig
 from kinema.runs import STEP_PREFIX
+from kinema.system import free_bytes
 
 
 def _state_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,26 +75,6 @@ def state_bytes(tensors) -> int:
     if isinstance(tensors, (list, tuple)):
         return sum(state_bytes(v) for v in tensors)
     return 0
-
-
-def filesystem_of(path: Path) -> str:
-    """The mount point holding ``path`` (its nearest existing ancestor): the disk to name in errors."""
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    while not os.path.ismount(path) and path != path.parent:
-        path = path.parent
-    return str(path)
-
-
-def free_bytes(path: Path) -> int | None:
-    path = Path(path).absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
 
 
 _FULL_TEXT = ("No space left on device", "os error 28", "Disk quota exceeded", "os error 122")

@@ -39,11 +39,10 @@ from kinema.runs import (
     prune_checkpoints,
     recover_interrupted_writes,
 )
+from kinema.system import filesystem_of, free_bytes
 from kinema.training import distributed
 from kinema.training.checkpoint import (
-    filesystem_of,
     format_bytes,
-    free_bytes,
     is_disk_full,
     load_trainer_state,
     save_checkpoint,

@@ -1,0 +1,45 @@
+"""What the machine has: memory available to new allocations, the disk that holds a path and its free
+space. The bottom floor (imports nothing of kinema): data preparation, checkpoint writing, sampling and
+evaluation all check against it before they start work that would not fit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount point holding ``path`` (its nearest existing ancestor): the disk to name in errors."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Free bytes on the filesystem holding ``path`` (its nearest existing ancestor), None when unknown."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
