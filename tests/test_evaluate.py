@@ -231,3 +231,31 @@ def test_protocols_that_do_not_suit_the_model_are_refused_before_any_work(tiny_m
     with pytest.raises(TrainingError, match=r"train.eval_metrics: motion256 samples the model from noise alone"):
         Trainer(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_frame_conditional_model_is_scored_on_its_continuations_of_the_real_clips(cheap_network, tmp_path):
+    """FVD & co. of a model that only continues frames (VideoGPT's BAIR protocol): each generated video
+    starts from the first context_frames frames of one of the real clips it is compared with."""
+    from kinema.registry import build_model, load_config
+
+    torch.manual_seed(0)
+    dvg = build_model(load_config("dvg_tiny").model).eval()
+    t = dvg.video_shape[1]
+    shapes, bars = BouncingShapes(16, t, 32, 32, seed=0), RotatingBars(16, t, 32, 32, seed=0)
+    PROTOCOLS["fvd_test"] = ev.Protocol("fvd_test", "i3d", "fvd", 8, t)
+    try:
+        kw = dict(weights={}, num=8, seed=3, cache_dir=tmp_path)
+        a = ev.evaluate_model(dvg, ["fvd_test"], dataset=shapes, dataset_key={"d": "s"}, batch_size=8, **kw)
+        b = ev.evaluate_model(dvg, ["fvd_test"], dataset=shapes, dataset_key={"d": "s"}, batch_size=3, **kw)
+        assert a["fvd_test"]["value"] == pytest.approx(b["fvd_test"]["value"], rel=1e-6)  # not the batch size
+        with pytest.raises(ValueError, match="needs real clips to start from"):
+            ev.evaluate_model(dvg, ["fvd_test"], dataset=None, **kw, batch_size=8)
+    finally:
+        del PROTOCOLS["fvd_test"]
+    # the conditioning reaches the videos: other real clips, other generated set
+    videos = lambda data: torch.cat(list(ev.continued_batches(dvg, data, 8, t, seed=3, batch_size=4)))
+    from_shapes, from_bars = videos(shapes), videos(bars)
+    assert from_shapes.shape == (8, 3, t, 32, 32)
+    assert not torch.allclose(from_shapes, from_bars)
+    with pytest.raises(ValueError, match=r"motion256 samples the model from noise alone"):
+        ev.evaluate_model(dvg, ["motion256"], {}, dataset=shapes)

@@ -87,6 +87,32 @@ def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) 
             yield model.sample(chunk)[:, :, :frames].float().cpu()
 
 
+def continued_batches(model, dataset, num: int, frames: int, seed: int, batch_size: int,
+                      workers: int = 0) -> Iterator[torch.Tensor]:
+    """``num`` videos ``(b, 3, frames, H, W)`` of a frame-conditional model, each generated from the first
+    ``model.context_frames`` frames of one of the real clips :func:`real_batches` draws with the same seed --
+    the clips the generated set is then compared with. VideoGPT's protocol (``scripts/compute_fvd.py``:
+    samples conditioned on the test batch, all their frames scored against that batch). One seeded noise
+    draw, so a video does not depend on the batch size."""
+    from kinema.metrics.prediction import context_frames
+
+    if dataset is None:
+        raise ValueError("this model continues given frames: the generated set needs real clips to start from "
+                         "(give a dataset, --data)")
+    if model.video_shape[1] < frames:
+        raise ValueError(f"the protocol needs {frames} frames per video but the model generates "
+                         f"{model.video_shape[1]}; use a protocol with fewer frames")
+    tc = context_frames(model)
+    device = next(model.parameters()).device
+    noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
+    start = 0
+    with torch.no_grad():
+        for clips in real_batches(dataset, num, seed, batch_size, max(frames, tc), workers):
+            videos = model.sample(noise[start : start + len(clips)], frames=clips[:, :, :tc].to(device))
+            start += len(clips)
+            yield videos[:, :, :frames].float().cpu()
+
+
 def real_batches(dataset, num: int, seed: int, batch_size: int, frames: int, workers: int = 0) -> Iterator[torch.Tensor]:
     """``num`` real clips drawn without replacement, in a seeded order, in batches; decoded in
     ``workers`` DataLoader processes (0: in this process)."""
@@ -195,6 +221,13 @@ def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, 
     return {**result, "protocol_num": protocol.num_samples, "frames": int(dataset[0].shape[1])}
 
 
+def continues_frames(model) -> bool:
+    """A model that samples only from given frames and says how many (``context_frames``): the feature-
+    network protocols score its continuations of the real clips."""
+    caps = model.capabilities
+    return not caps.unconditional and "frames" in caps.conditions and getattr(model, "context_frames", None)
+
+
 def check_model_suits(model, metrics: list[str]) -> None:
     """Refuse, before any work, a protocol that samples ``model`` in a way it cannot: the generative
     protocols draw videos from noise alone, the prediction protocols continue real clips' frames."""
@@ -203,6 +236,8 @@ def check_model_suits(model, metrics: list[str]) -> None:
     caps = model.capabilities
     predictions = [m for m in metrics if get_protocol(m).statistic in ("best_of_n", "diversity")]
     unconditional = [m for m in metrics if m not in predictions]
+    if continues_frames(model):  # FVD & co. of its continuations of the real clips (continued_batches)
+        unconditional = [m for m in unconditional if get_protocol(m).statistic == "oracle"]
     if unconditional and not caps.unconditional:
         raise ValueError(f"{', '.join(unconditional)} sample{'s' if len(unconditional) == 1 else ''} the model from "
                          f"noise alone, but this {type(model).__name__} needs a condition "
@@ -295,8 +330,12 @@ def evaluate_model(
         features = networks[net_key]
         fake_key = ("fake", *net_key, protocol.frames, total)
         if fake_key not in memo:
-            batches = (real_batches(fake_dataset, total, seed, batch_size, protocol.frames, workers)
-                       if fake_dataset is not None else generated_batches(model, total, protocol.frames, seed, batch_size))
+            if fake_dataset is not None:
+                batches = real_batches(fake_dataset, total, seed, batch_size, protocol.frames, workers)
+            elif continues_frames(model):
+                batches = continued_batches(model, dataset, total, protocol.frames, seed, batch_size, workers)
+            else:
+                batches = generated_batches(model, total, protocol.frames, seed, batch_size)
             memo[fake_key] = extract(batches, features, total, f"{name}: generated")
         fake = memo[fake_key][: count if protocol.statistic == "fid" else None]
         real = None

@@ -525,6 +525,11 @@ class VideoGPTPrior(VideoModel):
         return self.sample(noise, frames=clips[:, :, : self.config.cond_frames])
 
     @property
+    def context_frames(self) -> int:
+        """Frames a frame-conditional prior starts from (``cond_frames``; 0: unconditional)."""
+        return self.config.cond_frames
+
+    @property
     def capabilities(self) -> Capabilities:
         conditions = {"frames"} | ({"labels"} if self.config.num_classes else set())
         return Capabilities(conditions=frozenset(conditions), unconditional=not self.config.cond_frames)
