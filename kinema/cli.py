@@ -140,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names: " + ", ".join(protocol_names()))
-    evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache, for FVD/KVD "
-                                         "(default: the run's own data config)")
+    evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache: the real clips of "
+                                         "FVD/KVD/FID, and the clips a prediction or frame-conditional model "
+                                         "continues (default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
                           help="clips per set (frames for fid_frames50k) instead of the protocol's count "
                                "(then not comparable with the protocol)")
