@@ -35,3 +35,17 @@ def draw_seeds(n: int, generator: torch.Generator | None, device=None) -> torch.
     """``n`` int64 seeds in ``[0, 2^62)``, one per video."""
     seeds = torch.randint(0, 2**62, (n,), generator=generator, device=_gen_device(generator))
     return seeds if device is None else seeds.to(device)
+
+
+def draw_tokens(logits: torch.Tensor, generators: list[torch.Generator], temperature: float,
+                top_k: int) -> torch.Tensor:
+    """One token per row of ``logits (B, K)``, row i by inverse CDF with ``generators[i]`` (float64 on the
+    CPU, so a video's tokens depend on its own seed only, not on the device or the batch); ``top_k`` > 0
+    keeps the k largest logits. Returns ``(B,)`` int64 on the CPU."""
+    logits = logits.double().cpu() / temperature
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    cdf = logits.softmax(-1).cumsum(-1)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_(max=logits.shape[1] - 1)

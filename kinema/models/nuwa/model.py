@@ -46,7 +46,7 @@ from kinema.models.nuwa.attention import NearbyAttention, Neighbourhood, check_e
 from kinema.models.nuwa.text import PAD, SPECIALS, encode_texts, vocabulary_from_family
 from kinema.models.nuwa.vqgan import NUWAVQGAN, NUWAVQGANConfig
 from kinema.nn import assert_shape
-from kinema.nn.noise import draw_seeds
+from kinema.nn.noise import draw_seeds, draw_tokens
 from kinema.progress import steps as progress_steps
 from kinema.runs import checkpoint_with_model, first_stage_model_config
 
@@ -630,7 +630,7 @@ class NUWA(VideoModel):
             if guided:
                 c, u = logits.chunk(2)
                 logits = u + guidance * (c - u)
-            flat[:, pos] = draw(logits, gens, temperature, top_k).to(device)
+            flat[:, pos] = draw_tokens(logits, gens, temperature, top_k).to(device)
         return codes
 
     @torch.no_grad()
@@ -649,14 +649,3 @@ class NUWA(VideoModel):
             return self.sample(noise)
         clips = real()[: len(noise)]
         return self.sample(noise, frames=clips[:, :, : self.config.cond_frames])
-
-
-def draw(logits: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:
-    """One token per row of ``logits (B, K)``, row i by inverse CDF with ``generators[i]`` (float64)."""
-    logits = logits.double().cpu() / temperature
-    if top_k:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    cdf = logits.softmax(-1).cumsum(-1)
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
-    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_(max=logits.shape[1] - 1)

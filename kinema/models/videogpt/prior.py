@@ -51,7 +51,7 @@ from kinema.models.videogpt.vqvae import VideoGPTVQVAE, VideoGPTVQVAEConfig, che
 from kinema.nn import assert_shape
 from kinema.nn.attention import MultiHeadAttention, sparse_causal_mask, strided_block_shape, strided_sparse_layout
 from kinema.nn.convs import SamePadConv3d
-from kinema.nn.noise import draw_seeds
+from kinema.nn.noise import draw_seeds, draw_tokens
 from kinema.progress import steps as progress_steps
 from kinema.runs import checkpoint_with_model, first_stage_model_config
 
@@ -505,7 +505,7 @@ class VideoGPTPrior(VideoModel):
                 logits = self.transformer(F.embedding(codes[:, : pos + 1], table), onehot, cond)[:, pos]
             if pos < fixed:
                 continue
-            codes[:, pos] = draw(logits, gens, temperature, top_k).to(device)
+            codes[:, pos] = draw_tokens(logits, gens, temperature, top_k).to(device)
         return codes.view(b, *self.latent_shape)
 
     @torch.no_grad()
@@ -533,14 +533,3 @@ class VideoGPTPrior(VideoModel):
     def capabilities(self) -> Capabilities:
         conditions = {"frames"} | ({"labels"} if self.config.num_classes else set())
         return Capabilities(conditions=frozenset(conditions), unconditional=not self.config.cond_frames)
-
-
-def draw(logits: torch.Tensor, generators: list[torch.Generator], temperature: float, top_k: int) -> torch.Tensor:
-    """One code per row of ``logits (B, K)``, row i drawn with ``generators[i]`` (inverse CDF, float64)."""
-    logits = logits.double().cpu() / temperature
-    if top_k:
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    cdf = logits.softmax(-1).cumsum(-1)
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
-    return torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(1).clamp_(max=logits.shape[1] - 1)
