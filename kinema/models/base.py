@@ -98,6 +98,23 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return counts
 
 
+class FirstStageAutoencoder(VideoModel):
+    """Base of the tokenizers trained before a second-stage prior (VideoGPT's VQ-VAE, NÜWA's VQ-GAN):
+    nothing to sample from noise, so the trainer's preview shows real clips beside their reconstructions.
+    Subclasses define ``encode`` and ``decode``, and a ``sample`` that says which model to sample instead."""
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """Row indices ``(n,)``: an autoencoder has no noise; the preview reconstructs real clips."""
+        return torch.arange(n, device=device if device is not None else self.device)
+
+    @torch.no_grad()
+    def preview(self, noise: torch.Tensor, real) -> torch.Tensor:
+        """Originals and reconstructions side by side: ``(n, 3, T, H, 2W)`` (left real, right decoded)."""
+        real = real()[: len(noise)]
+        recon = self.decode(self.encode(real)).clamp(-1, 1)
+        return torch.cat([real, recon], dim=-1)
+
+
 class UniformNoiseVideoGAN(VideoModel):
     """Base of GANs driven by ``z ~ U(-1, 1)^z_dim`` whose ``config`` has ``frames``, ``resolution``
     and ``z_dim`` and whose ``generator`` has a ``temporal`` generator (see :mod:`kinema.nn.temporal`)."""

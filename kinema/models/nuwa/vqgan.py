@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.errors import ConfigError
-from kinema.models.base import VideoModel
+from kinema.models.base import FirstStageAutoencoder
 from kinema.nn import assert_shape
 from kinema.nn.codebook import Codebook
 
@@ -164,7 +164,7 @@ def video_of(frames: torch.Tensor, b: int) -> torch.Tensor:
     return frames.unflatten(0, (b, -1)).transpose(1, 2)
 
 
-class NUWAVQGAN(VideoModel):
+class NUWAVQGAN(FirstStageAutoencoder):
     """The per-frame VQ-GAN. ``forward(video (B, 3, T, H, W))`` -> dict with ``reconstruction`` (same
     shape), ``indices (B, T, h, w)``, unweighted ``commitment``, ``perplexity`` and the codebook's
     EMA statistics (``counts``, ``sums``, ``flat``); ``discriminate(frames)`` scores single frames."""
@@ -223,19 +223,8 @@ class NUWAVQGAN(VideoModel):
         return {"encoder": count(self.encoder), "decoder": count(self.decoder),
                 "discriminator (training only)": count(self.discriminator), "total": count(self)}
 
-    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Row indices ``(n,)``: a tokenizer has no noise; the trainer's preview reconstructs real clips."""
-        return torch.arange(n, device=device if device is not None else self.device)
-
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             "a NÜWA VQ-GAN is a tokenizer, not a generative model: it cannot sample. Train the transformer on "
             "its tokens (kinema train --config configs/nuwa_tiny.toml --set model.vqgan=THIS_RUN --out RUN) and "
             "sample from that checkpoint")
-
-    @torch.no_grad()
-    def preview(self, noise: torch.Tensor, real) -> torch.Tensor:
-        """Originals and reconstructions side by side: ``(n, 3, T, H, 2W)``."""
-        real = real()[: len(noise)]
-        recon = self.decode(self.encode(real)).clamp(-1, 1)
-        return torch.cat([real, recon], dim=-1)

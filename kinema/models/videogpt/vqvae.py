@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.errors import ConfigError
-from kinema.models.base import VideoModel
+from kinema.models.base import FirstStageAutoencoder
 from kinema.nn import assert_shape
 from kinema.nn.attention import AxialAttention, MultiHeadAttention
 from kinema.nn.codebook import Codebook  # shared with the NÜWA VQ-GAN; still importable from here
@@ -161,7 +161,7 @@ class Decoder(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class VideoGPTVQVAE(VideoModel):
+class VideoGPTVQVAE(FirstStageAutoencoder):
     """The VQ-VAE. ``forward(video (B, 3, T, H, W))`` -> dict with ``reconstruction`` (same shape),
     ``indices (B, t, h, w)``, ``commitment`` (unweighted), ``perplexity`` and the codebook statistics."""
 
@@ -209,19 +209,8 @@ class VideoGPTVQVAE(VideoModel):
         out["reconstruction"] = self.decoder(self.post_vq(out["embeddings"]))
         return out
 
-    def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """Row indices ``(n,)``: a VQ-VAE has no noise; the trainer's preview reconstructs real clips."""
-        return torch.arange(n, device=device if device is not None else next(self.parameters()).device)
-
     def sample(self, noise: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             "a VideoGPT VQ-VAE is an autoencoder, not a generative model: it cannot sample. Train a prior "
             "on its codes (kinema train --config configs/videogpt_prior_tiny.toml --set model.vqvae=THIS_RUN "
             "--out PRIOR_RUN) and sample from the prior checkpoint")
-
-    @torch.no_grad()
-    def preview(self, noise: torch.Tensor, real) -> torch.Tensor:
-        """Originals and reconstructions side by side: ``(n, 3, T, H, 2W)`` (left real, right decoded)."""
-        real = real()[: len(noise)]
-        recon = self.decode(self.encode(real)).clamp(-1, 1)
-        return torch.cat([real, recon], dim=-1)
