@@ -66,13 +66,12 @@ HELD_OUT_SEED_OFFSET = 1_000_003
 
 
 def build_optimizer(train: TrainConfig, params) -> torch.optim.Optimizer:
-    """``train.optimizer`` over ``params`` with the run's lr, betas, eps and weight decay."""
+    """``train.optimizer`` over the parameters ``params`` with the run's lr, betas, eps and weight decay."""
     if train.optimizer in ("adam", "adamw"):
         adam = torch.optim.Adam if train.optimizer == "adam" else torch.optim.AdamW
         params = list(params)
-        devices = {p.device.type for group in params for p in (group["params"] if isinstance(group, dict) else [group])}
         # fused=True needs every parameter on a device with the fused kernel (cpu, cuda).
-        fused = train.fused_optimizer and devices <= {"cpu", "cuda"}
+        fused = train.fused_optimizer and {p.device.type for p in params} <= {"cpu", "cuda"}
         return adam(params, lr=train.lr, betas=tuple(float(b) for b in train.betas), eps=train.eps,
                     weight_decay=train.weight_decay, **({"fused": True} if fused else {}))
     # RMSprop (TGAN-ODE's WGAN runs): betas[1] is its smoothing constant alpha.
