@@ -225,7 +225,7 @@ def continues_frames(model) -> bool:
     """A model that samples only from given frames and says how many (``context_frames``): the feature-
     network protocols score its continuations of the real clips."""
     caps = model.capabilities
-    return not caps.unconditional and "frames" in caps.conditions and getattr(model, "context_frames", None)
+    return not caps.unconditional and "frames" in caps.conditions and bool(getattr(model, "context_frames", 0))
 
 
 def check_model_suits(model, metrics: list[str]) -> None:
