@@ -276,6 +276,13 @@ def test_paper_config_reads_sparse_frames_and_adapts_p_and_the_tuned_tiny_config
     paper = load_config("stylegan_v_256")
     assert (paper.data.sparse_frames, paper.data.sparse_max_gap, paper.model.frames_per_clip) == (3, 32, 3)
     assert paper.model.time_span == 128 and paper.model.total_gaps() == [2, 4, 8, 16, 32]
-    assert (paper.model.augment_target, paper.model.augment_interval, paper.model.augment_kimg) == (0.6, 4, 500)
+    # ADA moves p by 1 per 100 kimg: the official train.py:315-316 sets ada_kimg = 100 for a run without a
+    # resume checkpoint (resume: ~), overriding training_loop.py's default of 500 -- in the paper config and
+    # in the model's default
+    assert (paper.model.augment_target, paper.model.augment_interval, paper.model.augment_kimg) == (0.6, 4, 100)
+    assert StyleGANVConfig().augment_kimg == 100
+    model = StyleGANV(StyleGANVConfig(**TINY, augment_target=0.6))
+    model.observe_real_scores(torch.ones(64), 0)  # batch 64, mean sign 1 > 0.6: p += 64 * 4 / (100 * 1000)
+    assert model.augment_p_now == pytest.approx(64 * 4 / 100_000)
     tuned = load_config("stylegan_v_tiny_ada")
     assert tuned.model.concat_res == 16 and tuned.model.augment_target == 0.6 and tuned.objective.gp_every == 16

@@ -101,7 +101,10 @@ class StyleGANVConfig:
     # batch * interval / (augment_kimg * 1000), p >= 0. 0 = p stays fixed.
     augment_target: float = 0.0
     augment_interval: int = 4
-    augment_kimg: float = 500.0  # thousands of clips for p to move by 1 (official default 500, training_loop.py:121)
+    # Thousands of clips for p to move by 1. 100 is what the official runs use: training_loop.py:121 defaults to
+    # 500, but src/train.py:315-316 sets ada_kimg = 100 whenever c.resume is not 'noresume'/'latest' -- which
+    # includes the configs' `resume: ~` (configs/training/base.yaml:13), i.e. every run from scratch.
+    augment_kimg: float = 100.0
     augment_ops: list[str] = field(default_factory=lambda: ["xflip", "xint", "brightness", "contrast", "saturation"])
 
     def validate(self) -> None:
