@@ -6,6 +6,6 @@ from kinema.models.stylegan_v.model import (
     StyleGANVDiscriminator,
     StyleGANVGenerator,
 )
-from kinema.models.stylegan_v.sampler import StyleGANVSampler
+from kinema.models.stylegan_v.sampling import StyleGANVSampler
 
 __all__ = ["StyleGANV", "StyleGANVConfig", "StyleGANVDiscriminator", "StyleGANVGenerator", "StyleGANVSampler"]
