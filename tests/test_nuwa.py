@@ -28,8 +28,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: shared cores,
 # --------------------------------------------------------------------------- 3DNA
 
 
+def raster(c, s):
+    return (c[0] * s[1] + c[1]) * s[2] + c[2]
+
+
 def brute_force_neighbours(p, q_shape, k_shape, extent, dilation, unit, shape, causal):
-    """The set of key cells query cell ``p`` may attend, straight from the definition (no tensors)."""
+    """The set of key cells (raster indices) query cell ``p`` may attend, straight from the definition (no
+    tensors). Causal: in token space -- the tokens ``j < p`` of ``p``'s window, which the decoder input
+    carries at cell ``j + 1``, and ``<bos>`` at cell 0."""
     centre = [p[a] * k_shape[a] // q_shape[a] for a in range(3)]
     allowed = []
     for a in range(3):
@@ -37,10 +43,9 @@ def brute_force_neighbours(p, q_shape, k_shape, extent, dilation, unit, shape, c
         cells = [c for c in range(k_shape[a])
                  if lo * dilation[a] <= c - centre[a] <= hi * dilation[a] and (c - centre[a]) % dilation[a] == 0]
         allowed.append(cells)
-    out = set(itertools.product(*allowed))
+    out = {raster(c, k_shape) for c in itertools.product(*allowed)}
     if causal:
-        raster = lambda c, s: (c[0] * s[1] + c[1]) * s[2] + c[2]  # noqa: E731
-        out = {c for c in out if raster(c, k_shape) <= raster(p, q_shape)}
+        out = {j + 1 for j in out if j < raster(p, q_shape)} | {0}
     return out
 
 
@@ -61,9 +66,8 @@ def test_mask_is_exactly_the_neighbourhood_of_the_definition(case):
     q_shape, k_shape, extent, dilation, unit, shape, causal = case
     nb = make_neighbourhood(extent, dilation, unit, shape, causal)
     mask = neighbourhood_mask(q_shape, k_shape, nb)
-    kcells = [tuple(c) for c in grid_coords(k_shape).tolist()]
     for i, p in enumerate(grid_coords(q_shape).tolist()):
-        seen = {kcells[j] for j in mask[i].nonzero().flatten().tolist()}
+        seen = set(mask[i].nonzero().flatten().tolist())
         assert seen == brute_force_neighbours(tuple(p), q_shape, k_shape, extent, dilation, unit, shape, causal)
         assert seen  # never an empty row
 
@@ -125,9 +129,10 @@ def test_a_query_depends_on_exactly_its_neighbourhood(case):
         else:
             jac = torch.autograd.functional.jacobian(lambda c: layer(x, c)[0, p], ctx)[:, 0]
         depends = jac.abs().sum((0, 2)) > 0
+        want = mask[p].clone()
         if causal:
-            depends[p] = True  # its own row enters through the query too
-        assert torch.equal(depends, mask[p]), p
+            want[p] = True  # its own row enters through the query too (in or out of its key window)
+        assert torch.equal(depends, want), p
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[2], CASES[5], CASES[6]])
@@ -276,6 +281,88 @@ def test_decoder_is_causal_no_logit_depends_on_a_later_token():
         depends = grad[0].abs().sum(-1) > 0  # input j carries token j - 1
         assert not depends[p + 1 :].any(), p  # tokens >= p (inputs > p) never reach logit p
         assert depends[p]  # the previous token (or <bos>) always does
+
+
+WINDOWS = [  # self_extent, self_dilation, causal_window
+    ([3, 3, 3], [1, 1, 1], "centred"),
+    ([3, 3, 3], [1, 1, 1], "one_sided"),
+    ([3, 3, 3], [1, 1, 2], "centred"),
+    ([2, 2, 2], [1, 2, 1], "one_sided"),
+    ([1, 0, 3], [1, 1, 1], "centred"),  # one frame, whole column, 3 columns
+]
+
+
+def token_window(p, grid, extent, dilation, shape):
+    """Tokens ``j < p`` (raster) in target ``p``'s causal window, from the definition, in token space."""
+    coords = list(itertools.product(*(range(s) for s in grid)))
+    bounds = [axis_offsets(e, "window", shape) for e in extent]
+    near = lambda a, d: bounds[a][0] * dilation[a] <= d <= bounds[a][1] * dilation[a] and d % dilation[a] == 0  # noqa: E731
+    return {j for j in range(p) if all(near(a, coords[j][a] - coords[p][a]) for a in range(3))}
+
+
+@pytest.mark.parametrize("extent, dilation, shape", WINDOWS)
+def test_every_target_reads_exactly_its_causal_window_of_tokens(extent, dilation, shape):
+    """Issue 27: in TOKEN space, the logits of target ``p`` (one decoder layer) depend on exactly the earlier
+    tokens of ``p``'s window, plus ``<bos>`` and token ``p - 1``, which the query's own input carries (the
+    residual stream). Gradient of the logits at every target w.r.t. the decoder inputs; input cell ``q``
+    carries token ``q - 1``. Building the window on input cells instead read the neighbourhood one raster
+    step back (e.g. target (0, 1, 0) read (0, 0, 3) and missed (0, 0, 1))."""
+    model = nuwa(decoder_layers=1, self_extent=extent, self_dilation=dilation, causal_window=shape).double()
+    tr = model.transformer
+    grid = model.token_grid
+    length = math.prod(grid)
+    codes = torch.randint(0, 16, (1, length), generator=torch.Generator().manual_seed(0))
+    enc = tr.encode(model.condition_tokens(codes.view(1, *grid))).detach()
+    inputs = torch.randn(1, length, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                         requires_grad=True)
+    logits = tr.decode(inputs, enc)[0]
+    for p in range(length):
+        (grad,) = torch.autograd.grad(logits[p].pow(2).sum(), inputs, retain_graph=True)
+        cells = set((grad[0].abs().sum(-1) > 0).nonzero().flatten().tolist())
+        assert 0 in cells, p  # <bos>
+        tokens = {q - 1 for q in cells if q > 0}
+        want = token_window(p, grid, extent, dilation, shape) | ({p - 1} if p else set())
+        assert tokens == want, (p, sorted(tokens ^ want))
+    if shape == "one_sided" and extent == [3, 3, 3]:  # the target's own column in the previous frame is read
+        h, w = grid[1:]
+        assert ((1 * h + 1) * w + 1) - h * w in token_window((1 * h + 1) * w + 1, grid, extent, dilation, shape)
+
+
+@pytest.mark.parametrize("cond_frames, extent", [(2, [3, 3, 3]), (1, [1, 3, 1]), (2, [1, 1, 3])])
+def test_every_target_reads_exactly_its_projected_window_of_the_condition(cond_frames, extent):
+    """Cross-attention in token space: the logits of target ``p`` depend on exactly the condition cells in
+    the window around ``p``'s projection onto the condition grid (gradient w.r.t. the encoder output)."""
+    model = nuwa(decoder_layers=1, cond_frames=cond_frames, cross_extent=extent, encoder_extent=[1, 3, 3]).double()
+    tr = model.transformer
+    grid, cgrid = model.token_grid, model.config.cond_grid
+    length = math.prod(grid)
+    codes = torch.randint(0, 16, (1, length), generator=torch.Generator().manual_seed(0))
+    enc = tr.encode(model.condition_tokens(codes.view(1, *grid))).detach().requires_grad_()
+    logits = tr.decode(tr.inputs(codes).detach(), enc)[0]
+    bounds = [axis_offsets(e) for e in extent]
+    for p, c in enumerate(itertools.product(*(range(s) for s in grid))):
+        (grad,) = torch.autograd.grad(logits[p].pow(2).sum(), enc, retain_graph=True)
+        read = set((grad[0].abs().sum(-1) > 0).nonzero().flatten().tolist())
+        centre = [c[a] * cgrid[a] // grid[a] for a in range(3)]
+        want = {raster(k, cgrid) for k in itertools.product(*(range(s) for s in cgrid))
+                if all(bounds[a][0] <= k[a] - centre[a] <= bounds[a][1] for a in range(3))}
+        assert read == want, (p, c)
+
+
+@pytest.mark.parametrize("changes", [{}, {"causal_window": "one_sided", "self_extent": [2, 3, 2]},
+                                     {"self_dilation": [1, 2, 2]}, {"cond_frames": 0}, {"block_frames": 1}])
+def test_cached_step_logits_equal_the_full_forward_at_every_position(changes):
+    """The KV-cached decoder (``NUWATransformer.step``, used by sampling) gives the full forward's logits."""
+    model = nuwa(**changes).double()
+    tr = model.transformer
+    codes = torch.randint(0, 16, (2, *model.token_grid), generator=torch.Generator().manual_seed(2))
+    flat = codes.flatten(1)
+    cond = model.condition_tokens(codes)
+    full = tr(flat, cond)
+    caches = tr.new_caches(tr.encode(cond))
+    steps = torch.stack([tr.step(None if p == 0 else flat[:, p - 1], p, caches, 2) for p in range(flat.shape[1])],
+                        dim=1)
+    assert torch.allclose(steps, full, atol=1e-10)
 
 
 def test_dense_reference_and_blocked_attention_give_the_same_model():

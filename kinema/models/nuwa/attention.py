@@ -7,8 +7,15 @@ self-attention). It attends to the key cells ``q`` with, on every axis ``a``,
 
     ``q_a - p'_a`` in ``{lo_a * d_a, (lo_a + 1) * d_a, ..., hi_a * d_a}``   (``d_a`` = dilation)
 
-and, when causal, only ``raster(q) <= raster(p)`` (the cells already generated; the decoder input at
-cell ``q`` carries the token of cell ``q - 1``, so nothing at or after ``p`` is read).
+**Causal** (the decoder's self-attention) works in *token* coordinates. The decoder input is shifted right
+(:meth:`kinema.models.nuwa.model.NUWATransformer.inputs`): input cell ``0`` is ``<bos>`` and input cell
+``q >= 1`` carries token ``q - 1``. A query at cell ``p`` predicts token ``p`` and sits at token ``p``'s
+coordinates; key cell ``q >= 1`` sits at the coordinates of the token it carries, ``q - 1``, and is seen
+when that token is in ``p``'s window and already generated (``q - 1 < p``, i.e. ``q <= p``); key cell ``0``
+(``<bos>``) is always seen. So the logits of token ``p`` read, through attention, exactly the earlier
+tokens of ``p``'s window (plus ``<bos>``); the query's own input, token ``p - 1``, also reaches them through
+the residual stream. (Building the window on input cells instead -- key cell ``q`` at cell ``q``'s own
+coordinates -- shifts every neighbourhood back by one raster step in token space: the bug of issue 27.)
 
 ``lo`` / ``hi`` come from the extent (:func:`axis_offsets`): kinema's default reads "extent e" as a
 **window** of ``e`` cells (``e = 3`` -> offsets -1, 0, 1: radius 1); ``unit = "radius"`` reads it as a
@@ -97,18 +104,28 @@ def project(coords: torch.Tensor, q_shape, k_shape) -> torch.Tensor:
     return coords * ks // qs
 
 
-def mask_between(q_coords: torch.Tensor, k_coords: torch.Tensor, q_shape, k_shape, nb: Neighbourhood,
-                 q_index: torch.Tensor | None = None, k_index: torch.Tensor | None = None) -> torch.Tensor:
-    """Boolean ``(n_q, n_k)``: True where the query may attend the key (``*_index``: raster indices, for
-    the causal rule; only used when ``nb.causal``)."""
+def key_coords(k_shape, k_index: torch.Tensor, nb: Neighbourhood) -> torch.Tensor:
+    """``(n_k, 3)`` coordinates of the key cells ``k_index``: the cells' own, or, causal, the coordinates of
+    the token each carries (``k_index - 1``; cell 0, ``<bos>``, gets token 0's and is let through by
+    :func:`mask_between` regardless)."""
+    t, h, w = k_shape
+    idx = (k_index - 1).clamp(min=0) if nb.causal else k_index
+    return torch.stack([idx // (h * w), (idx // w) % h, idx % w], dim=-1)
+
+
+def mask_between(q_index: torch.Tensor, k_index: torch.Tensor, q_shape, k_shape, nb: Neighbourhood) -> torch.Tensor:
+    """Boolean ``(n_q, n_k)``: True where the query cells ``q_index`` may attend the key cells ``k_index``
+    (raster indices of the query and key grids; causal: see the module docstring)."""
+    t, h, w = q_shape
+    q_coords = torch.stack([q_index // (h * w), (q_index // w) % h, q_index % w], dim=-1)
     centre = project(q_coords, q_shape, k_shape)
-    diff = k_coords[None, :, :] - centre[:, None, :]  # (n_q, n_k, 3)
+    diff = key_coords(k_shape, k_index, nb)[None, :, :] - centre[:, None, :]  # (n_q, n_k, 3)
     dil = torch.tensor(nb.dilation, device=diff.device)
     lo = torch.tensor(nb.lo, device=diff.device) * dil
     hi = torch.tensor(nb.hi, device=diff.device) * dil
     ok = ((diff >= lo) & (diff <= hi) & (diff % dil == 0)).all(-1)
-    if nb.causal:
-        ok &= k_index[None, :] <= q_index[:, None]
+    if nb.causal:  # token k-1 already generated (k <= q), or <bos>
+        ok = (ok & (k_index[None, :] <= q_index[:, None])) | (k_index[None, :] == 0)
     return ok
 
 
@@ -116,20 +133,45 @@ def neighbourhood_mask(q_shape, k_shape, nb: Neighbourhood, device=None) -> torc
     """The full ``(L_q, L_k)`` mask (reference; ``L`` = grid sizes). Causal needs equal grids."""
     if nb.causal and tuple(q_shape) != tuple(k_shape):
         raise ValueError("causal nearby attention is self-attention: query and key grids must be equal")
-    qc, kc = grid_coords(q_shape, device=device), grid_coords(k_shape, device=device)
-    qi = torch.arange(len(qc), device=device)
-    ki = torch.arange(len(kc), device=device)
-    return mask_between(qc, kc, q_shape, k_shape, nb, qi, ki)
+    qi = torch.arange(math.prod(q_shape), device=device)
+    ki = torch.arange(math.prod(k_shape), device=device)
+    return mask_between(qi, ki, q_shape, k_shape, nb)
 
 
 def key_frame_range(t_lo: int, t_hi: int, q_shape, k_shape, nb: Neighbourhood) -> tuple[int, int]:
-    """Key frames ``[first, last]`` the queries of frames ``t_lo..t_hi`` can reach."""
+    """Key frames ``[first, last]`` the queries of frames ``t_lo..t_hi`` can reach (causal: frames of the
+    tokens the key cells carry)."""
     lo_off, hi_off = nb.reach(0)
     first = t_lo * k_shape[0] // q_shape[0] + lo_off
     last = t_hi * k_shape[0] // q_shape[0] + hi_off
     if nb.causal:
         last = min(last, t_hi)
     return max(first, 0), min(last, k_shape[0] - 1)
+
+
+def key_cells(t_lo: int, t_hi: int, q_shape, k_shape, nb: Neighbourhood, stop: int | None = None,
+              device=None) -> tuple[torch.Tensor, int, int]:
+    """The key cells the queries of frames ``t_lo..t_hi`` can reach: ``(index, start, end)`` -- the slab
+    ``start..end-1``, and ``index`` its raster indices, with ``<bos>`` (cell 0) in front when causal and
+    the slab does not hold it. Causal: the slab holds the cells carrying the tokens of the reachable frames
+    (cell = token + 1), cut at ``stop`` (exclusive; the cached step's own position + 1)."""
+    f0, f1 = key_frame_range(t_lo, t_hi, q_shape, k_shape, nb)
+    per_k = k_shape[1] * k_shape[2]
+    start, end = f0 * per_k, (f1 + 1) * per_k
+    if nb.causal:
+        start, end = start + 1, min(end + 1, math.prod(k_shape))
+    if stop is not None:
+        end = min(end, stop)
+    index = torch.arange(start, end, device=device)
+    if nb.causal and start > 0:
+        index = torch.cat([torch.zeros(1, dtype=index.dtype, device=device), index])
+    return index, start, end
+
+
+def gather_keys(k: torch.Tensor, start: int, end: int, with_bos: bool) -> torch.Tensor:
+    """``k[:, :, start:end]`` of ``(B, heads, L_k, c)``, with cell 0 in front when ``with_bos``."""
+    slab = k[:, :, start:end]
+    return torch.cat([k[:, :, :1], slab], dim=2) if with_bos else slab
 
 
 def dense_nearby_attention(q, k, v, q_shape, k_shape, nb: Neighbourhood, dropout: float = 0.0) -> torch.Tensor:
@@ -146,20 +188,16 @@ def nearby_attention(q, k, v, q_shape, k_shape, nb: Neighbourhood, block_frames:
     :func:`dense_nearby_attention` (every query sees at least its own projected cell, so no row is empty).
     """
     tq, hq, wq = q_shape
-    _, hk, wk = k_shape
-    per_q, per_k = hq * wq, hk * wk
+    per_q = hq * wq
     out = []
     for t0 in range(0, tq, block_frames):
         t1 = min(t0 + block_frames, tq) - 1
-        f0, f1 = key_frame_range(t0, t1, q_shape, k_shape, nb)
         qs, qe = t0 * per_q, (t1 + 1) * per_q
-        ks, ke = f0 * per_k, (f1 + 1) * per_k
-        device = q.device
-        mask = mask_between(grid_coords(q_shape, qs, qe, device), grid_coords(k_shape, ks, ke, device),
-                            q_shape, k_shape, nb, torch.arange(qs, qe, device=device),
-                            torch.arange(ks, ke, device=device))
-        out.append(F.scaled_dot_product_attention(q[:, :, qs:qe], k[:, :, ks:ke], v[:, :, ks:ke], attn_mask=mask,
-                                                  dropout_p=dropout))
+        index, ks, ke = key_cells(t0, t1, q_shape, k_shape, nb, device=q.device)
+        bos = len(index) > ke - ks
+        mask = mask_between(torch.arange(qs, qe, device=q.device), index, q_shape, k_shape, nb)
+        out.append(F.scaled_dot_product_attention(q[:, :, qs:qe], gather_keys(k, ks, ke, bos),
+                                                  gather_keys(v, ks, ke, bos), attn_mask=mask, dropout_p=dropout))
     return torch.cat(out, dim=2)
 
 
@@ -224,16 +262,11 @@ class NearbyAttention(nn.Module):
             cache["k"][:, :, pos : pos + 1] = k
             cache["v"][:, :, pos : pos + 1] = v
         t = pos // (self.q_shape[1] * self.q_shape[2])
-        f0, f1 = key_frame_range(t, t, self.q_shape, k_shape, nb)
-        per_k = k_shape[1] * k_shape[2]
-        ks, ke = f0 * per_k, (f1 + 1) * per_k
-        if nb.causal:
-            ke = min(ke, pos + 1)
-        device = x.device
-        mask = mask_between(grid_coords(self.q_shape, pos, pos + 1, device), grid_coords(k_shape, ks, ke, device),
-                            self.q_shape, k_shape, nb, torch.tensor([pos], device=device),
-                            torch.arange(ks, ke, device=device))
-        a = F.scaled_dot_product_attention(q, cache["k"][:, :, ks:ke], cache["v"][:, :, ks:ke], attn_mask=mask)
+        index, ks, ke = key_cells(t, t, self.q_shape, k_shape, nb, pos + 1 if nb.causal else None, x.device)
+        bos = len(index) > ke - ks
+        mask = mask_between(torch.tensor([pos], device=x.device), index, self.q_shape, k_shape, nb)
+        a = F.scaled_dot_product_attention(q, gather_keys(cache["k"], ks, ke, bos), gather_keys(cache["v"], ks, ke, bos),
+                                           attn_mask=mask)
         return self.out(a.transpose(1, 2).flatten(2))
 
 
