@@ -199,6 +199,60 @@ def test_time_channel_is_not_differentiated_and_r1_is_the_per_clip_frame_mean():
     torch.testing.assert_close(ours, official)
 
 
+def test_r1_differentiates_the_reals_before_augmentation(monkeypatch):
+    """With augmentation on (p = 1: every op on every clip), the gan objective's R1 leaf is the real clip as
+    sampled from the video (un-augmented), D sees it augmented, and the penalty equals sum(dD(aug(x))/dx ^ 2)
+    / B by hand -- the official order (augmentation inside run_D, loss.py:57-64, R1 w.r.t. real_img_tmp,
+    loss.py:144-145) -- and not the penalty w.r.t. the augmented clip."""
+    import kinema.objectives.gan as gan_module
+    from kinema.data import Batch
+    from kinema.objectives.base import StepContext
+
+    model = make_model(augment_p=1.0)
+    seen = {}
+    penalty_fn = gan_module.real_gradient_penalty
+
+    def spy_penalty(scores, inputs, reduction):
+        seen["leaf"] = inputs[0]
+        return penalty_fn(scores, inputs, reduction)
+
+    augment_levels = model.augment_levels
+
+    def spy_augment(levels, generator, rows):
+        seen["state"] = generator.get_state().clone()
+        return augment_levels(levels, generator, rows)
+
+    monkeypatch.setattr(gan_module, "real_gradient_penalty", spy_penalty)
+    monkeypatch.setattr(model, "augment_levels", spy_augment)
+    obj = GANObjective(model, GANConfig(gp_weight=1.0, gp_reduction="mean", gp_every=1))
+    opts = {n: torch.optim.SGD(p, lr=0.0) for n, p in obj.parameter_groups().items()}
+    video = torch.randn(4, 3, 8, 16, 16, generator=gen(9))
+    metrics = obj.train_step([Batch(video)], StepContext.for_batch(opts, gen(0), 4))
+
+    leaf = seen["leaf"].detach()
+    times = leaf[:, 3, :, 0, 0].long()  # (B, 3) frame indices, read from the time channel
+    raw = torch.stack([video[b, :, times[b]] for b in range(4)])
+    assert torch.equal(leaf[:, :3], raw), "the R1 leaf holds the real frames as sampled, not augmented"
+
+    def penalty(x: torch.Tensor, augment: bool) -> torch.Tensor:
+        x = x.clone().requires_grad_()
+        g = torch.Generator().set_state(seen["state"])
+        d_in = augment_levels([x], g, BatchRows.whole(4)) if augment else [x]
+        (grad,) = torch.autograd.grad(model.discriminate(d_in)[0].sum(), [x])
+        return grad.square().sum() / 4
+
+    torch.testing.assert_close(metrics["gp"], penalty(leaf, augment=True))
+    augmented = augment_levels([leaf], torch.Generator().set_state(seen["state"]), BatchRows.whole(4))[0]
+    assert not torch.equal(augmented, leaf)
+    assert not torch.isclose(metrics["gp"], penalty(augmented.detach(), augment=False), rtol=1e-3)
+    # real_levels on its own (other objectives, previews) still hands augmented clips, with the same draws
+    (default,) = model.real_levels(video, gen(5))
+    (plain,) = model.real_levels(video, gen(5), augmented=False)
+    g = gen(5)
+    model.draw_clip_times(BatchRows.whole(4), g, False)
+    assert torch.equal(default, augment_levels([plain], g, BatchRows.whole(4))[0])
+
+
 def test_lazy_r1_runs_every_n_steps_with_gain_n():
     from kinema.objectives.base import StepContext
     from kinema.data import Batch

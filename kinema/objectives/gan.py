@@ -64,6 +64,9 @@ class GANModel(Protocol):
         self, video: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
     ) -> list[torch.Tensor]: ...
     def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]: ...
+    # Optional: a model with differentiable augmentation also offers
+    # ``augment_levels(levels, generator, rows)`` and ``real_levels(..., augmented=False)``; the R1 penalty
+    # is then taken on the reals before augmentation.
 
 
 def generator_loss(fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
@@ -174,9 +177,16 @@ class GANObjective(TwoPlayerObjective):
                 if extra and "times" not in inspect.signature(model.real_levels).parameters:
                     raise ConfigError("the batch carries frame times (data.sparse_frames > 0), which this model's "
                                       "real_levels does not take: set data.sparse_frames = 0")
+                # A model with differentiable augmentation (StyleGAN-V's ADA) hands its reals un-augmented and
+                # augments them after the R1 leaf: the penalty differentiates the reals before augmentation,
+                # as StyleGAN2-ADA's loss does (augmentation inside run_D; stylegan-v loss.py:57-64,144-145).
+                augment = getattr(model, "augment_levels", None)
+                if augment is not None:
+                    extra["augmented"] = False
                 levels = model.real_levels(batch.clips, ctx.generator, rows=rows, **extra)
                 reals = [r.detach().float().requires_grad_(gp_due) for r in levels]
-                real_scores = torch.cat(model.discriminate(reals))
+                seen = reals if augment is None else augment(reals, ctx.generator, rows)
+                real_scores = torch.cat(model.discriminate(seen))
                 penalty = (
                     real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
                     if gp_due

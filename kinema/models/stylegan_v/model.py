@@ -17,7 +17,9 @@ Follows the official code, universome/stylegan-v at commit 3fecd69 (file:line re
 
 Through the ``gan`` objective: one "level" per clip, ``(B, C + 1, F, H, W)`` -- the ``F`` sampled frames and,
 as channel ``C``, each frame's time stamp (constant over the frame). :meth:`StyleGANV.discriminate` reads the
-time stamps from that channel, detached, so the R1 penalty differentiates the pixels only.
+time stamps from that channel, detached, so the R1 penalty differentiates the pixels only. Augmentation
+(ADA) sits between the R1 leaf and D (:meth:`StyleGANV.augment_levels`, called by the ``gan`` objective), so
+R1 differentiates the reals before augmentation, as the official loss does (``loss.py:57-64,144-145``).
 """
 
 from __future__ import annotations
@@ -642,12 +644,34 @@ class StyleGANV(VideoModel):
         return [self._with_times(self.augment(frames, rows, generator), times)]
 
     def real_levels(self, video: torch.Tensor, generator: torch.Generator | None = None,
-                    rows: BatchRows | None = None, times: torch.Tensor | None = None) -> list[torch.Tensor]:
+                    rows: BatchRows | None = None, times: torch.Tensor | None = None,
+                    augmented: bool = True) -> list[torch.Tensor]:
         """Real clips -> ``[(b, C + 1, F, H, W)]``. Dense clips (b, C, T, H, W), ``times`` None: F frames at
         integer random gaps drawn here. Sparse clips (b, C, F, H, W) with their ``times`` (b, F) (a dataset
-        built with ``data.sparse_frames``, :mod:`kinema.data.sparse_frames`): used as they are."""
+        built with ``data.sparse_frames``, :mod:`kinema.data.sparse_frames`): used as they are.
+        ``augmented=False`` returns them before augmentation: the ``gan`` objective then makes them the R1
+        leaf and augments them with :meth:`augment_levels` (the same draws: augmentation is drawn after the
+        times either way)."""
         cfg = self.config
         rows = BatchRows.whole(video.shape[0]) if rows is None else rows
+        levels = self._real_clips(video, generator, rows, times)
+        return self.augment_levels(levels, generator, rows) if augmented else levels
+
+    def augment_levels(self, levels: list[torch.Tensor], generator: torch.Generator | None = None,
+                       rows: BatchRows | None = None) -> list[torch.Tensor]:
+        """:meth:`augment` the frames of ``[(b, C + 1, F, H, W)]`` clips, the time channel kept as it is.
+        Differentiable in the frames: the ``gan`` objective calls it between the R1 leaf and D, so the
+        penalty differentiates the reals before augmentation, as the official loss does (augmentation inside
+        ``run_D``, ``loss.py:57-64``; R1 w.r.t. ``real_img_tmp``, ``loss.py:144-145,161``)."""
+        c = self.config.channels
+        (x,) = levels
+        rows = BatchRows.whole(x.shape[0]) if rows is None else rows
+        return [torch.cat([self.augment(x[:, :c], rows, generator), x[:, c:]], dim=1)]
+
+    def _real_clips(self, video: torch.Tensor, generator: torch.Generator | None, rows: BatchRows,
+                    times: torch.Tensor | None) -> list[torch.Tensor]:
+        """:meth:`real_levels` before augmentation."""
+        cfg = self.config
         if times is not None:
             f = cfg.frames_per_clip
             assert_shape(video, [None, cfg.channels, f, cfg.resolution, cfg.resolution],
@@ -660,7 +684,7 @@ class StyleGANV(VideoModel):
                 raise ConfigError(f"sparse real clips need increasing frame times with a total gap < model.max_num_frames "
                                   f"({cfg.max_num_frames}, the Δt embedding size); got gaps up to {float(gaps.max()):g}: "
                                   "lower data.sparse_max_gap")
-            return [self._with_times(self.augment(video.float(), rows, generator), times)]
+            return [self._with_times(video.float(), times)]
         if cfg.time_span > cfg.frames:
             raise ConfigError(f"model.time_span ({cfg.time_span}) > model.frames ({cfg.frames}) draws fake clips over "
                               f"longer spans than the {cfg.frames}-frame real clips hold: use sparse data "
@@ -670,7 +694,7 @@ class StyleGANV(VideoModel):
         times = self.draw_clip_times(rows, generator, False, video.device)
         idx = times.long()[:, None, :, None, None].expand(-1, cfg.channels, -1, cfg.resolution, cfg.resolution)
         frames = torch.gather(video, 2, idx)
-        return [self._with_times(self.augment(frames, rows, generator), times)]
+        return [self._with_times(frames, times)]
 
     @torch.no_grad()
     def observe_real_scores(self, scores: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
