@@ -222,10 +222,11 @@ class DVG(VideoModel):
             h, maps = self.encoder(x_in)
             if skips is None or i - 1 == self.skip_frame(i):
                 skips = maps
-            h_lstm, state = self.predictor(h, state)
+            h_lstm, advanced = self.predictor(h, state)
             mean, var = self.gp.predictive(h)
             v = var.norm(dim=1)
             if i < c.n_past:  # teacher-forced context
+                state = advanced
                 history.append(v)
                 x_in = ctx[i]
                 continue
@@ -239,6 +240,16 @@ class DVG(VideoModel):
             else:
                 fire = torch.zeros(b, dtype=torch.bool, device=self.device)
             history.append(v)
+            if trigger == "gp_variance":
+                # GPtrigger_gen does not run the LSTM on a trigger step (generate_frames.py:289-292: encoder, GP,
+                # decoder only; the LSTM runs in generation(), :221-225, on the other branch, :294-295), so its
+                # hidden state stays where it was; the GP's frame is fed next (:298) and the LSTM resumes from
+                # the kept state. The manual trigger (every_k, :166-175) runs the LSTM before deciding and
+                # discards its output, so there the state advances on every step.
+                keep = fire[:, None]
+                advanced = [(torch.where(keep, hx, hx_new), torch.where(keep, cx, cx_new))
+                            for (hx, cx), (hx_new, cx_new) in zip(state, advanced)]
+            state = advanced
             draw = mean + var.sqrt() * eps[:, i - c.n_past]
             h_next = torch.where(fire[:, None], draw.to(h_lstm.dtype), h_lstm)
             x_in = self.decoder(h_next, skips)
