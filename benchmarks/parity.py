@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -33,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", required=True, choices=FAMILIES)
     parser.add_argument("--official", required=True, type=Path, help="checkout of the authors' repository")
     parser.add_argument("--config", default="tiny", help="which size (the family module's CONFIGS; default tiny)")
+    parser.add_argument("--official-python", help="the Python that runs the official code (its own venv with its old "
+                        "pins, e.g. Chainer or gpytorch 0.3); default: this one. Family modules read it from "
+                        "$PARITY_OFFICIAL_PYTHON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="keep the intermediate files here (default: a temp folder)")
     parser.add_argument("--fixture", type=Path, help="write the CI fixture (authors'-format weights, inputs, outputs) here")
     parser.add_argument("--json", type=Path, help="append the rows as one JSON line here")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    os.environ["PARITY_OFFICIAL_PYTHON"] = args.official_python or os.environ.get("PARITY_OFFICIAL_PYTHON", sys.executable)
     module = importlib.import_module(f"parity_{args.family}")
     if args.config not in module.CONFIGS:
         parser.error(f"--config {args.config!r}: {args.family} has {', '.join(module.CONFIGS)}")
