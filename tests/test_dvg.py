@@ -78,7 +78,10 @@ def test_one_training_step_changes_every_part_and_logs_the_terms():
     m = small().train()
     objective = build_objective(m, build_dataclass(load_config("configs/dvg_tiny.toml").objective.__class__,
                                                    {}, "objective"))
-    assert [p.optimizer for p in objective.phases()] == ["autoencoder", "lstm", "gp"]
+    # the joint phase steps all three optimisers from one loss, through the base phase loop
+    assert [(p.name, p.optimizers) for p in objective.phases()] == [
+        ("joint", ("autoencoder", "lstm", "gp")), ("lstm", ("lstm",)), ("gp", ("gp",))]
+    assert "train_step" not in type(objective).__dict__
     before = {k: v.detach().clone() for k, v in m.named_parameters()}
     batch = Batch(clips(4, 6))
     metrics = objective.train_step([batch], step_context(objective, 4))

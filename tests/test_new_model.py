@@ -108,8 +108,9 @@ def test_an_objective_checks_the_model_interface_it_needs(toy_registered):
     from kinema.objectives.gan import GANConfig
 
     model = Toy(ToyConfig())
-    with pytest.raises(ConfigError, match=r"cannot train a Toy: the model lacks discriminate, discriminator, "
-                                          r"generate_levels, real_levels of the GANModel interface"):
+    with pytest.raises(ConfigError, match=r"cannot train a Toy: the model lacks augment_levels, augments_reals, discriminate, "
+                                          r"discriminator, generate_levels, observe_real_scores, real_levels of the "
+                                          r"GANModel interface"):
         registry.build_objective(model, build_dataclass(GANConfig, {}, "objective"))
     # an object that is no VideoModel at all gets the same message, not an AttributeError
     from kinema.objectives.base import check_model

@@ -45,6 +45,9 @@ class Capabilities:
     # translate a given input (DVG, a frame-conditional VideoGPT prior): generic code that samples
     # unconditionally (FVD, the motion oracle) refuses them before any work instead of failing midway.
     unconditional: bool = True
+    # Trains on sparse clips: a few frames at random gaps with each frame's time (data.sparse_frames > 0,
+    # kinema.data.sparse_frames); the GAN objective hands those times to real_levels(..., times=).
+    sparse_frames: bool = False
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.conditions) - set(CONDITIONS))
@@ -130,3 +133,16 @@ class UniformNoiseVideoGAN(VideoModel):
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """``z ~ U(-1, 1)^z_dim``, ``(n, z_dim)``; drawn on the generator's device, then moved."""
         return draw_noise("uniform", (n, self.config.z_dim), generator, device if device is not None else self.device)
+
+    # What the GAN objectives need of a model beyond its networks (kinema.objectives.gan.GANModel): these
+    # GANs do not augment D's inputs, so there is nothing to adapt and R1 sees the reals as D does.
+    augments_reals: ClassVar[bool] = False
+
+    def augment_levels(self, levels: list[torch.Tensor], generator: torch.Generator | None = None,
+                       rows=None) -> list[torch.Tensor]:
+        """No augmentation: ``levels`` as they are."""
+        return levels
+
+    def observe_real_scores(self, scores: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """No adaptive augmentation: nothing to log."""
+        return {}

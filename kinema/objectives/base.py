@@ -1,17 +1,20 @@
 """What every objective shares: the phase loop, the step context, and the non-finite-loss error.
 
 An objective owns only its maths. :class:`Objective` runs one training step as a sequence of
-:class:`Phase` s -- for each: ``zero_grad`` -> :meth:`Objective.run_phase` (the objective's micro-batch
-loop: forward, ``ctx.scale(loss).backward()``) -> :meth:`StepContext.apply` (gradient averaging over
-processes, optional clipping, NaN/inf verdict, optimiser step) -- and then the fp16 scaler update.
-A phase with ``every = k`` runs on steps ``0, k, 2k, ...`` only (lazy regularisation).
+:class:`Phase` s -- for each: ``zero_grad`` of the phase's optimisers -> :meth:`Objective.run_phase` (the
+objective's micro-batch loop: forward, ``ctx.scale(loss).backward()``) -> :meth:`StepContext.apply` for each
+of them in turn (gradient averaging over processes, optional clipping, NaN/inf verdict, optimiser step) --
+and then the fp16 scaler update. A phase with ``every = k`` runs on steps ``0, k, 2k, ...`` only (lazy
+regularisation); a phase may step several optimisers from one loss (DVG's joint step).
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -19,6 +22,7 @@ import torch
 from kinema.data.batch import Batch
 from kinema.dist import all_reduce_mean, average_gradients
 from kinema.errors import ConfigError
+from kinema.models.base import VideoModel
 from kinema.nn.batch import BatchRows
 
 
@@ -98,6 +102,21 @@ class StepContext:
         loss = loss / self.accumulate
         return self.scaler.scale(loss) if self.scaler is not None else loss
 
+    @contextmanager
+    def lr_scaled(self, factors: dict[str, float]) -> Iterator[None]:
+        """Within the block, optimiser ``name``'s learning rates are multiplied by ``factors[name]`` (an
+        objective's own schedule on top of the trainer's); restored afterwards, even on an error."""
+        saved = {name: [g["lr"] for g in self.optimizers[name].param_groups] for name in factors}
+        for name, factor in factors.items():
+            for g in self.optimizers[name].param_groups:
+                g["lr"] *= factor
+        try:
+            yield
+        finally:
+            for name, lrs in saved.items():
+                for g, lr in zip(self.optimizers[name].param_groups, lrs):
+                    g["lr"] = lr
+
     def params(self, name: str) -> list[torch.nn.Parameter]:
         return [p for group in self.optimizers[name].param_groups for p in group["params"]]
 
@@ -126,11 +145,17 @@ class StepContext:
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimiser update of a step: ``optimizer`` names a parameter group; it runs on steps where
-    ``step % every == 0``."""
+    """One update of a step, run on steps where ``step % every == 0``. ``name`` names the phase and, by
+    default, the one parameter group (optimiser) it steps; a phase whose one loss updates several groups
+    lists them in ``optimizers`` (stepped in that order, each with its own gradient check)."""
 
-    optimizer: str
+    name: str
     every: int = 1
+    optimizers: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.optimizers:
+            object.__setattr__(self, "optimizers", (self.name,))
 
 
 def check_model(objective: type, model: Any, interface: type | None) -> None:
@@ -143,8 +168,8 @@ def check_model(objective: type, model: Any, interface: type | None) -> None:
                    if not n.startswith("_")]
     missing = sorted(n for n in members if not hasattr(model, n))
     if missing:
-        default = getattr(type(model), "default_objective", None)  # absent on objects that are no VideoModel
-        own = f"the model's own objective (its default: {default!r})" if default else "the model's own objective"
+        own = (f"the model's own objective (its default: {type(model).default_objective!r})"
+               if isinstance(model, VideoModel) else "the model's own objective")
         raise ConfigError(
             f"objective {objective.name!r} ({objective.__name__}) cannot train a {type(model).__name__}: the model "
             f"lacks {', '.join(missing)} of the {interface.__name__} interface. Use {own} or implement "
@@ -178,6 +203,11 @@ class Objective(ABC):
         """The phases of one step, in order (default: one per parameter group, every step)."""
         return tuple(Phase(name) for name in self.parameter_groups())
 
+    def lr_factors(self, step: int) -> dict[str, float]:
+        """The objective's own learning-rate factors for this step, by optimiser, applied on top of the
+        trainer's schedule for the step only (default: none; DVG's GP MultiStepLR)."""
+        return {}
+
     def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
         """Before the first phase (draws shared by the phases, one-time initialisations)."""
 
@@ -197,15 +227,18 @@ class Objective(ABC):
         tensors (detached, still on the device: the trainer converts them only when it logs)."""
         self.begin_step(batches, ctx)
         metrics: dict[str, torch.Tensor] = {}
-        for phase in self.phases():
-            if ctx.step % phase.every:
-                continue
-            ctx.optimizers[phase.optimizer].zero_grad(set_to_none=True)
-            losses, phase_metrics = self.run_phase(phase, batches, ctx)
-            ctx.apply(phase.optimizer, losses)
-            metrics.update(phase_metrics)
-        if ctx.scaler is not None:
-            ctx.scaler.update()
+        with ctx.lr_scaled(self.lr_factors(ctx.step)):
+            for phase in self.phases():
+                if ctx.step % phase.every:
+                    continue
+                for name in phase.optimizers:
+                    ctx.optimizers[name].zero_grad(set_to_none=True)
+                losses, phase_metrics = self.run_phase(phase, batches, ctx)
+                for name in phase.optimizers:
+                    ctx.apply(name, losses)
+                metrics.update(phase_metrics)
+            if ctx.scaler is not None:
+                ctx.scaler.update()
         metrics.update(self.end_step(batches, ctx))
         return metrics
 

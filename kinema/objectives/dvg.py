@@ -18,7 +18,6 @@ which weighting the paper used is not stated (card: docs/models/dvg.md).
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -72,8 +71,8 @@ JOINT = ("autoencoder", "lstm", "gp")
 
 class DVGObjective(Objective):
     """Three optimisers (Adam states as in the official code): ``autoencoder`` (encoder + decoder),
-    ``lstm`` and ``gp`` (GP + likelihood). The joint phase steps all three from one loss, so this
-    objective runs its own step (:meth:`train_step`); the ``lstm`` and ``gp`` phases are the fine-tunes."""
+    ``lstm`` and ``gp`` (GP + likelihood). The ``joint`` phase steps all three from one loss (in that
+    order, as train.py:243-246); the ``lstm`` and ``gp`` phases are the fine-tunes."""
 
     name = "dvg"
     model_interface = DVGModel
@@ -85,41 +84,18 @@ class DVGObjective(Objective):
                 "lstm": list(m.predictor.parameters()), "gp": list(m.gp.parameters())}
 
     def phases(self) -> tuple[Phase, ...]:
-        joint = (Phase("autoencoder"),)  # the joint step: it steps autoencoder, lstm and gp
+        joint = (Phase("joint", optimizers=JOINT),)
         return joint + ((Phase("lstm"), Phase("gp")) if self.config.finetune else ())
 
     def gp_lr_factor(self, step: int) -> float:
         """MultiStepLR of the GP optimiser: ``gamma ** (milestones passed)``."""
         return self.config.gp_lr_gamma ** sum(step >= m for m in self.config.gp_lr_milestones)
 
-    @contextmanager
-    def _gp_lr(self, ctx: StepContext):
-        groups = ctx.optimizers["gp"].param_groups
-        saved = [g["lr"] for g in groups]
-        factor = self.gp_lr_factor(ctx.step)
-        for g in groups:
-            g["lr"] *= factor
-        try:
-            yield
-        finally:
-            for g, lr in zip(groups, saved):
-                g["lr"] = lr
+    def lr_factors(self, step: int) -> dict[str, float]:
+        return {"gp": self.gp_lr_factor(step)}
 
-    def train_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, torch.Tensor]:
-        metrics: dict[str, torch.Tensor] = {}
-        with self._gp_lr(ctx):
-            for phase in self.phases():
-                names = JOINT if phase.optimizer == "autoencoder" else (phase.optimizer,)
-                for name in names:
-                    ctx.optimizers[name].zero_grad(set_to_none=True)
-                losses, phase_metrics = self.run_phase(phase, batches, ctx)
-                for name in names:
-                    ctx.apply(name, losses)
-                metrics.update(phase_metrics)
-        if ctx.scaler is not None:
-            ctx.scaler.update()
-        metrics["gp_lr_factor"] = torch.tensor(self.gp_lr_factor(ctx.step))
-        return metrics
+    def end_step(self, batches: list[Batch], ctx: StepContext) -> dict[str, torch.Tensor]:
+        return {"gp_lr_factor": torch.tensor(self.gp_lr_factor(ctx.step))}
 
     # ------------------------------------------------------------------ the losses
 
@@ -154,7 +130,7 @@ class DVGObjective(Objective):
 
     def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
         cfg, m = self.config, self.model
-        if phase.optimizer == "autoencoder":
+        if phase.name == "joint":
             parts: dict[str, list[torch.Tensor]] = {}
 
             def joint(batch: Batch, rows) -> torch.Tensor:
@@ -168,7 +144,7 @@ class DVGObjective(Objective):
             loss = self.mean_loss(batches, ctx, joint)
             metrics = {f"{k}": torch.stack(v).mean() for k, v in parts.items()}
             return {"dvg": loss}, {"loss": loss, **metrics}
-        if phase.optimizer == "lstm":  # train_frame_predictor (train.py:175-198)
+        if phase.name == "lstm":  # train_frame_predictor (train.py:175-198)
             def latent(batch: Batch, rows) -> torch.Tensor:
                 h = self._latents(batch.clips)
                 state, total = m.predictor.init_state(h.shape[1], h.device), h.new_zeros(())
@@ -179,7 +155,7 @@ class DVGObjective(Objective):
 
             loss = self.mean_loss(batches, ctx, latent)
             return {"lstm_finetune": loss}, {"lstm_finetune": loss}
-        if phase.optimizer == "gp":  # train_GP_Frame_predictor (train.py:146-172)
+        if phase.name == "gp":  # train_GP_Frame_predictor (train.py:146-172)
             def elbo(batch: Batch, rows) -> torch.Tensor:
                 h = self._latents(batch.clips).float()
                 with torch.autocast(h.device.type, enabled=False):
@@ -188,4 +164,4 @@ class DVGObjective(Objective):
 
             loss = self.mean_loss(batches, ctx, elbo)
             return {"gp_finetune": loss}, {"gp_finetune": loss}
-        raise ValueError(f"unknown DVG phase {phase.optimizer!r}")
+        raise ValueError(f"unknown DVG phase {phase.name!r}")

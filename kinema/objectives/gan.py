@@ -7,7 +7,6 @@ detached -- with one D step per G step. Level scores are concatenated before the
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -17,6 +16,7 @@ from torch import nn
 
 from kinema.data.batch import Batch
 from kinema.errors import ConfigError
+from kinema.models.base import Capabilities
 from kinema.nn.batch import BatchRows
 from kinema.objectives.base import Objective, Phase, StepContext
 
@@ -46,15 +46,23 @@ class GANConfig:
 
 
 class GANModel(Protocol):
-    """What a model offers the GAN objective (TGANv2 implements it).
+    """What a model offers the GAN objectives (TGAN, TGANv2 and StyleGAN-V implement it).
 
     Videos are lists with one entry per discriminator level, each ``(B_l, 3, T_l, H_l, W_l)``.
     ``rows`` says which rows of the global batch the call holds; per-sample random draws are made
-    for the whole batch and sliced (see :class:`~kinema.nn.BatchRows`).
+    for the whole batch and sliced (see :class:`~kinema.nn.BatchRows`). A model that declares
+    ``capabilities.sparse_frames`` takes ``real_levels(..., times=(B, F))`` for sparse clips.
+    ``observe_real_scores(scores (B,), step)`` sees each step's real scores (all micro-batches of this
+    process) after the discriminator phase -- adaptive augmentation's hook -- and returns metrics to
+    log (``{}`` for a model without one). ``augments_reals``: the model augments what D sees
+    differentiably (StyleGAN-V's ADA); ``real_levels(..., augmented=False)`` then gives the reals before
+    augmentation, the R1 leaf, and ``augment_levels(levels, generator, rows)`` augments them for D.
     """
 
     generator: nn.Module
     discriminator: nn.Module
+    capabilities: Capabilities
+    augments_reals: bool
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor: ...
     def generate_levels(
@@ -64,9 +72,10 @@ class GANModel(Protocol):
         self, video: torch.Tensor, generator: torch.Generator | None = None, rows: BatchRows | None = None
     ) -> list[torch.Tensor]: ...
     def discriminate(self, videos: list[torch.Tensor]) -> list[torch.Tensor]: ...
-    # Optional: a model with differentiable augmentation also offers
-    # ``augment_levels(levels, generator, rows)`` and ``real_levels(..., augmented=False)``; the R1 penalty
-    # is then taken on the reals before augmentation.
+    def augment_levels(
+        self, levels: list[torch.Tensor], generator: torch.Generator | None = None, rows: BatchRows | None = None
+    ) -> list[torch.Tensor]: ...
+    def observe_real_scores(self, scores: torch.Tensor, step: int) -> dict[str, torch.Tensor]: ...
 
 
 def generator_loss(fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
@@ -100,7 +109,8 @@ def real_gradient_penalty(
 
 class TwoPlayerObjective(Objective):
     """What every GAN objective shares: the GAN model interface, one optimiser per player, the EMA of
-    the generator. Subclasses define the phases and the losses."""
+    the generator and the generator phase. Subclasses define the phases, the generator's loss and the
+    discriminator phase."""
 
     model_interface = GANModel
     ema_target = "generator"
@@ -112,6 +122,42 @@ class TwoPlayerObjective(Objective):
             "generator": list(self.model.generator.parameters()),
             "discriminator": list(self.model.discriminator.parameters()),
         }
+
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        """The generator's loss from the fake scores (levels concatenated), 0-d fp32."""
+        raise NotImplementedError
+
+    def _generator_phase(self, z: torch.Tensor, ctx: StepContext, keep_fakes: bool = True):
+        """G step on the fakes of noise ``z`` (the global batch's, sliced by ``ctx.rows``).
+
+        The fake scores are computed once and can serve both updates, like the official updaters: D runs
+        on detached copies of the fakes, the G loss is backpropagated through D to those copies (keeping
+        D's graph), then through G from the fakes, which frees G's graph before the D step -- the effect of
+        Chainer's unchain_backward(). ``keep_fakes``: the fakes (``self._fake_inputs``) and their scores
+        (``self._fake_scores``) are kept for the D step; with one micro-step the scores keep D's graph,
+        with several they are detached (that would hold D's activations for the whole batch) and D is
+        re-run on the stored fakes (its weights have not changed in between, so the scores are the same).
+        Before each micro-step the noise RNG is rewound to the phase's start.
+        """
+        model, k = self.model, ctx.accumulate
+        g_params = ctx.params("generator")
+        start = ctx.generator.get_state()
+        self._fake_inputs, self._fake_scores, losses = [], [], []
+        for rows in ctx.rows:
+            ctx.generator.set_state(start)
+            fakes = model.generate_levels(z[rows.start : rows.stop], generator=ctx.generator, rows=rows)
+            inputs = [f.detach().requires_grad_() for f in fakes]
+            scores = torch.cat(model.discriminate(inputs))
+            loss_g = self.generator_loss(scores)
+            grads = torch.autograd.grad(ctx.scale(loss_g), inputs, retain_graph=keep_fakes and k == 1)
+            torch.autograd.backward(fakes, grads, inputs=g_params)
+            del fakes, grads
+            if keep_fakes:
+                self._fake_inputs.append([x.detach() for x in inputs])
+                self._fake_scores.append(scores if k == 1 else scores.detach())
+            losses.append(loss_g.detach())
+        loss_g = torch.stack(losses).mean()
+        return {"generator": loss_g}, {"loss_g": loss_g}
 
 
 class GANObjective(TwoPlayerObjective):
@@ -129,36 +175,12 @@ class GANObjective(TwoPlayerObjective):
         pass over the whole batch. Gradients of the micro-steps add up (each loss is divided by their
         number), so ``k`` micro-batches of ``B/k`` give the batch-``B`` gradient whenever the model has
         no batch statistics (batch norm sees one micro-batch at a time)."""
-        if phase.optimizer == "generator":
-            return self._generator_phase(ctx)
+        if phase.name == "generator":
+            return self._generator_phase(self._z, ctx)
         return self._discriminator_phase(batches, ctx)
 
-    def _generator_phase(self, ctx: StepContext):
-        # The fake scores are computed once and serve both updates, like the official updater: D runs
-        # on detached copies of the fakes, the G loss is backpropagated through D to those copies
-        # (keeping D's graph), then through G from the fakes, which frees G's graph before the D step
-        # -- the effect of Chainer's unchain_backward(). With one micro-step the D loss reuses those
-        # scores; with several, D's graphs are not kept (that would hold D's activations for the whole
-        # batch) and D is re-run on the stored fakes (its weights have not changed in between, so the
-        # scores are the same).
-        cfg, model, k = self.config, self.model, ctx.accumulate
-        g_params = ctx.params("generator")
-        start = ctx.generator.get_state()
-        self._fake_inputs, self._fake_scores, g_losses = [], [], []
-        for rows in ctx.rows:
-            ctx.generator.set_state(start)
-            fakes = model.generate_levels(self._z[rows.start : rows.stop], generator=ctx.generator, rows=rows)
-            inputs = [f.detach().requires_grad_() for f in fakes]
-            scores = torch.cat(model.discriminate(inputs))
-            loss_g = generator_loss(scores, cfg.loss)
-            grads = torch.autograd.grad(ctx.scale(loss_g), inputs, retain_graph=k == 1)
-            torch.autograd.backward(fakes, grads, inputs=g_params)
-            del fakes, grads
-            self._fake_inputs.append([x.detach() for x in inputs])
-            self._fake_scores.append(scores if k == 1 else scores.detach())
-            g_losses.append(loss_g.detach())
-        loss_g = torch.stack(g_losses).mean()
-        return {"generator": loss_g}, {"loss_g": loss_g}
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return generator_loss(fake_scores, self.config.loss)
 
     def _discriminator_phase(self, batches: list[Batch], ctx: StepContext):
         # The real branch and its R1 penalty run in fp32 even under autocast: the penalty squares input
@@ -174,18 +196,18 @@ class GANObjective(TwoPlayerObjective):
             with torch.autocast(device.type, enabled=False):
                 # sparse data (data.sparse_frames) carries each frame's time: the model uses them as given
                 extra = {"times": batch.times} if batch.times is not None else {}
-                if extra and "times" not in inspect.signature(model.real_levels).parameters:
-                    raise ConfigError("the batch carries frame times (data.sparse_frames > 0), which this model's "
-                                      "real_levels does not take: set data.sparse_frames = 0")
+                if extra and not model.capabilities.sparse_frames:
+                    raise ConfigError(f"the batch carries frame times (data.sparse_frames > 0), but a "
+                                      f"{type(model).__name__} does not train on sparse clips "
+                                      "(capabilities.sparse_frames): set data.sparse_frames = 0")
                 # A model with differentiable augmentation (StyleGAN-V's ADA) hands its reals un-augmented and
                 # augments them after the R1 leaf: the penalty differentiates the reals before augmentation,
                 # as StyleGAN2-ADA's loss does (augmentation inside run_D; stylegan-v loss.py:57-64,144-145).
-                augment = getattr(model, "augment_levels", None)
-                if augment is not None:
+                if model.augments_reals:
                     extra["augmented"] = False
                 levels = model.real_levels(batch.clips, ctx.generator, rows=rows, **extra)
                 reals = [r.detach().float().requires_grad_(gp_due) for r in levels]
-                seen = reals if augment is None else augment(reals, ctx.generator, rows)
+                seen = model.augment_levels(reals, ctx.generator, rows) if model.augments_reals else reals
                 real_scores = torch.cat(model.discriminate(seen))
                 penalty = (
                     real_gradient_penalty(real_scores, reals, cfg.gp_reduction)
@@ -207,8 +229,7 @@ class GANObjective(TwoPlayerObjective):
             "score_real": torch.stack(real_means).mean(),
             "score_fake": torch.stack([s.detach().mean() for s in self._fake_scores]).mean(),
         }
-        observe = getattr(model, "observe_real_scores", None)  # a model's adaptive augmentation (ADA) reads D(real)
-        if observe is not None:
-            metrics.update(observe(torch.cat(real_scores_all), ctx.step))
+        # a model's adaptive augmentation (ADA) reads D(real): GANModel.observe_real_scores
+        metrics.update(model.observe_real_scores(torch.cat(real_scores_all), ctx.step))
         self._fake_inputs = self._fake_scores = None  # free the fakes before the next step
         return {"discriminator": loss_d, "gradient_penalty": penalty}, metrics

@@ -166,7 +166,7 @@ class NUWAVQGANObjective(VQVAEObjective):
         return self.config.disc_weight > 0 and ctx.step >= self.config.disc_start
 
     def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
-        if phase.optimizer == "vqgan":
+        if phase.name == "vqgan":
             return self._vqgan_phase(batches, ctx)
         return self._discriminator_phase(batches, ctx)
 

@@ -135,36 +135,16 @@ class WGANObjective(TwoPlayerObjective):
     def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
         """Each micro-step rewinds the noise RNG to the phase's start, so the model's per-call draws are
         those of one pass over the whole batch (as in :class:`~kinema.objectives.gan.GANObjective`)."""
-        if phase.optimizer == "generator":
-            return self._generator_phase(ctx)
+        if phase.name == "generator":
+            # g_first keeps the fakes for the D step (the official updater's single forward); d_first
+            # generated the D step's fakes before this phase, from its own draw
+            return self._generator_phase(self._z_g, ctx, keep_fakes=self.config.order == "g_first")
         if self.config.order == "d_first":
             return self._discriminator_phase_fresh(batches, ctx)
         return self._discriminator_phase_reuse(batches, ctx)
 
-    def _generator_phase(self, ctx: StepContext):
-        # As GANObjective: D runs on detached copies of the fakes, the G loss is backpropagated through D
-        # to those copies, then through G. With g_first and one micro-step the fake scores' graph is kept
-        # for the D step (the official updater's single forward); otherwise D is re-run later.
-        model, k = self.model, ctx.accumulate
-        keep = self.config.order == "g_first"
-        g_params = ctx.params("generator")
-        start = ctx.generator.get_state()
-        self._fake_inputs, self._fake_scores, losses = [], [], []
-        for rows in ctx.rows:
-            ctx.generator.set_state(start)
-            fakes = model.generate_levels(self._z_g[rows.start : rows.stop], generator=ctx.generator, rows=rows)
-            inputs = [f.detach().requires_grad_() for f in fakes]
-            scores = torch.cat(model.discriminate(inputs))
-            loss_g = -scores.float().mean()
-            grads = torch.autograd.grad(ctx.scale(loss_g), inputs, retain_graph=keep and k == 1)
-            torch.autograd.backward(fakes, grads, inputs=g_params)
-            del fakes, grads
-            if keep:
-                self._fake_inputs.append([x.detach() for x in inputs])
-                self._fake_scores.append(scores if k == 1 else scores.detach())
-            losses.append(loss_g.detach())
-        loss_g = torch.stack(losses).mean()
-        return {"generator": loss_g}, {"loss_g": loss_g}
+    def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
+        return -fake_scores.float().mean()  # the generator maximises the critic's score
 
     def _critic_loss(self, batch: Batch, rows, ctx: StepContext, fake_scores: torch.Tensor):
         levels = self.model.real_levels(batch.clips, ctx.generator, rows=rows)

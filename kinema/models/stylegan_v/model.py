@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kinema.dist import all_reduce_sum_
 from kinema.errors import ConfigError, SamplingError
 from kinema.models.base import Capabilities, VideoModel
 from kinema.models.stylegan_v.layers import (
@@ -484,6 +485,7 @@ class StyleGANV(VideoModel):
     repeats the frames of a shorter one at the shared times."""
 
     default_objective = "gan"
+    augments_reals = True  # GANModel: augment_levels between the R1 leaf and D (ADA; real_levels(augmented=False))
 
     def __init__(self, config: StyleGANVConfig):
         super().__init__()
@@ -504,7 +506,7 @@ class StyleGANV(VideoModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(continuous_time=True, conditions=frozenset({"times"}))
+        return Capabilities(continuous_time=True, conditions=frozenset({"times"}), sparse_frames=True)
 
     # ----- noise
     def num_motion_codes(self, t_max: float = 0.0) -> int:
@@ -708,8 +710,7 @@ class StyleGANV(VideoModel):
             return {"augment_p": torch.tensor(cfg.augment_p)} if cfg.augment_p > 0 else {}
         stats = torch.stack([scores.detach().float().sign().sum(), torch.tensor(float(scores.numel()),
                                                                                   device=scores.device)])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(stats)
+        all_reduce_sum_(stats)  # signs of every process's real scores (kinema.dist: identity with one process)
         self.ada_stats += stats.to(self.ada_stats.device)
         if step % cfg.augment_interval == 0:
             batch = float(stats[1])
