@@ -45,15 +45,20 @@ FRAMES = 16  # FVD's clip length
 # the prior on its codes; "share" is each stage's part of the family's budget (steps or minutes). Per run,
 # add overrides with --override FAMILY:section.key=value.
 FAMILIES: dict[str, list[dict]] = {
-    "tganv2": [{"stage": "tganv2", "config": "tganv2_tiny16", "overrides": []}],
-    "tgan_ode": [{"stage": "tgan_ode", "config": "tgan_ode_tiny16", "overrides": []}],
-    "vdm": [{"stage": "vdm", "config": "vdm_tiny16", "overrides": []}],  # 16x16 pixels: 32x32 trains ~4x slower
+    "tganv2": [{"stage": "tganv2", "config": "tganv2_tiny16", "cpu16": "tganv2_cpu16", "overrides": []}],
+    "tgan_ode": [{"stage": "tgan_ode", "config": "tgan_ode_tiny16", "cpu16": "tgan_ode_cpu16", "overrides": []}],
+    "vdm": [{"stage": "vdm", "config": "vdm_tiny16", "cpu16": "vdm_cpu16", "overrides": []}],  # 16x16 pixels: 32x32 trains ~4x slower
     "videogpt": [  # downsample [4, 4, 4]: the tiny 4x8x8 code grid
-        {"stage": "vqvae", "config": "videogpt_vqvae_tiny16", "share": 0.5, "overrides": []},
-        {"stage": "prior", "config": "videogpt_prior_tiny16", "share": 0.5, "overrides": []},
+        {"stage": "vqvae", "config": "videogpt_vqvae_tiny16", "cpu16": "videogpt_vqvae_cpu16", "share": 0.5, "overrides": []},
+        {"stage": "prior", "config": "videogpt_prior_tiny16", "cpu16": "videogpt_prior_cpu16", "share": 0.5, "overrides": []},
     ],
-    "stylegan_v": [{"stage": "stylegan_v", "config": "stylegan_v_tiny16", "overrides": []}],
+    "stylegan_v": [{"stage": "stylegan_v", "config": "stylegan_v_tiny16", "cpu16": "stylegan_v_cpu16", "overrides": []}],
 }
+# --configs cpu16: the *_cpu16 configs, chosen to learn this CPU world fast (docs/quality.md, "Learning on one
+# CPU" in each model card); tiny16 (default): the tiny configs at 16 frames.
+CONFIG_SUITES = ("tiny16", "cpu16")
+# --cpu-minutes: curve points, CPU minutes of training (those below the budget, and the budget itself).
+DEFAULT_POINTS = (5.0, 10.0, 20.0, 30.0)
 # Not here: DVG predicts futures of a given clip, and the tiny NÜWA conditions on a clip's first frame
 # (conditional models); their measures compare with the true future (docs/models/dvg.md, nuwa.md), not
 # unconditional samples with real clips.
@@ -173,19 +178,15 @@ def reference_videos(real: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
     }
 
 
-def to_uint8_batch(videos: torch.Tensor) -> torch.Tensor:
-    """``(N, 3, T, H, W)`` in [-1, 1] -> uint8 ``(N, T, H, W, 3)``, rounded as :func:`kinema.video.to_uint8`."""
-    x = ((videos.detach().cpu().float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return x.permute(0, 2, 3, 4, 1).contiguous()
-
-
 def save_sample_png(videos: torch.Tensor, path: Path, num: int = 8, frames: tuple[int, ...] = (0, 3, 7, 11, 15)) -> Path:
     """One row per sample (the first ``num``), one column per frame in ``frames``; nearest upscaling
     to at least 64 pixels per frame, 2-pixel white gaps. Written as PNG."""
     from PIL import Image
 
+    from kinema.metrics.evaluate import quantise
+
     frames = tuple(f for f in frames if f < videos.shape[2])
-    clips = to_uint8_batch(videos[:num])[:, list(frames)].numpy()  # (n, f, H, W, 3)
+    clips = quantise(videos[:num].detach().cpu().float())[:, list(frames)]  # (n, f, H, W, 3) uint8
     n, f, h, w, _ = clips.shape
     scale, gap = max(1, math.ceil(64 / min(h, w))), 2
     clips = clips.repeat(scale, axis=2).repeat(scale, axis=3)
@@ -203,22 +204,34 @@ def save_sample_png(videos: torch.Tensor, path: Path, num: int = 8, frames: tupl
 
 
 class Features:
-    """Feature vectors ``(N, D)`` of video sets through ``fn(uint8 (N, T, H, W, 3))``, cached by key
-    within the run (real sets are scored against every row)."""
+    """Feature vectors ``(N, D)`` of video sets ``(N, 3, T, H, W)`` in [-1, 1] through ``fn`` (the I3D of
+    :func:`kinema.metrics.evaluate.feature_function`, which quantises to uint8 as written videos are), cached
+    by key within the run (real sets are scored against every row) and, for real sets with a ``disk_key``,
+    on disk through :func:`kinema.metrics.evaluate.cached_real_features` (``cache_dir``)."""
 
-    def __init__(self, fn, log=None) -> None:
+    def __init__(self, fn, log=None, cache_dir: Path | None = None, batch: int = 16) -> None:
         self.fn, self.log, self.cache, self.clips_seen, self.seconds = fn, log, {}, 0, 0.0
+        self.cache_dir, self.batch = cache_dir, batch
 
-    def __call__(self, videos: torch.Tensor, key: str | None = None, constant: bool = False) -> np.ndarray:
+    def __call__(self, videos: torch.Tensor, key: str | None = None, constant: bool = False,
+                 disk_key: dict | None = None) -> np.ndarray:
         if key is not None and key in self.cache:
             return self.cache[key]
         start = time.perf_counter()
-        if constant:  # every clip identical (flat grey): one forward, repeated
-            feats = np.repeat(np.asarray(self.fn(to_uint8_batch(videos[:1])), np.float64), len(videos), axis=0)
-            self.clips_seen += 1
-        else:
-            feats = np.asarray(self.fn(to_uint8_batch(videos)), np.float64)
+
+        def compute() -> np.ndarray:
+            if constant:  # every clip identical (flat grey): one forward, repeated
+                self.clips_seen += 1
+                return np.repeat(self._features(videos[:1]), len(videos), axis=0)
             self.clips_seen += len(videos)
+            return self._features(videos)
+
+        if disk_key is not None and self.cache_dir is not None:
+            from kinema.metrics.evaluate import cached_real_features
+
+            feats = cached_real_features(disk_key, compute, self.cache_dir)
+        else:
+            feats = compute()
         took = time.perf_counter() - start
         self.seconds += took
         if self.log is not None:
@@ -227,12 +240,18 @@ class Features:
             self.cache[key] = feats
         return feats
 
+    def _features(self, videos: torch.Tensor) -> np.ndarray:
+        out = [np.asarray(torch.as_tensor(self.fn(chunk)).double().cpu().numpy(), np.float64)
+               for chunk in videos.float().split(self.batch)]
+        return np.concatenate(out)
 
-def i3d_feature_fn(path: Path, device: str, batch_size: int):
-    from kinema.metrics.networks.i3d import i3d_logits, load_i3d
 
-    model = load_i3d(path, device=device)
-    return lambda videos: i3d_logits(videos, model, batch_size=batch_size).numpy()
+def i3d_feature_fn(path: Path, device: str):
+    """kinema evaluate's I3D: videos in [-1, 1] -> logits ``(N, 400)``, uint8-quantised first."""
+    from kinema.metrics.evaluate import feature_function
+    from kinema.metrics.protocols import get_protocol
+
+    return feature_function(get_protocol("fvd2048_16f"), {"i3d": str(path)}, torch.device(device))
 
 
 def distances(feats: np.ndarray, ref_feats: np.ndarray) -> dict[str, float]:
@@ -247,11 +266,12 @@ def distances(feats: np.ndarray, ref_feats: np.ndarray) -> dict[str, float]:
 
 
 def score(videos: torch.Tensor, ref: torch.Tensor, features: Features, ref_key: str, key: str | None = None,
-          constant: bool = False) -> dict:
-    """Every measure of ``videos`` against the real set ``ref`` (whose features are cached as ``ref_key``)."""
+          constant: bool = False, ref_disk_key: dict | None = None) -> dict:
+    """Every measure of ``videos`` against the real set ``ref`` (whose features are cached as ``ref_key``
+    in the run and under ``ref_disk_key`` on disk)."""
     from kinema.metrics.oracle import motion_report
 
-    out = distances(features(videos, key, constant), features(ref, ref_key))
+    out = distances(features(videos, key, constant), features(ref, ref_key, disk_key=ref_disk_key))
     with warnings.catch_warnings():
         # the oracle takes the median of an empty array for an object never seen on its own (harmless:
         # that object passes trivially); numpy warns twice per such clip
@@ -298,6 +318,18 @@ def warnings_of(checks: list[dict], where: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- training
+
+
+def stage_config(stage: dict, args) -> str:
+    """The config of one stage under ``--configs`` (``tiny16`` or ``cpu16``)."""
+    suite = getattr(args, "configs", "tiny16")
+    if suite == "tiny16":
+        return stage["config"]
+    name = stage.get(suite)
+    if not name or not (ROOT / "configs" / f"{name}.toml").is_file():
+        raise QualityError(f"--configs {suite}: stage {stage['stage']} has no {suite} config yet "
+                           f"(configs/{name or '?'}.toml); use --configs tiny16 or leave this family out")
+    return name
 
 
 def stage_overrides(family: str, stage: dict, extra: list[tuple[str | None, str]], seed: int, data: str,
@@ -357,29 +389,85 @@ def train_stage(config: str | Path, out: Path, overrides: list[str], device: str
             "chunks": chunks}
 
 
+def train_stage_cpu(config: str | Path, out: Path, overrides: list[str], device: str, budget: float,
+                    points: list[float], on_point=None, offset: float = 0.0, threads: int = 0, label: str = "",
+                    log=print) -> dict:
+    """Train one stage until ``budget`` seconds of this process's CPU time (``time.process_time``: all its
+    threads; at one thread, the seconds one core spent) are spent in training, in chunks continued with
+    resume at a constant LR (as ``--minutes``). Checkpoint, sampling and scoring between chunks are not
+    counted. ``points``: the family's curve points in CPU seconds (``offset`` = what earlier stages spent);
+    at each one inside this stage, ``on_point(checkpoint, step, cpu_seconds)`` scores the model. Returns
+    ``{"steps", "seconds", "cpu_seconds", "checkpoint", "overrides", "chunks"}``."""
+    from kinema import api
+    from kinema.registry import load_config
+
+    overrides = list(overrides)
+    cfg = load_config(config, overrides)
+    if cfg.train.lr_schedule != "constant":  # the run cannot know its last step (see train_stage)
+        overrides.append("train.lr_schedule=constant")
+    first = cfg.train.log_every
+    targets = sorted({p - offset for p in points if 0 < p - offset < budget} | {budget})
+    start, spent, step, rate, chunks, ckpt, scored_step = time.perf_counter(), 0.0, 0, None, [], None, -1
+    for target in targets:
+        while True:
+            # the last chunk's CPU seconds per step (its start-up included, so the estimate errs short)
+            n = first if rate is None else int(0.97 * (target - spent) / rate)
+            if n < 1 or (rate is not None and target - spent < 0.5 * rate * first and step):
+                break
+            cpu0 = time.process_time()
+            ckpt = Path(api.train(config, out, overrides=overrides, steps=step + n, device=device, progress=False,
+                                  resume=step > 0))
+            if threads:  # the trainer may set its own thread count
+                torch.set_num_threads(threads)
+            took = time.process_time() - cpu0
+            spent, step, rate = spent + took, step + n, took / n
+            chunks.append(n)
+            log(f"  {label}: step {step} after {spent / 60:.2f} of {budget / 60:.2f} CPU min")
+        if on_point is not None and ckpt is not None and step != scored_step:  # one score per checkpoint
+            on_point(ckpt, step, offset + spent)
+            scored_step = step
+    return {"steps": step, "seconds": time.perf_counter() - start, "cpu_seconds": spent, "checkpoint": ckpt,
+            "overrides": overrides, "chunks": chunks}
+
+
 def train_family(family: str, work: Path, extra: list[tuple[str | None, str]], args, steps: int | None, minutes: float | None,
-                 log=print) -> dict:
-    """All stages of ``family``; a VideoGPT prior trains on the VQ-VAE just trained."""
-    stages, results, spent = FAMILIES[family], [], 0.0
+                 log=print, on_point=None) -> dict:
+    """All stages of ``family``; a VideoGPT prior trains on the VQ-VAE just trained. With
+    ``args.cpu_minutes``, each stage trains its share of that CPU-time budget and ``on_point(checkpoint,
+    step, cpu_seconds)`` is called at each curve point (``args.points``, CPU minutes) reached in the last
+    stage (a prior samples only once its VQ-VAE is trained)."""
+    stages, results, spent, cpu_spent = FAMILIES[family], [], 0.0, 0.0
     total_steps = steps
+    cpu_minutes = getattr(args, "cpu_minutes", None)
     for i, stage in enumerate(stages):
+        config = stage_config(stage, args)
         overrides = stage_overrides(family, stage, extra, args.seed, args.data, args.threads)
         if stage["stage"] == "prior":
             overrides.append(f"model.vqvae={results[0]['checkpoint'].parent.parent}")
         last = i == len(stages) - 1
         share = stage.get("share", 1.0)
+        label = family if len(stages) == 1 else f"{family} {stage['stage']}"
+        if cpu_minutes is not None:
+            budget = cpu_minutes * 60 * share if not last else cpu_minutes * 60 - cpu_spent
+            log(f"training {label}: {budget / 60:.2f} CPU min ({config})")
+            r = train_stage_cpu(config, work / f"{family}_{stage['stage']}", overrides, args.device, budget,
+                                [m * 60 for m in args.points], on_point if last else None, cpu_spent,
+                                args.threads, label, log)
+            spent += r["seconds"]
+            cpu_spent += r["cpu_seconds"]
+            results.append({**r, "stage": stage["stage"], "config": config})
+            continue
         n = sec = None
         if steps is not None:
             n = total_steps - sum(r["steps"] for r in results) if last else max(1, round(steps * share))
         else:
             sec = max(0.0, minutes * 60 - spent) if last else minutes * 60 * share
-        label = family if len(stages) == 1 else f"{family} {stage['stage']}"
         log(f"training {label}: " + (f"{n} steps" if n is not None else f"{sec / 60:.2f} min"))
-        r = train_stage(stage["config"], work / f"{family}_{stage['stage']}", overrides, args.device, n, sec,
+        r = train_stage(config, work / f"{family}_{stage['stage']}", overrides, args.device, n, sec,
                         args.threads, label, log)
         spent += r["seconds"]
-        results.append({**r, "stage": stage["stage"], "config": stage["config"]})
-    return {"stages": results, "seconds": spent}
+        results.append({**r, "stage": stage["stage"], "config": config})
+    return {"stages": results, "seconds": spent, "cpu_seconds": cpu_spent if cpu_minutes is not None else None}
 
 
 def untrained_model(family: str, extra: list[tuple[str | None, str]], args):
@@ -388,7 +476,7 @@ def untrained_model(family: str, extra: list[tuple[str | None, str]], args):
     from kinema.registry import build_model, load_config
 
     stages = FAMILIES[family]
-    cfgs = [load_config(s["config"], stage_overrides(family, s, extra, args.seed, args.data)) for s in stages]
+    cfgs = [load_config(stage_config(s, args), stage_overrides(family, s, extra, args.seed, args.data)) for s in stages]
     torch.manual_seed(cfgs[0].train.seed)
     model = build_model(cfgs[0].model)
     if family == "videogpt":
@@ -413,7 +501,7 @@ def sample(model, args) -> tuple[torch.Tensor, float]:
 
 # --------------------------------------------------------------------------- report
 
-COLUMNS = ["row", "steps", "train min", "FVD", "KVD", "physically_consistent", "count_preserved",
+COLUMNS = ["row", "steps", "train min", "CPU min", "FVD", "KVD", "physically_consistent", "count_preserved",
            "speed_distance", "pixel-std ratio", "s/video"]
 
 
@@ -433,6 +521,7 @@ def table_row(r: dict) -> str:
     cells = [
         r["row"], "–" if steps is None else str(steps),
         _num(r.get("train_minutes"), ".1f"),
+        _num(r.get("train_cpu_minutes"), ".1f"),
         _num(r.get("fvd"), ".1f", r.get("fvd_std")),
         _num(r.get("kvd"), ".3f", r.get("kvd_std")),
         _num(r.get("physically_consistent"), ".3f", r.get("physically_consistent_std")),
@@ -495,6 +584,14 @@ def render_block(records: list[dict], meta: dict, checks: dict[str, list[dict]],
             lines += [""] + ([f"- {w}" for w in warns] if warns else
                              ["All orderings hold (the copy-frame blind spots of the per-clip oracle tests are expected)."])
         lines.append("")
+    curves = curve_lines(records)
+    if curves:
+        lines += ["### Learning curves", "", "Each model scored at CPU minutes of training (this process's CPU time "
+                  "in training, one thread); minute 0 is its untrained row.", "", *curves]
+        if image_dir_rel is not None:
+            for r in records:
+                if r.get("curve_image"):
+                    lines += [f"![{r['row']} learning curve]({image_dir_rel}/{Path(r['curve_image']).name})", ""]
     if image_dir_rel is not None:
         images = [r for r in records if r.get("image")]
         if images:
@@ -504,6 +601,67 @@ def render_block(records: list[dict], meta: dict, checks: dict[str, list[dict]],
                 lines += [f"**{caption}**", "", f"![{caption}]({image_dir_rel}/{Path(r['image']).name})", ""]
     lines.append(END)
     return "\n".join(lines) + "\n", all_warnings
+
+
+def plot_curve(row: dict, lines: dict[str, dict], path: Path) -> Path | None:
+    """FVD and the physically consistent / count preserved fractions of ``row["curve"]`` against training CPU
+    minutes (minute 0: the untrained model), with the reference rows of ``lines`` (name -> record: the floor,
+    copy one real frame, untrained) as horizontal lines and the targets of docs/quality.md dotted. PNG;
+    ``None`` (and nothing written) without matplotlib (``pip install -e '.[bench]'``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    curve = [{"cpu_minutes": 0.0, **{k: lines["untrained"].get(k) for k in ("fvd", "physically_consistent",
+                                                                              "count_preserved")}}] if "untrained" in lines else []
+    curve += row["curve"]
+    x = [c["cpu_minutes"] for c in curve]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = {"floor": ("tab:green", "--"), "copy_frame": ("tab:red", "--"), "untrained": ("tab:grey", ":")}
+    for ax, keys, title in ((axes[0], ["fvd"], "FVD (lower is better)"),
+                            (axes[1], ["physically_consistent", "count_preserved"], "fraction of clips (higher is better)")):
+        for key, marker in zip(keys, "os"):
+            ax.plot(x, [c[key] for c in curve], marker=marker, color="tab:blue" if key != "count_preserved" else "tab:purple",
+                    label=f"{row['row']}: {key.replace('_', ' ')}")
+        for name, (colour, style) in styles.items():
+            ref = lines.get(name)
+            if ref is None or ref.get(keys[0]) is None:
+                continue
+            ax.axhline(ref[keys[0]], color=colour, linestyle=style, linewidth=1,
+                       label=f"{ref['row']}" + (f" ({keys[0].replace('_', ' ')})" if len(keys) > 1 else ""))
+        if keys[0] == "physically_consistent":
+            ax.axhline(0.3, color="black", linestyle=(0, (1, 3)), linewidth=1, label="target 0.3 / 0.5 (count)")
+            ax.axhline(0.5, color="black", linestyle=(0, (1, 3)), linewidth=1)
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("training CPU minutes (1 thread)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{row['row']} ({row['data']}, {row['frames']}x{row['height']}x{row['width']}, {row['clips']} clips)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def curve_lines(records: list[dict]) -> list[str]:
+    """The report's learning-curve tables (rows with a ``curve``)."""
+    out = []
+    for r in records:
+        if not r.get("curve"):
+            continue
+        out += [f"#### {r['row']}: learning curve", "",
+                "| CPU min | steps | FVD | physically_consistent | count_preserved | speed_distance |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for c in r["curve"]:
+            out.append(f"| {c['cpu_minutes']:.1f} | {c['step']} | {_num(c.get('fvd'), '.1f')} | "
+                       f"{_num(c.get('physically_consistent'), '.3f')} | {_num(c.get('count_preserved'), '.3f')} | "
+                       f"{_num(c.get('speed_distance'), '.4f')} |")
+        out.append("")
+    return out
 
 
 def write_report(path: Path, block: str) -> Path:
@@ -541,6 +699,18 @@ def build_parser() -> argparse.ArgumentParser:
                                         "between VQ-VAE and prior); deterministic for a --seed")
     budget.add_argument("--minutes", type=float, help="training wall clock per family: trained in chunks continued "
                                                       "with resume until spent, at a constant LR (recorded)")
+    budget.add_argument("--cpu-minutes", type=float,
+                        help="training CPU time per family (this process's CPU seconds in training / 60: at "
+                             "--threads 1 the minutes of one core, whatever else runs), in chunks continued with "
+                             "resume at a constant LR; scores the model at each --points (a learning curve)")
+    p.add_argument("--points", default=",".join(f"{m:g}" for m in DEFAULT_POINTS),
+                   help="--cpu-minutes: curve points in CPU minutes (default 5,10,20,30; those above the budget are "
+                        "dropped, the budget is always one; minute 0 is the untrained row)")
+    p.add_argument("--configs", default="tiny16", choices=CONFIG_SUITES,
+                   help="tiny16: the tiny configs at 16 frames (default); cpu16: the *_cpu16 configs made to learn "
+                        "this CPU world fast")
+    p.add_argument("--no-cache", action="store_true",
+                   help="do not read or write real-set I3D features in kinema evaluate's cache ($KINEMA_CACHE)")
     p.add_argument("--data", default="bouncing_shapes", choices=DATA_FAMILIES, help="synthetic data family (default bouncing_shapes)")
     p.add_argument("--clips", type=int, default=256, help="clips per set: samples, real held-out, baselines (default 256)")
     p.add_argument("--seeds", type=int, default=3, help="real-vs-real seed pairs for the floor's spread (default 3)")
@@ -568,6 +738,16 @@ def validate(args) -> None:
     args.step_plan = parse_steps(args.steps, args.family_list) if args.steps is not None else None
     if args.minutes is not None and not args.minutes > 0:
         raise QualityError(f"--minutes must be > 0, got {args.minutes}")
+    if args.cpu_minutes is not None and not args.cpu_minutes > 0:
+        raise QualityError(f"--cpu-minutes must be > 0, got {args.cpu_minutes}")
+    try:
+        points = [float(x) for x in args.points.split(",") if x.strip()]
+    except ValueError:
+        raise QualityError(f"--points {args.points!r}: give CPU minutes, comma-separated, e.g. 5,10,20,30") from None
+    if any(not m > 0 for m in points):
+        raise QualityError(f"--points {args.points!r}: every point must be > 0 (minute 0 is the untrained row)")
+    args.points = sorted({m for m in points if args.cpu_minutes is None or m < args.cpu_minutes}
+                         | ({args.cpu_minutes} if args.cpu_minutes is not None else set()))
     args.extra = parse_overrides(args.override, args.family_list)
     if args.clips < 2:
         raise QualityError(f"--clips must be >= 2 (KVD and the pixel std need two per set), got {args.clips}")
@@ -584,7 +764,8 @@ def validate(args) -> None:
 
 
 def run(argv=None, feature_fn=None, log=print) -> list[dict]:
-    """The benchmark; ``feature_fn(uint8 (N, T, H, W, 3)) -> (N, D)`` replaces I3D (tests)."""
+    """The benchmark; ``feature_fn(videos (N, 3, T, H, W) in [-1, 1]) -> (N, D)`` replaces I3D (tests; no
+    disk cache then)."""
     args = build_parser().parse_args(argv)
     validate(args)
     if feature_fn is None:
@@ -595,9 +776,26 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
     command = " ".join(["python", "benchmarks/quality.py", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     base = {"data": args.data, "frames": FRAMES, "clips": args.clips, "seed": args.seed, "device": str(args.device),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "command": command}
+    cache_dir, weights_sha = None, None
     if feature_fn is None:
-        feature_fn = i3d_feature_fn(weights, args.device, args.i3d_batch)  # fails on a wrong file before training
-    features = Features(feature_fn, log)
+        from kinema.metrics.evaluate import default_cache_dir, file_sha256
+
+        feature_fn = i3d_feature_fn(weights, args.device)  # fails on a wrong file before training
+        cache_dir = None if args.no_cache else default_cache_dir()
+        weights_sha = file_sha256(weights)
+    features = Features(feature_fn, log, cache_dir, args.i3d_batch)
+    refs: dict[int, tuple] = {}
+
+    def reference(size: int) -> tuple[torch.Tensor, str, dict]:
+        """The held-out real set at ``size`` pixels, its in-run feature key and its disk-cache key."""
+        if size not in refs:
+            disk_key = {"network": "i3d", "frames": FRAMES, "num": args.clips, "seed": HELD_OUT_SEED,
+                        "data": {"source": "synthetic", "family": args.data, "size": [FRAMES, size, size],
+                                 "seed": HELD_OUT_SEED, "set": "benchmarks/quality.py"},
+                        "weights_sha256": weights_sha}
+            refs[size] = (real_clips(args.data, HELD_OUT_SEED, args.clips, size),
+                          f"real/{args.data}/{size}/{HELD_OUT_SEED}", disk_key)
+        return refs[size]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("")
     records: list[dict] = []
@@ -614,7 +812,26 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
         trained = {}
         for family in args.family_list:
             steps = args.step_plan[family] if args.step_plan else None
-            trained[family] = train_family(family, work, args.extra[family], args, steps, args.minutes, log)
+            curve: list[dict] = []
+
+            def on_point(ckpt: Path, step: int, cpu_seconds: float, family=family, curve=curve) -> None:
+                from kinema import api
+
+                model, cfg = api.load(ckpt, device=args.device)
+                ref, ref_key, disk_key = reference(cfg.model.resolution)
+                videos, spv = sample(model, args)
+                point = {"cpu_minutes": cpu_seconds / 60, "step": step,
+                         **flat(score(videos, ref, features, ref_key, ref_disk_key=disk_key))}
+                curve.append(point)
+                log(f"  {family} at {point['cpu_minutes']:.1f} CPU min (step {step}): FVD {point['fvd']:.1f}, "
+                    f"physically consistent {point['physically_consistent']:.3f}, count preserved "
+                    f"{point['count_preserved']:.3f}, speed distance {point['speed_distance']:.4f}")
+                trained[family]["final"] = (videos, spv, point)
+
+            trained[family] = {}
+            trained[family].update(train_family(family, work, args.extra[family], args, steps, args.minutes, log,
+                                                on_point))
+            trained[family]["curve"] = curve
         # 2. score, per resolution
         from kinema import api
 
@@ -628,11 +845,10 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
             group = {**base, "height": size, "width": size}
             title = group_title(group)
             log(f"scoring {title}: real sets")
-            ref_key = f"real/{args.data}/{size}/{HELD_OUT_SEED}"
-            ref = real_clips(args.data, HELD_OUT_SEED, args.clips, size)
+            ref, ref_key, ref_disk_key = reference(size)
             floor_sets = [real_clips(args.data, HELD_OUT_SEED + k, args.clips, size) for k in range(1, args.seeds + 1)]
-            floor_scores = [score(s, ref, features, ref_key, key=f"real/{args.data}/{size}/{HELD_OUT_SEED + k}")
-                            for k, s in enumerate(floor_sets, 1)]
+            floor_scores = [score(s, ref, features, ref_key, key=f"real/{args.data}/{size}/{HELD_OUT_SEED + k}",
+                                  ref_disk_key=ref_disk_key) for k, s in enumerate(floor_sets, 1)]
             floor = {**group, "row": f"real vs real (floor, {args.seeds} seed{'s' * (args.seeds > 1)})", "kind": "floor",
                      "family": None, "reference_seed": HELD_OUT_SEED,
                      "floor_seeds": [HELD_OUT_SEED + k for k in range(1, args.seeds + 1)],
@@ -647,14 +863,21 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
                 t0 = time.perf_counter()
                 log(f"scoring {family}")
                 info = trained[family]
-                videos, spv = sample(info["model"], args)
+                if "final" in info:  # --cpu-minutes: the last curve point is this model, already scored
+                    videos, spv, scored = info["final"]
+                else:
+                    videos, spv = sample(info["model"], args)
+                    scored = flat(score(videos, ref, features, ref_key, ref_disk_key=ref_disk_key))
                 steps = ({s["stage"]: s["steps"] for s in info["stages"]} if len(info["stages"]) > 1
                          else info["stages"][0]["steps"])
                 row = {**group, "row": family, "kind": "model", "family": family, "steps": steps,
                        "train_minutes": info["seconds"] / 60, "train_seconds": info["seconds"],
                        "budget": {"steps": args.step_plan[family]} if args.step_plan else {"minutes": args.minutes},
                        "stages": [{k: (str(v) if isinstance(v, Path) else v) for k, v in s.items()} for s in info["stages"]],
-                       "reference_seed": HELD_OUT_SEED, "seconds_per_video": spv, **flat(score(videos, ref, features, ref_key))}
+                       "reference_seed": HELD_OUT_SEED, "seconds_per_video": spv, **scored}
+                if info.get("cpu_seconds") is not None:
+                    row.update(train_cpu_minutes=info["cpu_seconds"] / 60, budget={"cpu_minutes": args.cpu_minutes},
+                               curve=info["curve"])
                 if args.images:
                     row["image"] = str(save_sample_png(videos, args.images / f"quality_{family}.png"))
                 row["wall_seconds"] = time.perf_counter() - t0 + info["seconds"]
@@ -666,15 +889,26 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
                                    "steps": 0, "train_minutes": 0.0, "reference_seed": HELD_OUT_SEED,
                                    "overrides": [stage_overrides(family, s, args.extra[family], args.seed, args.data)
                                                  for s in FAMILIES[family]],
-                                   "seconds_per_video": spv, **flat(score(videos, ref, features, ref_key)),
+                                   "seconds_per_video": spv,
+                                   **flat(score(videos, ref, features, ref_key, ref_disk_key=ref_disk_key)),
                                    "wall_seconds": time.perf_counter() - t0})
             log(f"scoring {title}: baselines")
             baseline_rows = {}
             for name, videos in reference_videos(floor_sets[0], args.seed).items():
                 baseline_rows[name] = {**group, "row": BASELINES[name], "kind": name, "family": None,
                                        "source_seed": HELD_OUT_SEED + 1, "reference_seed": HELD_OUT_SEED,
-                                       **flat(score(videos, ref, features, ref_key, constant=name == "flat_grey"))}
+                                       **flat(score(videos, ref, features, ref_key, constant=name == "flat_grey",
+                                                    ref_disk_key=ref_disk_key))}
             checks[title] = ordering_checks(floor, baseline_rows)
+            for r in model_rows:
+                if r["kind"] == "model" and r.get("curve") and args.images:
+                    untrained = next(u for u in model_rows if u["kind"] == "untrained" and u["family"] == r["family"])
+                    made = plot_curve(r, {"floor": floor, "copy_frame": baseline_rows["copy_frame"],
+                                          "untrained": untrained}, args.images / f"quality_curve_{r['family']}.png")
+                    if made is None:
+                        log("matplotlib is not installed: no curve plot (pip install -e '.[bench]')")
+                    else:
+                        r["curve_image"] = str(made)
             floor["ordering_checks"] = checks[title]
             ordered = [r for r in model_rows if r["kind"] == "model"] + [r for r in model_rows if r["kind"] != "model"]
             for r in [floor, *ordered, *baseline_rows.values()]:
@@ -688,7 +922,8 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
             log(f"training runs kept in {work}")
     meta = {**base, "seeds": args.seeds, "i3d_clips": features.clips_seen, "i3d_seconds": features.seconds,
             "wall_seconds": time.perf_counter() - t_start,
-            "budget": (f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes} per family")}
+            "budget": (f"--steps {args.steps}" if args.steps else f"--minutes {args.minutes} per family"
+                       if args.minutes else f"--cpu-minutes {args.cpu_minutes:g} per family, --configs {args.configs}")}
     rel = None
     if args.report and args.images:
         rel = os.path.relpath(args.images, Path(args.report).parent)

@@ -19,9 +19,12 @@ q = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(q)
 
 
-def stub_features(videos_uint8: torch.Tensor) -> np.ndarray:
-    """Per clip: mean and std per channel and the mean absolute frame difference per step and channel."""
-    x = videos_uint8.float() / 255
+def stub_features(videos: torch.Tensor) -> np.ndarray:
+    """Per clip of ``(N, 3, T, H, W)`` in [-1, 1], quantised as kinema evaluate does: mean and std per channel
+    and the mean absolute frame difference per step and channel."""
+    from kinema.metrics.evaluate import quantise
+
+    x = torch.from_numpy(quantise(videos)).float() / 255  # (N, T, H, W, 3)
     motion = (x[:, 1:] - x[:, :-1]).abs().mean(dim=(2, 3)).flatten(1)
     return torch.cat([x.mean(dim=(1, 2, 3)), x.std(dim=(1, 2, 3)), motion], 1).numpy()
 
@@ -125,8 +128,8 @@ def test_report_table_from_records_and_markers(tmp_path):
     lines = block.splitlines()
     header = "| " + " | ".join(q.COLUMNS) + " |"
     assert header in lines
-    assert "| videogpt | 30+30 | 2.2 | 345.7 | 1.500 | 0.250 | 0.500 | 0.020 | 0.800 | 0.040 |" in lines
-    assert "| real vs real (floor, 2 seeds) | – | – | 12.2 ± 1.5 | 0.010 ± 0.002 |" in block
+    assert "| videogpt | 30+30 | 2.2 | – | 345.7 | 1.500 | 0.250 | 0.500 | 0.020 | 0.800 | 0.040 |" in lines
+    assert "| real vs real (floor, 2 seeds) | – | – | – | 12.2 ± 1.5 | 0.010 ± 0.002 |" in block
     assert "python benchmarks/quality.py --steps 60" in block
     assert "### bouncing_shapes, 16 × 32 × 32 (videogpt)" in block
 
@@ -233,3 +236,30 @@ def test_stylegan_v_joins_the_benchmark(tmp_path):
     model = [json.loads(line) for line in out.read_text().splitlines()][1]
     assert model["kind"] == "model" and model["stages"][0]["config"] == "stylegan_v_tiny16"
     assert model["frames"] == q.FRAMES and math.isfinite(model["fvd"])
+
+
+def test_cpu_minutes_learning_curve(tmp_path):
+    """--cpu-minutes trains in resumed chunks to CPU-time points, scores the model at each and plots the curve."""
+    pytest.importorskip("matplotlib")
+    out, report = tmp_path / "q.jsonl", tmp_path / "docs" / "quality.md"
+    argv = ["--families", "tgan_ode", "--cpu-minutes", "0.04", "--points", "0.01", "--clips", "4", "--seeds", "2",
+            "--out", str(out), "--report", str(report), "--override", "tgan_ode:train.batch_size=2",
+            "--override", "tgan_ode:train.log_every=2", "--threads", "1"]
+    q.run(argv, feature_fn=stub_features, log=lambda *a: None)
+    model = [json.loads(line) for line in out.read_text().splitlines()][1]
+    curve = model["curve"]
+    assert model["budget"] == {"cpu_minutes": 0.04} and 1 <= len(curve) <= 2
+    assert [c["step"] for c in curve] == sorted({c["step"] for c in curve}) and curve[-1]["step"] == model["steps"]
+    assert all(math.isfinite(c["fvd"]) and 0 <= c["physically_consistent"] <= 1 for c in curve)
+    assert "train.lr_schedule=constant" in model["stages"][0]["overrides"]
+    assert model["train_cpu_minutes"] > 0 and model["fvd"] == curve[-1]["fvd"]
+    text = report.read_text()
+    assert "### Learning curves" in text and "quality_curve_tgan_ode.png" in text
+    assert (report.parent / "images" / "quality_curve_tgan_ode.png").is_file()
+
+
+def test_cpu16_suite_names_a_missing_config(tmp_path):
+    args = SimpleNamespace(configs="cpu16")
+    with pytest.raises(q.QualityError, match="no cpu16 config"):
+        q.stage_config({"stage": "x", "config": "tganv2_tiny16", "cpu16": "no_such_cpu16"}, args)
+    assert q.stage_config(q.FAMILIES["tganv2"][0], SimpleNamespace(configs="tiny16")) == "tganv2_tiny16"
