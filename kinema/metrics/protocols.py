@@ -4,7 +4,10 @@ A protocol name fixes everything that moves the number, so results under one nam
 
 - ``fvd2048_16f`` / ``fvd2048_128f``: Fréchet distance of I3D (Kinetics-400) logits, 2,048 real vs
   2,048 generated clips of 16 / 128 frames, generated videos quantised to uint8 first, frames resized
-  to 224x224 with TF1 bilinear resizing, covariance with N - 1 (StyleGAN-V's naming).
+  to 224x224 with TF1 bilinear resizing, TF-Hub I3D weights, covariance with N - 1. Real clips: one per
+  video, from its first frame, of 2,048 videos in a seeded order. The names are StyleGAN-V's metric names
+  but the protocols are kinema's own: StyleGAN-V takes each real clip at a random offset, from the first
+  2,048 videos, through its own TorchScript I3D, covariance with N (docs/metrics.md lists the differences).
 - ``kvd2048_16f``: unbiased MMD² with the cubic polynomial kernel on the same I3D logits, all pairs.
 - ``fid_frames50k``: frame FID, Inception-v3 (TF FID graph) pool3 features of 50,000 individual frames
   (all 16 frames of 3,125 clips) of real and generated videos, generated videos quantised to uint8.
