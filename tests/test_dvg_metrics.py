@@ -87,7 +87,7 @@ class Offsets(VideoModel):
 
     @property
     def capabilities(self):
-        return Capabilities(conditions=frozenset({"frames"}))
+        return Capabilities(conditions=frozenset({"frames"}), context_frames=self.context_frames or 0)
 
     @property
     def video_shape(self):
@@ -138,7 +138,8 @@ def test_context_frames_names_a_model_that_is_not_a_prediction_model():
             context_frames(model)
     finally:
         del Offsets.capabilities
-        Offsets.capabilities = property(lambda self: Capabilities(conditions=frozenset({"frames"})))
+        Offsets.capabilities = property(lambda self: Capabilities(conditions=frozenset({"frames"}),
+                                                                  context_frames=self.context_frames or 0))
 
 
 def test_action_switch_digits_modes_are_the_steps_and_switch_at_random():

@@ -90,7 +90,7 @@ def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) 
 def continued_batches(model, dataset, num: int, frames: int, seed: int, batch_size: int,
                       workers: int = 0) -> Iterator[torch.Tensor]:
     """``num`` videos ``(b, 3, frames, H, W)`` of a frame-conditional model, each generated from the first
-    ``model.context_frames`` frames of one of the real clips :func:`real_batches` draws with the same seed --
+    ``model.capabilities.context_frames`` frames of one of the real clips :func:`real_batches` draws with the same seed --
     the clips the generated set is then compared with. VideoGPT's protocol (``scripts/compute_fvd.py``:
     samples conditioned on the test batch, all their frames scored against that batch). One seeded noise
     draw, so a video does not depend on the batch size."""
@@ -222,10 +222,10 @@ def prediction_score(protocol: Protocol, model, dataset, count: int, seed: int, 
 
 
 def continues_frames(model) -> bool:
-    """A model that samples only from given frames and says how many (``context_frames``): the feature-
-    network protocols score its continuations of the real clips."""
+    """A model that samples only from given frames and says how many (``capabilities.context_frames``): the
+    feature-network protocols score its continuations of the real clips."""
     caps = model.capabilities
-    return not caps.unconditional and "frames" in caps.conditions and bool(getattr(model, "context_frames", 0))
+    return not caps.unconditional and "frames" in caps.conditions and caps.context_frames > 0
 
 
 def check_model_suits(model, metrics: list[str]) -> None:
@@ -243,9 +243,11 @@ def check_model_suits(model, metrics: list[str]) -> None:
                          f"noise alone, but this {type(model).__name__} needs a condition "
                          f"({', '.join(sorted(caps.conditions))}); score it with a prediction protocol "
                          "(bestof100_ssim_psnr, modes_diversity10) instead")
-    if predictions and "frames" not in caps.conditions:
-        raise ValueError(f"{', '.join(predictions)} continue real clips' frames, but this {type(model).__name__} does "
-                         "not take frames to condition on; score it with fvd2048_16f or motion256 instead")
+    if predictions and ("frames" not in caps.conditions or caps.context_frames < 1):
+        why = "does not take frames to condition on" if "frames" not in caps.conditions else \
+            "is not a prediction model (capabilities.context_frames = 0: it takes frames only as a prefix)"
+        raise ValueError(f"{', '.join(predictions)} continue real clips' frames, but this {type(model).__name__} {why}; "
+                         "score it with fvd2048_16f or motion256 instead")
 
 
 def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:

@@ -1,7 +1,7 @@
 """Video-prediction metrics: best-of-N SSIM / PSNR per frame, and a motion-mode diversity score.
 
-For any model whose ``capabilities.conditions`` contains ``"frames"`` and that says how many frames it
-conditions on (``model.context_frames``): each test clip's first ``context_frames`` frames are given to
+For any model whose ``capabilities.conditions`` contains ``"frames"`` and that declares how many frames it
+conditions on (``capabilities.context_frames``): each test clip's first ``context_frames`` frames are given to
 ``model.sample(noise, frames=context)`` for N noise draws (N sampled futures), and the predicted frames are
 compared with the clip's real ones.
 
@@ -99,15 +99,18 @@ def best_of_n(scores: torch.Tensor, select: str = "clip") -> torch.Tensor:
 
 
 def context_frames(model) -> int:
-    """How many frames a prediction model conditions on (``model.context_frames``)."""
-    if "frames" not in model.capabilities.conditions:
+    """How many frames a prediction model conditions on (its declared ``capabilities.context_frames``; the
+    same field :func:`kinema.metrics.evaluate.check_model_suits` checks before any work)."""
+    caps = model.capabilities
+    if "frames" not in caps.conditions:
         raise ValueError(f"{type(model).__name__} does not condition on frames (its capabilities.conditions are "
-                         f"{sorted(model.capabilities.conditions) or 'none'}): prediction metrics need a prediction "
-                         "model")
-    n = getattr(model, "context_frames", None)
+                         f"{sorted(caps.conditions) or 'none'}): prediction metrics need a prediction model")
+    n = caps.context_frames
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"{type(model).__name__} conditions on frames but does not say how many "
-                         "(a `context_frames` property): prediction metrics cannot split context and future")
+        raise ValueError(f"{type(model).__name__} takes frames but does not say how many it predicts from "
+                         f"(capabilities.context_frames = {n!r}): it is not a prediction model (e.g. an unconditional "
+                         "VideoGPT prior or NÜWA, cond_frames = 0), so prediction metrics cannot split context and "
+                         "future")
     return n
 
 

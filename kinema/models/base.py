@@ -45,6 +45,12 @@ class Capabilities:
     # translate a given input (DVG, a frame-conditional VideoGPT prior): generic code that samples
     # unconditionally (FVD, the motion oracle) refuses them before any work instead of failing midway.
     unconditional: bool = True
+    # A prediction model: sample(noise, frames=clip[:, :, :context_frames]) continues a real clip from its
+    # first context_frames frames (DVG's n_past, a frame-conditional VideoGPT prior's or NÜWA's
+    # cond_frames). 0: not a prediction model (it may still accept frames, e.g. as a prefix). The
+    # prediction protocols (kinema.metrics.prediction) and, for models that cannot sample unconditionally,
+    # FVD & co. (continuations of the real clips) read this to split context and future.
+    context_frames: int = 0
     # Trains on sparse clips: a few frames at random gaps with each frame's time (data.sparse_frames > 0,
     # kinema.data.sparse_frames); the GAN objective hands those times to real_levels(..., times=).
     sparse_frames: bool = False
@@ -53,6 +59,8 @@ class Capabilities:
         unknown = sorted(set(self.conditions) - set(CONDITIONS))
         if unknown:
             raise ValueError(f"unknown condition(s) {unknown}; known: {', '.join(CONDITIONS)}")
+        if self.context_frames and "frames" not in self.conditions:
+            raise ValueError(f"context_frames = {self.context_frames} needs 'frames' among the conditions")
 
 
 class VideoModel(nn.Module, metaclass=ABCMeta):

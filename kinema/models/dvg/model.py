@@ -132,12 +132,8 @@ class DVG(VideoModel):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(conditions=frozenset({"frames"}), unconditional=False)
-
-    @property
-    def context_frames(self) -> int:
-        """Frames the prediction conditions on (``model.n_past``); read by kinema.metrics.prediction."""
-        return self.config.n_past
+        """``context_frames``: frames the prediction conditions on (``model.n_past``)."""
+        return Capabilities(conditions=frozenset({"frames"}), unconditional=False, context_frames=self.config.n_past)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """One integer seed per video ``(n,)``: it draws that video's GP samples, however long the rollout

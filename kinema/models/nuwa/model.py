@@ -423,8 +423,13 @@ class NUWA(VideoModel):
 
     @property
     def capabilities(self) -> Capabilities:
+        """``frames``: a prediction model continues its first ``cond_frames`` frames (``context_frames``, read by
+        the prediction protocols and by FVD & co. of a model without the unconditional task); any NÜWA takes
+        given frames as a token prefix (``--condition``), which is not prediction when ``cond_frames = 0``."""
+        prediction = "prediction" in self.tasks
         return Capabilities(conditions=frozenset({"frames"} | ({"text"} if "text" in self.tasks else set())),
-                            unconditional="unconditional" in self.tasks)
+                            unconditional="unconditional" in self.tasks,
+                            context_frames=self.config.cond_frames if prediction else 0)
 
     def check_trainable(self) -> None:
         if not self.config.vqgan and not self.config.vqgan_config:

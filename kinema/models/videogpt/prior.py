@@ -525,11 +525,8 @@ class VideoGPTPrior(VideoModel):
         return self.sample(noise, frames=clips[:, :, : self.config.cond_frames])
 
     @property
-    def context_frames(self) -> int:
-        """Frames a frame-conditional prior starts from (``cond_frames``; 0: unconditional)."""
-        return self.config.cond_frames
-
-    @property
     def capabilities(self) -> Capabilities:
+        """``context_frames``: frames a frame-conditional prior starts from (``cond_frames``; 0: unconditional)."""
         conditions = {"frames"} | ({"labels"} if self.config.num_classes else set())
-        return Capabilities(conditions=frozenset(conditions), unconditional=not self.config.cond_frames)
+        return Capabilities(conditions=frozenset(conditions), unconditional=not self.config.cond_frames,
+                            context_frames=self.config.cond_frames)
