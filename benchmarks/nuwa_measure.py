@@ -6,7 +6,9 @@ bright pixels) and direction (the sign of its centre-of-mass displacement along 
 compared with the caption's. Chance is 1/4 for each. The same reader on real clips is the reader's ceiling.
 ``... sketch RUN``: videos for held-out sketches; IoU of the generated object (bright pixels) with the
 given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of frames 2..T predicted from
-frame 1 of held-out clips vs copying frame 1. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
+frame 1 of held-out clips vs copying frame 1. ``... nll RUN``: held-out next-token cross-entropy (nats per token,
+teacher forcing, no sampling noise) for each task of the model, over all target tokens and over the tokens after
+the given frames. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
 per-pixel mean frame of training clips (both: ``--family`` picks the synthetic data, default captioned_shapes). ``--strip PNG`` writes frame strips (rows = videos, columns =
 frames) to look at. Held-out clips use seed 999 (training uses 0).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 
 import numpy as np
@@ -151,6 +154,36 @@ def measure_predict(model, num: int, top_k: int, strip_path: str | None, family:
             "psnr_tokenizer_reconstruction_same_frames": psnr(recon[:, :, k:], clips[:, :, k:])}
 
 
+def measure_nll(model, num: int, family: str, batch: int = 16) -> dict:
+    """Held-out cross-entropy (nats/token) per task: all target tokens, and the tokens after the first
+    ``cond_frames`` frames (what a prediction model predicts). Text and sketch read the clips' captions and
+    masks (captioned_shapes)."""
+    import torch.nn.functional as F
+
+    cfg = model.config
+    data = held_out(model, num) if family == "captioned_shapes" else None
+    clips = clips_of(model, family, num, 999)
+    per_frame = math.prod(model.token_grid[1:])
+    skip = max(cfg.cond_frames, 1) * per_frame
+    out = {"num": num, "family": family}
+    for task in model.tasks:
+        if task in ("text", "sketch") and data is None:
+            continue
+        total = after = 0.0
+        for s in range(0, num, batch):
+            rows = range(s, min(s + batch, num))
+            codes = model.encode(clips[s : s + batch])
+            text = [data.item(i).text for i in rows] if data is not None else None
+            masks = torch.stack([data.item(i).masks for i in rows]).long() if data is not None else None
+            logits = model.logits(codes, task=task, text=text, masks=masks).float()
+            ce = F.cross_entropy(logits.transpose(1, 2), codes.flatten(1), reduction="none")  # (b, L)
+            total += float(ce.mean(1).sum())
+            after += float(ce[:, skip:].mean(1).sum())
+        out[f"nll_{task}"] = total / num
+        out[f"nll_{task}_after_frame_{skip // per_frame}"] = after / num
+    return out
+
+
 def measure_tokenizer(model, num: int, strip_path: str | None, family: str) -> dict:
     mean = clips_of(model, family, 256, 0).mean((0, 2), keepdim=True)[0]  # (3, 1, H, W)
     clips = clips_of(model, family, num, 999)
@@ -167,7 +200,7 @@ def main(argv=None) -> None:
     from kinema.api import load
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["text", "sketch", "predict", "tokenizer", "speed"])
+    p.add_argument("what", choices=["text", "sketch", "predict", "nll", "tokenizer", "speed"])
     p.add_argument("run")
     p.add_argument("--num", type=int, default=32)
     p.add_argument("--guidance", type=float, default=1.0)
@@ -185,6 +218,8 @@ def main(argv=None) -> None:
             out = measure_sketch(model, args.num, args.guidance, args.top_k, args.strip)
         elif args.what == "predict":
             out = measure_predict(model, args.num, args.top_k, args.strip, args.family)
+        elif args.what == "nll":
+            out = measure_nll(model, args.num, args.family)
         elif args.what == "tokenizer":
             out = measure_tokenizer(model, args.num, args.strip, args.family)
         else:

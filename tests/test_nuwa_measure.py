@@ -28,3 +28,20 @@ def test_reader_agrees_with_real_captions():
         truth = data.ground_truth(i)
         assert measure.read_colour(data[i]) == truth["colour"], data.caption(i)
         assert measure.read_direction(data[i]) == truth["direction"], data.caption(i)
+
+
+def test_held_out_nll_is_the_training_loss_on_the_held_out_clips():
+    """``nuwa_measure.py nll``: per task, the mean next-token cross-entropy the objective trains on, computed
+    on the held-out clips (seed 999) -- over all tokens, and over those after the given frames."""
+    import torch
+
+    from test_nuwa import nuwa
+
+    measure = _measure()
+    model = nuwa(tasks=["unconditional", "prediction"])
+    with torch.no_grad():
+        out = measure.measure_nll(model, 5, "captioned_shapes", batch=2)
+        clips = measure.clips_of(model, "captioned_shapes", 5, 999)
+        for task in ("unconditional", "prediction"):
+            assert out[f"nll_{task}"] == pytest.approx(float(model.loss(clips, task=task)), rel=1e-5)
+            assert out[f"nll_{task}_after_frame_1"] > 0
