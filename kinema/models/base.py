@@ -28,7 +28,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from kinema.errors import ConfigError
 from kinema.nn.noise import draw_noise
+from kinema.runs import checkpoint_with_model
 
 # The conditions a model's ``sample`` may accept, by keyword: class labels ``(B,)``, frames to
 # continue or condition on ``(B, C, T_c, H, W)``, text, and time points (continuous-time models).
@@ -124,6 +126,75 @@ class FirstStageAutoencoder(VideoModel):
         real = real()[: len(noise)]
         recon = self.decode(self.encode(real)).clamp(-1, 1)
         return torch.cat([real, recon], dim=-1)
+
+
+class SecondStageModel(VideoModel):
+    """Base of the models trained on the tokens of a frozen first stage (the VideoGPT prior over its VQ-VAE,
+    NÜWA over its VQ-GAN). What they share is the first stage's life cycle, set up by
+    :meth:`attach_first_stage` in the subclass's ``__init__``:
+
+    - held as ``self.<key>`` (``vqvae``, ``vqgan``: the ``model.<key>`` option and the state-dict prefix);
+    - loaded from the first-stage run ``model.<key>`` when the model is built, if that run still holds the
+      model of the stored config (``model.<key>_config``) -- except on the meta device (shape-only builds,
+      e.g. the checkpoint check), where there is nothing to load into;
+    - frozen: no gradients and always in eval mode (batch norm keeps its running statistics);
+    - :attr:`first_stage_loaded`: True once trained weights are in (read now, or with a checkpoint of this
+      model later); :meth:`check_first_stage_loaded` refuses to train on a placeholder.
+
+    ``token_grid``: the ``(t, h, w)`` grid of tokens of one video.
+    """
+
+    first_stage_loaded: bool
+
+    def attach_first_stage(self, key: str, stage: FirstStageAutoencoder, run: str, stored_config: str,
+                           label: str, skip: tuple[str, ...] = ()) -> None:
+        """Hold ``stage`` as ``self.<key>``, load its weights from ``run`` (see the class docstring) and freeze
+        it. ``label`` names it in errors (``"VQ-VAE"``); ``skip``: key prefixes of the run's weights the frozen
+        stage does not keep (NÜWA drops the VQ-GAN's discriminator)."""
+        setattr(self, key, stage)
+        self._first_stage_key, self._first_stage_run, self._first_stage_label = key, run, label
+        self.first_stage_loaded = False
+        on_meta = any(p.is_meta for p in stage.parameters())
+        if run and stored_config and not on_meta:
+            ckpt = checkpoint_with_model(run, stored_config)
+            if ckpt is not None:
+                from safetensors.torch import load_file
+
+                state = {k: v for k, v in load_file(ckpt / "model.safetensors").items() if not k.startswith(skip)}
+                stage.load_state_dict(state)
+                self.first_stage_loaded = True
+        # a checkpoint of this model holds the first stage's weights too
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "first_stage_loaded", True))
+        stage.requires_grad_(False).eval()
+
+    @property
+    def first_stage(self) -> FirstStageAutoencoder:
+        return self._modules[self._first_stage_key]
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        """The ``(t, h, w)`` grid of tokens of one video."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> SecondStageModel:
+        super().train(mode)
+        self.first_stage.eval()  # frozen: batch norm keeps its running statistics
+        return self
+
+    def check_first_stage_loaded(self) -> None:
+        """Raise :class:`ConfigError` unless the first stage holds trained weights."""
+        if not self.first_stage_loaded:
+            key, label = self._first_stage_key, self._first_stage_label
+            raise ConfigError(f"the {label} has no trained weights: model.{key} = {self._first_stage_run!r} is "
+                              f"missing or no longer holds the {label} this config was built from; point "
+                              f"model.{key} at the {label} run")
+
+
+def first_stage_loaded_alias() -> property:
+    """A family's own name for :attr:`SecondStageModel.first_stage_loaded` (``vqvae_loaded``, ``vqgan_loaded``:
+    scripts and tests that load first-stage weights by hand set it)."""
+    return property(lambda self: self.first_stage_loaded,
+                    lambda self, value: setattr(self, "first_stage_loaded", bool(value)))
 
 
 class UniformNoiseVideoGAN(VideoModel):

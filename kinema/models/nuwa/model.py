@@ -41,14 +41,14 @@ from torch import nn
 
 from kinema.config import build_dataclass
 from kinema.errors import CheckpointError, ConfigError
-from kinema.models.base import Capabilities, VideoModel
+from kinema.models.base import Capabilities, SecondStageModel, first_stage_loaded_alias
 from kinema.models.nuwa.attention import NearbyAttention, Neighbourhood, check_extent, make_neighbourhood
 from kinema.models.nuwa.text import PAD, SPECIALS, encode_texts, vocabulary_from_family
 from kinema.models.nuwa.vqgan import NUWAVQGAN, NUWAVQGANConfig
 from kinema.nn import assert_shape
 from kinema.nn.noise import draw_seeds, draw_tokens
 from kinema.progress import steps as progress_steps
-from kinema.runs import checkpoint_with_model, first_stage_model_config
+from kinema.runs import first_stage_model_config
 
 
 TASKS = ("unconditional", "prediction", "text", "sketch")
@@ -377,36 +377,21 @@ class NUWATransformer(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class NUWA(VideoModel):
+class NUWA(SecondStageModel):
     """Frozen per-frame VQ-GAN (``self.vqgan``, without its discriminator) + trainable transformer."""
 
     default_objective = "nuwa"
+    vqgan_loaded = first_stage_loaded_alias()
 
     def __init__(self, config: NUWAConfig) -> None:
         super().__init__()
         self.config = config
         vq_config = config.vqgan_model_config()
         config.check_matches(vq_config)
-        self.vqgan = NUWAVQGAN(vq_config)
-        del self.vqgan.discriminator  # training-only; not part of a NÜWA checkpoint
-        self.vqgan_loaded = False
-        if config.vqgan and config.vqgan_config and not self.vqgan.codebook.embeddings.is_meta:
-            ckpt = checkpoint_with_model(config.vqgan, config.vqgan_config)
-            if ckpt is not None:
-                from safetensors.torch import load_file
-
-                state = {k: v for k, v in load_file(ckpt / "model.safetensors").items()
-                         if not k.startswith("discriminator.")}
-                self.vqgan.load_state_dict(state)
-                self.vqgan_loaded = True
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "vqgan_loaded", True))
-        self.vqgan.requires_grad_(False).eval()
+        vqgan = NUWAVQGAN(vq_config)
+        del vqgan.discriminator  # training-only; not part of a NÜWA checkpoint
+        self.attach_first_stage("vqgan", vqgan, config.vqgan, config.vqgan_config, "VQ-GAN", skip=("discriminator.",))
         self.transformer = NUWATransformer(config)
-
-    def train(self, mode: bool = True) -> NUWA:
-        super().train(mode)
-        self.vqgan.eval()
-        return self
 
     def parameter_counts(self) -> dict[str, int]:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
@@ -436,9 +421,7 @@ class NUWA(VideoModel):
             raise ConfigError("model.vqgan is empty: NÜWA is trained on the tokens of a trained VQ-GAN. Train one "
                               "first (kinema train --config nuwa_vqgan_tiny --out RUN1), then pass "
                               "--set model.vqgan=RUN1")
-        if not self.vqgan_loaded:
-            raise ConfigError(f"the VQ-GAN has no trained weights: model.vqgan = {self.config.vqgan!r} is missing "
-                              "or no longer holds the VQ-GAN this config was built from")
+        self.check_first_stage_loaded()
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -46,14 +46,14 @@ from torch import nn
 
 from kinema.config import build_dataclass
 from kinema.errors import CheckpointError, ConfigError
-from kinema.models.base import Capabilities, VideoModel
+from kinema.models.base import Capabilities, SecondStageModel, first_stage_loaded_alias
 from kinema.models.videogpt.vqvae import VideoGPTVQVAE, VideoGPTVQVAEConfig, check_downsample
 from kinema.nn import assert_shape
 from kinema.nn.attention import MultiHeadAttention, sparse_causal_mask, strided_block_shape, strided_sparse_layout
 from kinema.nn.convs import SamePadConv3d
 from kinema.nn.noise import draw_seeds, draw_tokens
 from kinema.progress import steps as progress_steps
-from kinema.runs import checkpoint_with_model, first_stage_model_config
+from kinema.runs import first_stage_model_config
 
 
 @dataclass
@@ -350,7 +350,7 @@ class PriorTransformer(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-class VideoGPTPrior(VideoModel):
+class VideoGPTPrior(SecondStageModel):
     """Frozen VQ-VAE (``self.vqvae``) + trainable transformer (``self.transformer``).
 
     ``logits(codes)`` for training; ``sample(noise)`` -> videos ``(B, 3, T, H, W)``; ``sample_codes``
@@ -358,25 +358,14 @@ class VideoGPTPrior(VideoModel):
     """
 
     default_objective = "likelihood"
+    vqvae_loaded = first_stage_loaded_alias()
 
     def __init__(self, config: VideoGPTPriorConfig) -> None:
         super().__init__()
         self.config = config
         vq_config = config.vqvae_model_config()
         config.check_matches(vq_config)
-        self.vqvae = VideoGPTVQVAE(vq_config)
-        # True once real VQ-VAE weights are in: read from model.vqvae now, or from a prior checkpoint later.
-        self.vqvae_loaded = False
-        if config.vqvae and config.vqvae_config:
-            ckpt = checkpoint_with_model(config.vqvae, config.vqvae_config)
-            if ckpt is not None:
-                from safetensors.torch import load_file
-
-                self.vqvae.load_state_dict(load_file(ckpt / "model.safetensors"))
-                self.vqvae_loaded = True
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "vqvae_loaded", True))
-        self.vqvae.requires_grad_(False)
-        self.vqvae.eval()
+        self.attach_first_stage("vqvae", VideoGPTVQVAE(vq_config), config.vqvae, config.vqvae_config, "VQ-VAE")
         self.transformer = PriorTransformer(config, vq_config.embedding_dim)
 
     def parameter_counts(self) -> dict[str, int]:
@@ -386,13 +375,12 @@ class VideoGPTPrior(VideoModel):
             "vqvae (placeholder until model.vqvae is set; not trained)"
         return {"transformer (trained)": count(self.transformer), frozen: count(self.vqvae), "total": count(self)}
 
-    def train(self, mode: bool = True) -> VideoGPTPrior:
-        super().train(mode)
-        self.vqvae.eval()  # frozen: batch norm keeps its running statistics
-        return self
-
     @property
     def latent_shape(self) -> tuple[int, int, int]:
+        return self.config.latent_shape
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
         return self.config.latent_shape
 
     @property
@@ -407,12 +395,6 @@ class VideoGPTPrior(VideoModel):
                 "model.vqvae is empty: the prior is trained on the codes of a trained VQ-VAE. Train one first "
                 "(kinema train --config configs/videogpt_vqvae_tiny.toml --out RUN1), then pass "
                 "--set model.vqvae=RUN1")
-
-    def check_loaded(self) -> None:
-        if not self.vqvae_loaded:
-            raise ConfigError(f"the prior's VQ-VAE has no trained weights: model.vqvae = {self.config.vqvae!r} is "
-                              "missing or no longer holds the VQ-VAE this config was built from; point it at the "
-                              "VQ-VAE run")
 
     # ------------------------------------------------------------------ conditioning
 
@@ -453,7 +435,7 @@ class VideoGPTPrior(VideoModel):
 
     def loss(self, video: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Mean negative log-likelihood per code (nats) of ``video (B, 3, T, H, W)``."""
-        self.check_loaded()
+        self.check_first_stage_loaded()
         codes = self.encode(video)
         frames = video[:, :, : self.config.cond_frames] if self.config.cond_frames else None
         logits = self.logits(codes, frames, labels)
