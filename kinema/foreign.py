@@ -127,6 +127,8 @@ _SAFE: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("copyreg", "_reconstructor"): _reconstructor,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
+    # StyleGAN-V imports the persistence module as src.torch_utils.persistence (universome/stylegan-v layout)
+    ("src.torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent_object,
 }
 _NUMPY = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
           ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),

@@ -270,6 +270,8 @@ CONVERTERS: dict[str, ConverterEntry] = {
     "tganv2_chainer": ConverterEntry(_family_converter("kinema.models.tganv2.convert", "convert_chainer"),
                                      "TGANv2, the authors' Chainer code: generator_iter_N.npz (+ discriminator_iter_N.npz "
                                      "beside it, if saved) or their folder; needs --config, e.g. tganv2_ucf101_192"),
+    "stylegan_v": ConverterEntry(_family_converter("kinema.models.stylegan_v.convert", "convert_stylegan_v"),
+                                 "StyleGAN-V: the authors' network-snapshot-*.pkl (G, D, G_ema; read as data)"),
 }
 
 
