@@ -267,6 +267,11 @@ CONVERTERS: dict[str, ConverterEntry] = {
     "inception": ConverterEntry(_metric_converter("kinema.metrics.networks.inception", "convert_inception"),
                                 "FID's Inception: pytorch-fid's pt_inception-2015-12-05-6726825d.pth",
                                 writes_file=True),
+    "videogpt_vqvae": ConverterEntry(_family_converter("kinema.models.videogpt.convert", "convert_vqvae"),
+                                     "VideoGPT VQ-VAE: the authors' Lightning .ckpt (e.g. download.py's bair_stride4x2x2)"),
+    "videogpt_prior": ConverterEntry(_family_converter("kinema.models.videogpt.convert", "convert_prior"),
+                                     "VideoGPT transformer: the authors' Lightning .ckpt (e.g. bair_gpt); needs "
+                                     "--vqvae DIR, its VQ-VAE converted first"),
     "tganv2_chainer": ConverterEntry(_family_converter("kinema.models.tganv2.convert", "convert_chainer"),
                                      "TGANv2, the authors' Chainer code: generator_iter_N.npz (+ discriminator_iter_N.npz "
                                      "beside it, if saved) or their folder; needs --config, e.g. tganv2_ucf101_192"),

@@ -83,6 +83,14 @@ class VideoGPTPriorConfig:
     cond_frames: int = 0  # > 0: condition on the first cond_frames frames (BAIR: 1)
     cond_hidden: int = 240
     cond_layers: int = 2
+    # Conditioning-frame encoder: "small" = kinema's conv stem + cond_layers residual blocks (the default: what
+    # kinema priors were trained with); "resnet34" = the official 3-D ResNet-34 (videogpt/resnet.py, built at
+    # gpt.py:36-45; kinema/models/videogpt/resnet.py), what `kinema convert videogpt_prior` sets.
+    cond_encoder: Literal["small", "resnet34"] = "small"
+    # Layer norm: "torch" = (x - mean) / sqrt(var + 1e-5) (the default: what kinema priors were trained with);
+    # "official" = (x - mean) * (1 / sqrt(var) + 1e-5), the official LayerNorm (videogpt/attention.py L563),
+    # what `kinema convert videogpt_prior` sets (the two differ by ~1e-5 relative per norm).
+    layer_norm: Literal["torch", "official"] = "torch"
     num_classes: int = 0  # > 0: class-conditional layer norms
     # Input of position 0: "learned" = a trained hidden-size vector (official HEAD, videogpt/attention.py
     # L513-530, RightShift.sos, init N(0, 0.02^2)); "zero" = a zero vector (what kinema used before; the
@@ -182,9 +190,10 @@ class GeLU2(nn.Module):
 class LayerNorm(nn.Module):
     """Layer norm; class-conditional (``g = 1 + W onehot, b = W_b onehot``) when ``classes > 0``."""
 
-    def __init__(self, dim: int, classes: int = 0) -> None:
+    def __init__(self, dim: int, classes: int = 0, official: bool = False) -> None:
         super().__init__()
         self.classes = classes
+        self.official = official  # model.layer_norm = "official": eps outside the square root
         if classes:
             self.w = nn.Linear(classes, dim, bias=False)
             nn.init.constant_(self.w.weight, 1 / math.sqrt(classes))
@@ -195,7 +204,12 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, onehot: torch.Tensor | None = None) -> torch.Tensor:
         """``x (B, L, dim)``, ``onehot (B, classes)`` when conditional."""
-        y = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5)
+        if self.official:  # official attention.py L560-563
+            xf = x.float()
+            centred = xf - xf.mean(-1, keepdim=True)
+            y = centred * (1e-5 + centred.square().mean(-1, keepdim=True).rsqrt())
+        else:
+            y = F.layer_norm(x.float(), x.shape[-1:], eps=1e-5)
         if self.classes:
             g, b = 1 + self.w(onehot)[:, None], self.wb(onehot)[:, None]
         else:
@@ -232,14 +246,14 @@ class Block(nn.Module):
 
     def __init__(self, cfg: VideoGPTPriorConfig) -> None:
         super().__init__()
-        d, c = cfg.hidden, cfg.num_classes
+        d, c, official = cfg.hidden, cfg.num_classes, cfg.layer_norm == "official"
         self.attn_dropout = cfg.attn_dropout
-        self.norm_attn = LayerNorm(d, c)
+        self.norm_attn = LayerNorm(d, c, official)
         self.attn = MultiHeadAttention(d, d, cfg.heads, cfg.layers)
         if cfg.cond_frames:
-            self.norm_cross = LayerNorm(d, c)
+            self.norm_cross = LayerNorm(d, c, official)
             self.cross = MultiHeadAttention(d, cfg.cond_hidden, cfg.heads, cfg.layers)
-        self.norm_fc = LayerNorm(d, c)
+        self.norm_fc = LayerNorm(d, c, official)
         self.fc = nn.Sequential(nn.Linear(d, 4 * d), GeLU2(), nn.Linear(4 * d, d))
         self.drop = nn.Dropout(cfg.dropout)
 
@@ -288,6 +302,21 @@ class FrameEncoder(nn.Module):
         return F.relu(h).flatten(2).transpose(1, 2) + self.pos()
 
 
+class ResNetFrameEncoder(nn.Module):
+    """``model.cond_encoder = "resnet34"``: the official ResNet-34 + its own factorised position embedding
+    (gpt.py:36-45, :128-135): ``(B, 3, n, H, W)`` -> ``(B, n*H/4*W/4, cond_hidden)``."""
+
+    def __init__(self, cfg: VideoGPTPriorConfig) -> None:
+        super().__init__()
+        from kinema.models.videogpt.resnet import ResNet34
+
+        self.net = ResNet34(cfg.cond_hidden)
+        self.pos = PositionEmbedding((cfg.cond_frames, cfg.resolution // 4, cfg.resolution // 4), cfg.cond_hidden)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames).flatten(1, 3) + self.pos()
+
+
 class PriorTransformer(nn.Module):
     """Logits over codes for every position of the flattened (T-major) code grid."""
 
@@ -305,10 +334,11 @@ class PriorTransformer(nn.Module):
             self.layout = None
         self.pos = PositionEmbedding(cfg.latent_shape, cfg.hidden)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
-        self.norm = LayerNorm(cfg.hidden, cfg.num_classes)
+        self.norm = LayerNorm(cfg.hidden, cfg.num_classes, cfg.layer_norm == "official")
         self.fc_out = nn.Linear(cfg.hidden, cfg.codebook_size, bias=False)
         nn.init.zeros_(self.fc_out.weight)
-        self.frame_encoder = FrameEncoder(cfg) if cfg.cond_frames else None
+        encoder = ResNetFrameEncoder if cfg.cond_encoder == "resnet34" else FrameEncoder
+        self.frame_encoder = encoder(cfg) if cfg.cond_frames else None
 
     def forward(self, inputs: torch.Tensor, onehot=None, cond=None) -> torch.Tensor:
         """``inputs (B, L, embedding_dim)`` = codebook vectors of the codes (not yet shifted) ->
