@@ -4,7 +4,9 @@ Entry points: ``kinema.load(run_dir)`` -> ``(model, config)``, ``kinema.api.trai
 and the ``kinema`` command line (``kinema --help``).
 """
 
-__version__ = "0.1.0"
+from kinema.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path, device: str = "cpu", ema: bool = True):

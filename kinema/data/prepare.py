@@ -40,6 +40,7 @@ from tqdm import tqdm
 from kinema.data.folder import DatasetError
 from kinema.data.ucf101 import list_videos
 from kinema.system import available_memory, filesystem_of, free_bytes
+from kinema.version import __version__
 from kinema.video.io import (
     VideoReadError,
     _check_readable,
@@ -370,8 +371,6 @@ def prepare(
     Raises PrepareError for an unwritable output, a full disk, or an ``out`` prepared with other
     settings; DatasetError / FileNotFoundError for bad input (see :mod:`kinema.data.ucf101`).
     """
-    import kinema
-
     started = time.perf_counter()
     height, width = parse_resolution(resolution)
     if fps is not None and not (fps > 0):
@@ -419,7 +418,7 @@ def prepare(
         "--data", str(data), "--out", str(out), "--resolution", f"{height}x{width}", "--layout", layout]
         + (["--frames-per-second", f"{fps:g}"] if fps else []) + (["--split", split] if split else [])
         + (["--splits", str(splits)] if splits else []) + (["--min-frames", str(min_frames)] if min_frames != 16 else []))
-    meta = settings | {"kinema_version": kinema.__version__, "source_root": str(Path(video_root).resolve()),
+    meta = settings | {"kinema_version": __version__, "source_root": str(Path(video_root).resolve()),
                        "command": command, "complete": False}
     _write_json(meta_path, meta)  # a partial cache says so from the start
 
