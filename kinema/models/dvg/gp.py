@@ -20,15 +20,27 @@ import torch
 from torch import nn
 
 
+class InducingJitterStrategy(gpytorch.variational.VariationalStrategy):
+    """The whitened strategy with the jitter on the inducing covariance K_uu only, as the official gpytorch 0.3
+    ``WhitenedVariationalStrategy`` adds it; gpytorch >= 1.0 also adds it to the test covariance K_xx, which
+    would raise every predictive variance by the jitter (1e-3 with the official value)."""
+
+    def forward(self, x, inducing_points, inducing_values, variational_inducing_covar=None, **kwargs):
+        out = super().forward(x, inducing_points, inducing_values, variational_inducing_covar, **kwargs)
+        return gpytorch.distributions.MultivariateNormal(out.mean, out.lazy_covariance_matrix.add_jitter(-self.jitter_val))
+
+
 class LatentGP(gpytorch.models.ApproximateGP):
     """``g_dim`` batched SVGPs. Input ``(g_dim, N, 1)``; output a batch of ``g_dim`` MVNs over N points."""
 
-    def __init__(self, g_dim: int, inducing: int, inducing_range: tuple[float, float]) -> None:
+    def __init__(self, g_dim: int, inducing: int, inducing_range: tuple[float, float], jitter: float) -> None:
         lo, hi = inducing_range
         # official: torch.rand(num_dims, num_inducing_points, 1), i.e. uniform on [0, 1) (gp_models.py:13)
         points = lo + (hi - lo) * torch.rand(g_dim, inducing, 1)
         dist = gpytorch.variational.CholeskyVariationalDistribution(inducing, batch_shape=torch.Size([g_dim]))
-        strategy = gpytorch.variational.VariationalStrategy(self, points, dist, learn_inducing_locations=True)
+        # jitter on K_uu: the official gpytorch 0.3 adds LazyTensor.add_jitter()'s 1e-3 (whitened_variational_
+        # strategy.py); gpytorch >= 1.9 would add 1e-4 in float32 unless told (model.gp_jitter)
+        strategy = InducingJitterStrategy(self, points, dist, learn_inducing_locations=True, jitter_val=jitter)
         super().__init__(strategy)
         self.mean_module = gpytorch.means.ConstantMean(batch_shape=torch.Size([g_dim]))
         self.covar_module = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel(batch_shape=torch.Size([g_dim])),
@@ -41,10 +53,10 @@ class LatentGP(gpytorch.models.ApproximateGP):
 class GPTemporal(nn.Module):
     """The GP layer and its likelihood as one module (one parameter group, one state dict)."""
 
-    def __init__(self, g_dim: int, inducing: int, inducing_range: tuple[float, float]) -> None:
+    def __init__(self, g_dim: int, inducing: int, inducing_range: tuple[float, float], jitter: float = 1e-3) -> None:
         super().__init__()
         self.g_dim = g_dim
-        self.gp = LatentGP(g_dim, inducing, inducing_range)
+        self.gp = LatentGP(g_dim, inducing, inducing_range, jitter)
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(batch_shape=torch.Size([g_dim]))
         # The constraints' bounds are constants of the construction (a positive constraint's upper bound is
         # inf): keep them out of the state dict, which holds learnt and finite values only.

@@ -41,6 +41,9 @@ class DVGConfig:
     rnn_layers: int = 2  # stacked LSTM cells (--predictor_rnn_layers)
     gp_inducing: int = 40  # inducing points per GP (gp_models.py:11)
     gp_inducing_range: list[float] = field(default_factory=lambda: [0.0, 1.0])  # official init: torch.rand
+    # Diagonal jitter added to the inducing covariance K_uu: 1e-3 is what the official gpytorch 0.3 adds
+    # (LazyTensor.add_jitter); checkpoints written before this option had gpytorch's float32 default, 1e-4.
+    gp_jitter: float = 1e-3
     # Decoder output on [0, 1] frames: "sigmoid" (SVG's, the data's range; default) or "tanh" (the DVG code's
     # dcgan_64.py:77, which can output negative intensities that the MSE then has to pull back).
     output_activation: Literal["sigmoid", "tanh"] = "sigmoid"
@@ -75,6 +78,8 @@ class DVGConfig:
                 raise ConfigError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         if self.gp_inducing < 1:
             raise ConfigError(f"model.gp_inducing (inducing points per GP) must be >= 1, got {self.gp_inducing}")
+        if not self.gp_jitter > 0:
+            raise ConfigError(f"model.gp_jitter must be > 0 (official 1e-3), got {self.gp_jitter}")
         lo_hi = self.gp_inducing_range
         if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
             raise ConfigError(f"model.gp_inducing_range must be [low, high] with low < high, got {lo_hi}")
@@ -121,7 +126,7 @@ class DVG(VideoModel):
         # builds models there to read shapes) the small GP is built on the CPU instead
         on_meta = torch.empty(0).device.type == "meta"
         with torch.device("cpu") if on_meta else contextlib.nullcontext():
-            self.gp = GPTemporal(c.g_dim, c.gp_inducing, tuple(c.gp_inducing_range))
+            self.gp = GPTemporal(c.g_dim, c.gp_inducing, tuple(c.gp_inducing_range), c.gp_jitter)
 
     # ------------------------------------------------------------------ contract
 
