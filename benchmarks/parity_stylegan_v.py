@@ -287,14 +287,18 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
 
 
 def write_fixture(fixture: Path, snapshot: Path, x: dict, theirs: dict, official: Path, config: str, seed: int) -> None:
-    import shutil
+    """The CI fixture: the snapshot gzipped (the pickle bytes as training_loop.py wrote them; gzip only for the
+    repository's size, the test unpacks it), the inputs and the official outputs."""
+    import gzip
 
     from safetensors.torch import save_file
 
     fixture.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(snapshot, fixture / "network-snapshot-000000.pkl")
+    with open(snapshot, "rb") as f_in, gzip.GzipFile(fixture / "network-snapshot-000000.pkl.gz", "wb", mtime=0) as f_out:
+        f_out.write(f_in.read())
     save_file({k: v.contiguous() for k, v in x.items()}, fixture / "inputs.safetensors")
     save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / "outputs.safetensors")
     (fixture / "official.json").write_text(json.dumps({"repository": "universome/stylegan-v",
                                                         "commit": official_commit(official),
-                                                        "config": config, "seed": seed}, indent=2) + "\n")
+                                                        "config": config, "seed": seed,
+                                                        "size": CONFIGS[config]}, indent=2) + "\n")
