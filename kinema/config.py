@@ -2,7 +2,8 @@
 
 A run config has four sections. ``[model]`` is the config dataclass of the model named by
 ``model.name`` and ``[objective]`` that of the objective named by ``objective.name`` (both looked up in
-:mod:`kinema.registry`, which also loads files); ``[data]`` and ``[train]`` are defined here. Every key is checked against the dataclass: an unknown key or a value of the wrong
+:mod:`kinema.registry`, which builds a run config from the sections read here); ``[data]`` and ``[train]``
+are defined here, and so are the readers of config files (TOML, ``extends``, the shipped configs). Every key is checked against the dataclass: an unknown key or a value of the wrong
 type raises :class:`ConfigError` naming the key and what is allowed.
 """
 
@@ -255,11 +256,7 @@ def _validate_train(cfg: TrainConfig) -> None:
     if cfg.eval_every < 0 or cfg.eval_num < 2:
         raise ConfigError(f"train.eval_every must be >= 0 (0: no evaluation) and train.eval_num >= 2, got "
                           f"{cfg.eval_every} and {cfg.eval_num}")
-    from kinema.metrics.protocols import PROTOCOLS
-
-    unknown = [m for m in cfg.eval_metrics if m not in PROTOCOLS]
-    if unknown:
-        raise ConfigError(f"train.eval_metrics: unknown protocol(s) {unknown}; available: {', '.join(PROTOCOLS)}")
+    # the protocol names of train.eval_metrics are looked up with the other names, in kinema.registry
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0 (0 keeps all)")
 
@@ -302,6 +299,60 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return section, key.strip(), value
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package
+
+
+def shipped_configs() -> dict[str, Path]:
+    """The ready configs by name (``tganv2_tiny`` -> ``.../kinema/configs/tganv2_tiny.toml``)."""
+    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.toml"))}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (with or without ``.toml``)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    if given.is_dir():
+        raise ConfigError(f"config {str(path)!r} is a folder; give a TOML file (e.g. {path}/NAME.toml) or a shipped "
+                          "config name (`kinema configs` lists them)")
+    shipped = shipped_configs()
+    name = given.name[:-5] if given.name.endswith(".toml") else given.name
+    if name in shipped and (given.parent == Path(".") or given.parent.name == "configs"):
+        return shipped[name]
+    close = [n for n in shipped if name.split("_")[0] in n][:6] or list(shipped)[:6]
+    raise ConfigError(f"config {str(path)!r} is neither a file nor a shipped config name; `kinema configs` lists "
+                      f"them (e.g. {', '.join(close)})")
+
+
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sections of a TOML config; ``extends = "NAME_OR_PATH"`` at the top starts from that config
+    (section by section, key by key: this file's keys win)."""
+    path = resolve_config_path(path)
+    if path.resolve() in _seen:
+        raise ConfigError(f"{path}: `extends` forms a loop ({' -> '.join(str(p) for p in _seen)})")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a TOML text file (byte {exc.start} is not UTF-8: a binary file?); "
+                          "give a TOML config such as configs/tganv2_tiny.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: extends must be a config name or path (a string), got {parent!r}")
+    relative = path.parent / parent
+    base = read_config_file(relative if relative.is_file() else parent, (*_seen, path.resolve()))
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: top-level key {section!r} is not a [section]; only `extends` may be top-level")
+        base.setdefault(section, {}).update(values)
+    return base
 
 
 def migrate(config_class: type, model: dict[str, Any], objective: dict[str, Any]) -> tuple[dict, dict]:

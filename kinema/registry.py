@@ -2,8 +2,9 @@
 
 This is the top floor of the library: it imports every model family and objective, so nothing
 below it does. A new model is one family folder plus one line in :data:`MODELS`; a new objective
-one module plus one line in :data:`OBJECTIVES`. Loading a run config (TOML or a checkpoint's
-``config.json``) and a checkpoint's model live here because both must look names up.
+one module plus one line in :data:`OBJECTIVES`. Building a run config from its sections (a TOML file read
+by :mod:`kinema.config`, or a checkpoint's ``config.json``) and a checkpoint's model live here because
+both must look names up -- model, objective and evaluation protocol names.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import tomllib
 
-from kinema.config import (
+from kinema.config import (  # noqa: F401  (config-file readers re-exported: callers import them from here)
+    CONFIG_DIR,
     SECTIONS,
     DataConfig,
     RunConfig,
@@ -24,8 +25,12 @@ from kinema.config import (
     build_dataclass,
     migrate,
     parse_override,
+    read_config_file,
+    resolve_config_path,
+    shipped_configs,
 )
 from kinema.errors import CheckpointError, ConfigError
+from kinema.metrics.protocols import PROTOCOLS
 from kinema.models.base import VideoModel
 from kinema.models.dvg import DVG, DVGConfig, DVGSampler
 from kinema.models.nuwa import NUWA, NUWAVQGAN, NUWAConfig, NUWASampler, NUWAVQGANConfig
@@ -133,66 +138,16 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
     objective_values = dict(raw.get("objective", {}))
     objective_values.setdefault("name", entry.model.default_objective)
     model_values, objective_values = migrate(entry.config, model_values, objective_values)
-    return RunConfig(
+    config = RunConfig(
         model=build_dataclass(entry.config, model_values, "model"),
         objective=build_dataclass(objective_entry(objective_values["name"]).config, objective_values, "objective"),
         data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
         train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
     )
-
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # shipped with the package
-
-
-def shipped_configs() -> dict[str, Path]:
-    """The ready configs by name (``tganv2_tiny`` -> ``.../kinema/configs/tganv2_tiny.toml``)."""
-    return {p.stem: p for p in sorted(CONFIG_DIR.glob("*.toml"))}
-
-
-def resolve_config_path(path: str | Path) -> Path:
-    """A config file path, or the name of a shipped config (with or without ``.toml``)."""
-    given = Path(path)
-    if given.is_file():
-        return given
-    if given.is_dir():
-        raise ConfigError(f"config {str(path)!r} is a folder; give a TOML file (e.g. {path}/NAME.toml) or a shipped "
-                          "config name (`kinema configs` lists them)")
-    shipped = shipped_configs()
-    name = given.name[:-5] if given.name.endswith(".toml") else given.name
-    if name in shipped and (given.parent == Path(".") or given.parent.name == "configs"):
-        return shipped[name]
-    close = [n for n in shipped if name.split("_")[0] in n][:6] or list(shipped)[:6]
-    raise ConfigError(f"config {str(path)!r} is neither a file nor a shipped config name; `kinema configs` lists "
-                      f"them (e.g. {', '.join(close)})")
-
-
-def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The sections of a TOML config; ``extends = "NAME_OR_PATH"`` at the top starts from that config
-    (section by section, key by key: this file's keys win)."""
-    path = resolve_config_path(path)
-    if path.resolve() in _seen:
-        raise ConfigError(f"{path}: `extends` forms a loop ({' -> '.join(str(p) for p in _seen)})")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is not a TOML text file (byte {exc.start} is not UTF-8: a binary file?); "
-                          "give a TOML config such as configs/tganv2_tiny.toml") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    parent = data.pop("extends", None)
-    if parent is None:
-        return data
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends must be a config name or path (a string), got {parent!r}")
-    relative = path.parent / parent
-    base = read_config_file(relative if relative.is_file() else parent, (*_seen, path.resolve()))
-    for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: top-level key {section!r} is not a [section]; only `extends` may be top-level")
-        base.setdefault(section, {}).update(values)
-    return base
+    unknown = [m for m in config.train.eval_metrics if m not in PROTOCOLS]
+    if unknown:
+        raise ConfigError(f"train.eval_metrics: unknown protocol(s) {unknown}; available: {', '.join(PROTOCOLS)}")
+    return config
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), **raw: Any) -> RunConfig:
