@@ -28,7 +28,7 @@ Shims (the official code's 2021 pins; each one is only what running on this mach
    the code imports both ``src.torch_utils...`` and ``training...``).
 3. PyTorch of this machine instead of 1.7.1, on CPU: the custom CUDA ops are not compiled; ``bias_act``,
    ``upfirdn2d`` and ``conv2d_gradfix`` take their own reference PyTorch paths (they do so for any non-CUDA
-   tensor: ``bias_act.py:84``, ``upfirdn2d.py:159``, ``conv2d_gradfix.py:42``).
+   tensor: ``bias_act.py:87``, ``upfirdn2d.py:162``, ``conv2d_gradfix.py:47-52``).
 4. fp16 layers: the official run builds the 4 highest resolutions in fp16 with ``conv_clamp 256``; both
    models are compared in float32, the official blocks with ``force_fp32=True`` (their own switch); the
    clamp applies in both (kinema: ``model.conv_clamp``).
