@@ -94,12 +94,14 @@ def pinned_offsets(offsets: list[int]):
     return frame_offsets, queue
 
 
-def kinema_outputs(ckpt: Path, z: np.ndarray, dense_frames: int, offsets: list[int]) -> dict[str, np.ndarray]:
+def kinema_outputs(ckpt: Path, z: np.ndarray, dense_frames: int, offsets: list[int],
+                   dtype: torch.dtype = torch.float32) -> tuple[dict[str, np.ndarray], torch.nn.Module]:
     """kinema's outputs for the converted checkpoint: the same names as the official ``outputs.npz``."""
     import kinema.models.tganv2.model as tganv2
     from kinema.registry import load_model
 
     model, _, _ = load_model(ckpt)
+    model = model.to(dtype)
     z_t = torch.from_numpy(z)
     out: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -161,6 +163,7 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
     with torch.no_grad():
         scores = model.discriminate([torch.from_numpy(theirs[f"level{i}"]) for i in range(1, 5)])
     rows += [compare(f"dis level{i}", s.numpy(), theirs[f"dis{i}"][:, 0]) for i, s in enumerate(scores, 1)]
+    print_rounding_floor(ckpt, theirs, spec["dense_frames"])
     draws = json.loads((work / "official" / "draws.json").read_text())
     commit = official_commit(official)
     print(f"official: pfnet-research/tgan2 {commit}, chainer {draws['chainer']}; offsets {OFFSETS}; "
@@ -168,6 +171,15 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
     if fixture is not None:
         write_fixture(fixture, work / "official", theirs, config, seed, commit)
     return rows
+
+
+def print_rounding_floor(ckpt: Path, theirs: dict, dense_frames: int) -> None:
+    """How far the official float32 outputs are from kinema's float64 run of the same weights: the float32
+    rounding any float32 implementation is off by (the tanh renders divide an error near 0 by a max near 1)."""
+    ours, model = kinema_outputs(ckpt, theirs["z"].astype(np.float64), dense_frames, OFFSETS, torch.float64)
+    floors = [compare(k, ours[k], theirs[k]) for k in ("dense", "level1", "level2", "level3", "level4")]
+    print("official float32 vs kinema float64 (the float32 rounding floor), relative: "
+          + ", ".join(f"{name} {rel:.2e}" for name, _, rel, _ in floors))
 
 
 def official_commit(official: Path) -> str:

@@ -63,7 +63,16 @@ def read_npz(path: Path, what: str) -> dict[str, np.ndarray]:
             if others:
                 raise CheckpointError(f"{path} is a zip archive but not a Chainer .npz: it holds {others[0]!r} "
                                       f"(a torch.save file?); expected the {what} .npz of pfnet-research/tgan2")
-            return {name: npz[name] for name in npz.files}
+            arrays = {}
+            for name in npz.files:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise CheckpointError(f"{path}: {name!r} is an object array (a pickle); Chainer's save_npz "
+                                          "writes numeric arrays only, and kinema never unpickles one") from None
+            return arrays
     except CheckpointError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
