@@ -222,7 +222,7 @@ def read_config(G: Inert, D: Inert, where: str) -> tuple[StyleGANVConfig, dict]:
         _require(dcfg.node("sampling", key), gcfg.node("sampling", key), f"model.discriminator.sampling.{key}", where,
                  "G and D sampled alike")
     dists = gcfg.node("sampling", "total_dists")
-    if dists is not _MISSING and [int(x) for x in dists] != [2**k for k in range(len(dists))]:
+    if isinstance(dists, list) and [int(x) for x in dists] != [2**k for k in range(len(dists))]:
         raise CheckpointError(f"{where}: sampling.total_dists = {dists}; kinema draws powers of two (1, 2, 4, ...)")
     for key in ("channel_base", "channel_max", "conv_clamp"):
         _require(d[key], synthesis[key], f"D's {key}", where, f"one {key} for G and D, G has {synthesis[key]!r}")
