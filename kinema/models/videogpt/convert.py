@@ -78,10 +78,12 @@ def read_lightning_checkpoint(src: Path, what: str, expected_keys: tuple[str, ..
     values = dict(args.attributes)
     missing = [k for k in expected_keys if k not in values]
     if missing:
-        looks = "a VideoGPT transformer (gpt.py)" if "hidden_dim" in values else \
-            "a VideoGPT VQ-VAE (vqvae.py)" if "n_codes" in values else "no VideoGPT model"
+        looks = ("a VideoGPT transformer (gpt.py)", "; convert it with `kinema convert videogpt_prior SRC OUT --vqvae "
+                 "VQ_DIR`") if "hidden_dim" in values else \
+            ("a VideoGPT VQ-VAE (vqvae.py)", "; convert it with `kinema convert videogpt_vqvae SRC OUT`") \
+            if "n_codes" in values else ("no VideoGPT model", "")
         raise CheckpointError(f"{src} is not a {what} checkpoint: its hyper-parameters lack {', '.join(missing)} "
-                              f"(they look like {looks}); use the matching `kinema convert` kind")
+                              f"(they look like {looks[0]}){looks[1]}")
     state = ckpt["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{src}: 'state_dict' is not a dict of tensors")
