@@ -42,13 +42,11 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CONFIGS: dict[str, dict] = {
@@ -294,7 +292,8 @@ def write_fixture(fixture: Path, snapshot: Path, x: dict, theirs: dict, official
     from safetensors.torch import save_file
 
     fixture.mkdir(parents=True, exist_ok=True)
-    with open(snapshot, "rb") as f_in, gzip.GzipFile(fixture / "network-snapshot-000000.pkl.gz", "wb", mtime=0) as f_out:
+    packed = fixture / "network-snapshot-000000.pkl.gz"
+    with open(snapshot, "rb") as f_in, gzip.GzipFile(packed, "wb", mtime=0) as f_out:
         f_out.write(f_in.read())
     save_file({k: v.contiguous() for k, v in x.items()}, fixture / "inputs.safetensors")
     save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / "outputs.safetensors")

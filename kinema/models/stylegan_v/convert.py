@@ -231,43 +231,49 @@ def read_config(G: Inert, D: Inert, where: str) -> tuple[StyleGANVConfig, dict]:
     _require(d_epilogue["mbstd_num_channels"], 1, "D's epilogue mbstd_num_channels", where, "the StyleGAN2 default")
     w_dim = gcfg.node("w_dim")
     _require(w_dim, g["w_dim"], "model.generator.w_dim", where, "G's w_dim argument")
-    motion_distance = gcfg.node("motion", "motion_z_distance")
 
-    frames = min(16, int(gcfg.node("sampling", "max_num_frames")))
+    def need(conf: _Config, *keys: str) -> int:
+        value = conf.node(*keys)
+        if value is _MISSING or value is None or value == "???":
+            raise CheckpointError(f"{where}: the snapshot's config has no {'.'.join(conf.path + list(keys))}; "
+                                  "expected it as configs/model/stylegan-v.yaml sets it")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CheckpointError(f"{where}: {'.'.join(conf.path + list(keys))} = {value!r}, expected an integer")
+        return value
+
     max_dist = gcfg.node("sampling", "max_dist")
+    fractional = gcfg.node("motion", "use_fractional_t")
     config = StyleGANVConfig(
-        frames=frames,
+        frames=min(16, need(gcfg, "sampling", "max_num_frames")),  # kinema's default clip length
         resolution=int(g["img_resolution"]),
         channels=int(g["img_channels"]),
-        z_dim=int(gcfg.node("z_dim")),
+        z_dim=need(gcfg, "z_dim"),
         w_dim=int(g["w_dim"]),
         mapping_layers=int(mapping["num_layers"]),
         channel_base=int(synthesis["channel_base"]),
         channel_max=int(synthesis["channel_max"]),
         conv_clamp=float(synthesis["conv_clamp"] or 0.0),
-        motion_z_dim=int(gcfg.node("motion", "z_dim")),
-        motion_u_dim=int(gcfg.node("motion", "v_dim")),
-        motion_kernel=int(gcfg.node("motion", "kernel_size")),
-        motion_z_distance=int(motion_distance),
-        time_enc_dim=int(gcfg.node("time_enc", "dim")),
-        min_period_len=int(gcfg.node("time_enc", "min_period_len")),
-        max_period_len=int(gcfg.node("time_enc", "max_period_len")),
-        max_num_frames=int(gcfg.node("sampling", "max_num_frames")),
-        frames_per_clip=int(gcfg.node("sampling", "num_frames_per_video")),
-        max_dist=int(max_dist) if max_dist is not _MISSING else StyleGANVConfig.max_dist,
-        fractional_t=bool(gcfg.node("motion", "use_fractional_t")) if gcfg.node("motion", "use_fractional_t")
-        is not _MISSING else True,
-        concat_res=int(dcfg.node("concat_res")),
-        frames_div_factor=int(dcfg.node("num_frames_div_factor")),
+        motion_z_dim=need(gcfg, "motion", "z_dim"),
+        motion_u_dim=need(gcfg, "motion", "v_dim"),
+        motion_kernel=need(gcfg, "motion", "kernel_size"),
+        motion_z_distance=need(gcfg, "motion", "motion_z_distance"),
+        time_enc_dim=need(gcfg, "time_enc", "dim"),
+        min_period_len=need(gcfg, "time_enc", "min_period_len"),
+        max_period_len=need(gcfg, "time_enc", "max_period_len"),
+        max_num_frames=need(gcfg, "sampling", "max_num_frames"),
+        frames_per_clip=need(gcfg, "sampling", "num_frames_per_video"),
+        max_dist=int(max_dist) if isinstance(max_dist, int) else StyleGANVConfig.max_dist,
+        fractional_t=bool(fractional) if isinstance(fractional, bool) else True,
+        concat_res=need(dcfg, "concat_res"),
+        frames_div_factor=need(dcfg, "num_frames_div_factor"),
         cmap_dim=int(d["cmap_dim"] or 0),
         mbstd_group_size=int(d_epilogue["mbstd_group_size"]),
     )
-    if config.motion_z_distance != motion_distance:
-        raise CheckpointError(f"{where}: model.generator.motion.motion_z_distance = {motion_distance!r} is not an integer")
     try:
         config.validate()
     except ValueError as exc:
-        raise CheckpointError(f"{where}: the snapshot's hyper-parameters give an invalid kinema config: {exc}") from None
+        raise CheckpointError(f"{where}: the snapshot's hyper-parameters give an invalid kinema config: "
+                              f"{exc}") from None
     read = {"G": {k: v for k, v in g.items() if k not in ("cfg", "mapping_kwargs", "synthesis_kwargs")},
             "mapping_kwargs": {"num_layers": mapping["num_layers"]}, "synthesis_kwargs": synthesis,
             "D": {k: v for k, v in d.items() if k not in ("cfg", "block_kwargs", "mapping_kwargs", "epilogue_kwargs")},

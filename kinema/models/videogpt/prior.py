@@ -24,9 +24,11 @@ Facts from the official code (wilson1yan/VideoGPT, ``videogpt/gpt.py``, ``videog
   (0.9, 0.999), cosine schedule (gpt.py:162-183).
   The official sampler draws from softmax(logits); temperature and top-k are kinema additions.
 
-Deviations: the conditioning encoder is a small residual conv net (``cond_layers`` blocks, no batch
-norm, so micro-batches and full batches agree) instead of ResNet-34; layer norm is the standard one
-(the official adds its 1e-5 to the reciprocal square root, which differs only for near-constant rows).
+Deviations, each a config option whose official value ``kinema convert videogpt_prior`` sets: the
+conditioning encoder is by default a small residual conv net (``cond_layers`` blocks; ``model.cond_encoder =
+"resnet34"``: the official ResNet-34, whose norms are per-sample layer norms); layer norm is by default the
+standard one (``model.layer_norm = "official"``: the official adds its 1e-5 to the reciprocal square root, which
+moves logits by ~1% relative when rows have a small variance, as the input embeddings at initialisation do).
 
 Sampling "noise" is one int64 seed per video: video i is drawn with its own ``torch.Generator``
 seeded with ``noise[i]``, so a video depends only on its seed, not on the batch it is drawn in.
