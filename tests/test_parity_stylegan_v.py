@@ -188,3 +188,9 @@ def test_interpolations_are_resolved_against_the_pickled_root(snapshot):
     config, _ = sgv_convert.read_config(data["G"], data["D"], "fixture")
     assert (config.max_num_frames, config.motion_z_distance, config.concat_res) == (16, 4, 8)
     assert copy.deepcopy(config) == config
+
+
+def test_missing_config_value_is_named(tampered, snapshot, tmp_path):
+    tampered(lambda data: _generator_config(data)["time_enc"].attributes["_content"].pop("dim"))
+    with pytest.raises(CheckpointError, match=r"config has no model.generator.time_enc.dim"):
+        convert("stylegan_v", snapshot, tmp_path / "out")
