@@ -1,6 +1,13 @@
 """Every collective kinema uses, in one place. Without ``torch.distributed`` initialised (one process)
 each is the identity or a no-op, so callers never branch on the process count themselves.
 
+This is the one home of talking to other processes, on the bottom floor: layers (synchronised batch norm),
+objectives (gradient averaging, the NaN verdict, SVC broadcasts) and model families (StyleGAN-V's ADA
+statistics) call it without reaching into the training package, and nothing else imports
+``torch.distributed`` for a collective. :mod:`kinema.training.distributed` is not a second home: it *joins*
+the job torchrun started (process group, device per rank) and orders each rank's data -- what only the
+trainer does -- and uses this module for every collective.
+
 kinema averages gradients explicitly after each phase's backward instead of wrapping the networks in
 ``DistributedDataParallel``: DDP's reducer hooks assume one forward per backward and misbehave with the
 GAN objective's pattern (one D forward whose graph serves the G step via ``autograd.grad`` to its inputs
