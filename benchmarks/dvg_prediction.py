@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from kinema.data import build_dataset  # noqa: E402
 from kinema.metrics.prediction import best_of_n_metrics, diversity_score  # noqa: E402
 from kinema.registry import load_model  # noqa: E402
-from kinema.training.trainer import HELD_OUT_SEED_OFFSET  # noqa: E402
+from kinema.metrics.evaluate import HELD_OUT_SEED_OFFSET  # noqa: E402
 
 
 def predictor(model, future: int, trigger: str, fired: list | None = None):

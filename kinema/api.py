@@ -13,9 +13,10 @@ import torch
 
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
-from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
-from kinema.runs import checkpoint_step, latest_valid_checkpoint, list_checkpoints
+from kinema.registry import MODELS, build_model, load_config, load_model, sampler_for
+from kinema.runs import append_record, checkpoint_step, list_checkpoints
 from kinema.training.loop_utils import resolve_device
+from kinema.training.run_folder import ResumePoint
 from kinema.training.trainer import Trainer
 from kinema.video import save_video_grid, to_uint8, write_video
 
@@ -25,17 +26,13 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 def resolve_run_config(
     config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool = False
 ) -> RunConfig:
-    """The config a ``train`` call will use: the file plus overrides, or, when resuming without a
-    file, the checkpoint's own config plus overrides."""
+    """The config a ``train --dry-run`` describes: the file plus overrides, or, when resuming without a
+    file, the checkpoint's own config plus overrides (read only: a training run resolves its resume point
+    under the run's lock, :meth:`kinema.training.run_folder.RunFolder.start`)."""
     if config_path is None:
         if not resume:
             raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
-        # The checkpoint the Trainer will resume from (it names the bad ones it skips).
-        ckpt = latest_valid_checkpoint(Path(out), warn=None)
-        if ckpt is None:
-            raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from")
-        saved = load_config_json(ckpt / "config.json").to_dict()
-        return load_config(None, overrides, **saved)
+        return ResumePoint.latest(out).with_overrides(overrides)
     return load_config(config_path, overrides)
 
 
@@ -70,11 +67,16 @@ def train(
     if resume == "auto":
         resume = bool(list_checkpoints(Path(out)))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
-    config = resolve_run_config(config_path, out, overrides, resume)
     if dry_run:
-        return describe(config)
+        return describe(resolve_run_config(config_path, out, overrides, resume))
+    if config_path is None and not resume:
+        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
+    # Without a file, the run's checkpoint config (plus overrides) is taken where the run resolves its resume
+    # point: once, under its lock.
+    config = load_config(config_path, overrides) if config_path is not None else None
     try:
-        trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend)
+        trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
+                          overrides=overrides if config is None else ())
         return trainer.fit()
     finally:
         distributed.teardown()
@@ -220,64 +222,43 @@ def evaluate(
     are appended to the run's ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to
     ``out`` (JSON lines). ``fake``: score a folder of generated videos instead of a checkpoint (then
     ``data`` is required; clips are taken at the fake videos' own resolution)."""
-    import json
-    import os
-
     from kinema.config import DataConfig
-    from kinema.data import build_dataset
-    from kinema.metrics.evaluate import default_cache_dir, evaluate_model
-    from kinema.metrics.protocols import get_protocol
+    from kinema.metrics.evaluate import default_cache_dir, evaluate_model, heldout_real_set, resolve_protocols
+    from kinema.metrics.evaluate import weights_path
 
-    protocols = [get_protocol(name) for name in metrics]  # unknown names fail before any work
+    protocols = resolve_protocols(metrics)  # unknown names fail before any work
     if fake is not None:
-        return _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, batch_size, workers, cache_dir,
-                                out)
+        return _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out)
     if checkpoint is None:
         raise ValueError("give --checkpoint RUN, or --fake DIR (a folder of generated videos) with --data REAL")
     model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema)
-    weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS"),
-               "c3d": c3d or os.environ.get("KINEMA_C3D_WEIGHTS"),
-               "c3d_mean": c3d_mean or os.environ.get("KINEMA_C3D_MEAN"),
-               "inception": inception or os.environ.get("KINEMA_INCEPTION_WEIGHTS"),
-               "lpips": lpips or os.environ.get("KINEMA_LPIPS_WEIGHTS")}  # prediction protocols, optional
+    given = {"i3d": i3d, "c3d": c3d, "c3d_mean": c3d_mean, "inception": inception, "lpips": lpips}  # lpips: optional
+    weights = {network: weights_path(network, path) for network, path in given.items()}
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
         # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos
         source = "cache" if data and (Path(data) / "meta.json").is_file() else "folder"
         data_cfg = DataConfig(source=source, path=str(data)) if data else config.data
         _, _, height, width = model.video_shape
-        from kinema.training.trainer import HELD_OUT_SEED_OFFSET
-
-        # the run's synthetic data: another seed is a set of clips the training never saw
-        real_seed = config.train.seed + (HELD_OUT_SEED_OFFSET if data_cfg.source == "synthetic" else 0)
         frames = max(p.frames or model.video_shape[1] for p in protocols if p.needs_real)
-        dataset = build_dataset(data_cfg, frames=frames, height=height, width=width, seed=real_seed, train=False)
-        dataset_key = {"source": data_cfg.source, "path": str(Path(data_cfg.path).resolve()) if data_cfg.path else "",
-                       "family": data_cfg.family, "num_clips": data_cfg.num_clips,
-                       "frame_stride": data_cfg.frame_stride, "size": [frames, height, width],
-                       "seed": real_seed}
+        dataset, dataset_key = heldout_real_set(data_cfg, config.train.seed, frames, height, width)
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
-    results = evaluate_model(model, metrics, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
+    results = evaluate_model(model, protocols, weights, dataset=dataset, dataset_key=dataset_key, num=num, seed=seed,
                              batch_size=batch_size, device=model.device, cache_dir=cache,
                              workers=config.data.workers if not data else workers)
     record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-    targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])
-    for target in targets:
-        with open(target, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    for target in ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else []):
+        append_record(target, record)
     return record
 
 
-def _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:
+def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:
     """``kinema evaluate --fake DIR --data REAL``: generated videos from files, real clips from ``data``."""
-    import json
-    import os
-
     from kinema.config import DataConfig
     from kinema.data import build_dataset
     from kinema.data.folder import VIDEO_EXTENSIONS, find_files
-    from kinema.metrics.evaluate import default_cache_dir, evaluate_model
+    from kinema.metrics.evaluate import default_cache_dir, evaluate_model, heldout_real_set, weights_path
     from kinema.video import read_video
 
     if data is None:
@@ -293,18 +274,15 @@ def _evaluate_folder(fake, protocols, metrics, data, num, seed, device, i3d, bat
     fake_set = build_dataset(DataConfig(source="folder", path=str(fake), flip=False), frames=frames, height=height,
                              width=width, seed=seed, train=False)
     source = "cache" if (Path(data) / "meta.json").is_file() else "folder"
-    real_set = build_dataset(DataConfig(source=source, path=str(data), flip=False), frames=frames, height=height,
-                             width=width, seed=seed, train=False)
-    key = {"source": source, "path": str(Path(data).resolve()), "size": [frames, height, width], "seed": seed}
-    weights = {"i3d": i3d or os.environ.get("KINEMA_I3D_WEIGHTS")}
+    real_set, key = heldout_real_set(DataConfig(source=source, path=str(data), flip=False), seed, frames, height, width)
+    weights = {"i3d": weights_path("i3d", i3d)}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
-    results = evaluate_model(None, metrics, weights, dataset=real_set, dataset_key=key, num=num or len(fake_set),
+    results = evaluate_model(None, protocols, weights, dataset=real_set, dataset_key=key, num=num or len(fake_set),
                              seed=seed, batch_size=batch_size, device=resolve_device(device), cache_dir=cache,
                              workers=workers, fake_dataset=fake_set)
     record = {"step": None, "fake": str(fake), "eval": results}
     if out:
-        with open(out, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(Path(out), record)
     return record
 
 

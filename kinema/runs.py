@@ -1,7 +1,7 @@
 """Run directories: where a run keeps its checkpoints, and finding them (no model loading here).
 
-A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.jsonl``, ``samples/``,
-``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
+A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.jsonl`` (one JSON record a
+line: :func:`append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
 
     config.json          the full run config; enough to rebuild the model
     model.safetensors    every parameter and buffer of the model
@@ -34,6 +34,37 @@ STEP_PREFIX = "step_"
 STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
 # Folders save_checkpoint writes before its os.replace; left behind only by a killed write.
 TEMP_PREFIXES = (".tmp-", ".old-")
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line at the end of ``path`` (a run's ``metrics.jsonl``, or ``kinema evaluate --out``)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(run_dir: Path, step: int) -> None:
+    """Drop the training records of steps after ``step`` from ``run_dir/metrics.jsonl``: a killed run logged
+    them, and the run resumed from ``step`` logs them again. Records of ``kinema evaluate`` (they name a
+    checkpoint or a folder of fakes) are kept; a line cut short by the kill is dropped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            dropped += 1
+            continue
+        logged = record.get("step") if isinstance(record, dict) else None
+        if isinstance(logged, int) and logged > step and not {"checkpoint", "fake"} & set(record):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:

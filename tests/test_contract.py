@@ -13,7 +13,7 @@ import torch
 from kinema.config import TrainConfig, build_dataclass
 from kinema.errors import ConfigError
 from kinema.registry import MODELS, load_config
-from kinema.training.trainer import build_optimizer, lr_factor
+from kinema.training.schedule import build_optimizer, lr_factor
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -138,9 +138,9 @@ def test_second_signal_exits_at_once(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(os, "kill", lambda pid, signum: calls.append(("kill", pid, signum)))
     monkeypatch.setattr(signal, "signal", lambda signum, handler: calls.append(("signal", signum, handler)))
-    t._on_stop_signal(signal.SIGTERM, None)
-    assert t._stop_signal == signal.SIGTERM and not calls
-    t._on_stop_signal(signal.SIGTERM, None)  # default action, then the signal again: the process ends
+    t.stop.on_signal(signal.SIGTERM, None)
+    assert t.stop.signum == signal.SIGTERM and not calls
+    t.stop.on_signal(signal.SIGTERM, None)  # default action, then the signal again: the process ends
     assert calls == [("signal", signal.SIGTERM, signal.SIG_DFL), ("kill", os.getpid(), signal.SIGTERM)]
     t.close()
 
@@ -272,6 +272,22 @@ def test_bad_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, 
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # steps 3-4 of the first run were dropped
     # the CLI path (config taken from the checkpoint) takes the same fallback
     assert api.resolve_run_config(None, tmp_path, resume=True).train.steps == 6
+
+
+def test_resume_is_resolved_once_under_the_lock_and_handed_down(tmp_path, capsys, monkeypatch, straight):
+    """`kinema train --resume` without --config: the checkpoint to resume from (and its config) is found
+    once, by the run folder, and the trainer continues from it -- the api does not look for it again."""
+    import kinema.training.run_folder as run_folder
+
+    old, new = two_checkpoints(tmp_path)
+    truncate(new / "model.safetensors")
+    searches = []
+    search = run_folder.latest_valid_checkpoint
+    monkeypatch.setattr(run_folder, "latest_valid_checkpoint", lambda *a, **k: searches.append(a) or search(*a, **k))
+    end = api.train(None, tmp_path, resume=True, device="cpu", progress=False)
+    assert len(searches) == 1
+    assert capsys.readouterr().err.count(f"skipping checkpoint {new}") == 1
+    assert_same_weights(straight, end)
 
 
 def test_no_valid_checkpoint_is_a_clear_error(tmp_path, capsys):

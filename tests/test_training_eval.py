@@ -44,7 +44,7 @@ def test_resuming_with_more_steps_continues_the_lr_decay_without_a_jump(tmp_path
     shutil.rmtree(list_checkpoints(tmp_path)[-1])  # as if killed after step 2 (LR factor 0.5 there)
     cfg.train.steps = 6
     trainer = Trainer(cfg, tmp_path, device="cpu", resume=True, progress=False)
-    assert trainer.lr_anchor == (2, 0.5)
+    assert trainer.lr_plan.anchor == (2, 0.5)
     trainer.fit()
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
            if '"lr"' in line][-4:]  # steps 3..6 of the resumed run: 0.5 -> 0 over the remaining 4 steps

@@ -4,6 +4,10 @@ Generated clips are produced in batches from seeded noise and turned into featur
 2,048 clips at 192x192 never sit in memory. Real-clip features are cached on disk under a key made
 of the dataset description, network, frame count, clip count, seed and the SHA-256 of the weights
 file, and reused (FVD and KVD with the same network and frames share them).
+
+The held-out real set (:func:`heldout_real_set`: its seed, its cache key) and the metric networks' weights
+paths (:func:`weights_path`) are worked out here for every caller: ``kinema evaluate``, the trainer's
+``train.eval_every`` and the quality benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kinema.config import DataConfig
+from kinema.data import build_dataset
 from kinema.data.batch import Batch
 from kinema.metrics.frechet import FeatureStats, frechet_distance_from_stats
 from kinema.metrics.protocols import Protocol, get_protocol
@@ -27,8 +33,43 @@ from kinema.video import to_uint8
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # videos (N, 3, T, H, W) in [-1, 1] -> (N, D)
 
 
+# Added to the run's train.seed for the held-out real clips of synthetic data: synthetic clips are a function
+# of the seed, so another seed is a set the training never saw.
+HELD_OUT_SEED_OFFSET = 1_000_003
+
+# Where each metric network's weights are looked for when no path is given.
+WEIGHTS_ENV = {"i3d": "KINEMA_I3D_WEIGHTS", "c3d": "KINEMA_C3D_WEIGHTS", "c3d_mean": "KINEMA_C3D_MEAN",
+               "inception": "KINEMA_INCEPTION_WEIGHTS", "lpips": "KINEMA_LPIPS_WEIGHTS"}
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("KINEMA_CACHE", Path.home() / ".cache" / "kinema")) / "real_features"
+
+
+def weights_path(network: str, given: str | None = None) -> str | None:
+    """The weights file of ``network`` (a key of :data:`WEIGHTS_ENV`): ``given``, else its environment variable."""
+    return given or os.environ.get(WEIGHTS_ENV[network])
+
+
+def heldout_real_set(data: DataConfig, seed: int, frames: int, height: int, width: int):
+    """The real clips a model is scored against, and the key their cached features are stored under.
+
+    ``data``: the run's data config, or a folder / ``kinema prepare`` cache given with ``--data``; clips of
+    ``frames x height x width``, drawn with the run's ``seed`` -- for synthetic data ``seed +
+    HELD_OUT_SEED_OFFSET``, clips the training never saw. The key names everything that changes the clips
+    (frame stride included). Returns ``(dataset, key)``.
+    """
+    real_seed = seed + HELD_OUT_SEED_OFFSET if data.source == "synthetic" else seed
+    dataset = build_dataset(data, frames=frames, height=height, width=width, seed=real_seed, train=False)
+    key = {"source": data.source, "path": str(Path(data.path).resolve()) if data.path else "",
+           "family": data.family, "num_clips": data.num_clips, "frame_stride": data.frame_stride,
+           "size": [frames, height, width], "seed": real_seed}
+    return dataset, key
+
+
+def resolve_protocols(metrics) -> list[Protocol]:
+    """Protocol names (or protocols) -> protocols; an unknown name fails here, before any work."""
+    return [m if isinstance(m, Protocol) else get_protocol(m) for m in metrics]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -75,16 +116,21 @@ def feature_function(protocol: Protocol, weights: dict[str, str | None], device:
 
 
 def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """``num`` generated videos in batches ``(b, 3, frames, H, W)``, from one seeded noise draw."""
+    """``num`` generated videos in batches ``(b, 3, frames, H, W)``, from one seeded noise draw. A model whose
+    capabilities declare continuous time renders a protocol longer than its training clips at the time
+    points ``0 .. frames - 1`` (frame units: the trained frame rate), as StyleGAN-V's own 128-frame FVD."""
     available = model.video_shape[1]
+    conditions = {}
     if available < frames:
-        raise ValueError(f"the protocol needs {frames} frames per video but the model generates {available}; "
-                         "use a protocol with fewer frames")
+        if not model.capabilities.continuous_time:
+            raise ValueError(f"the protocol needs {frames} frames per video but the model generates {available}; "
+                             "use a protocol with fewer frames")
+        conditions["times"] = torch.arange(frames, dtype=torch.float32)
     device = next(model.parameters()).device
     noise = model.sample_noise(num, generator=torch.Generator().manual_seed(seed), device=device)
     with torch.no_grad():
         for chunk in noise.split(batch_size):
-            yield model.sample(chunk)[:, :, :frames].float().cpu()
+            yield model.sample(chunk, **conditions)[:, :, :frames].float().cpu()
 
 
 def continued_batches(model, dataset, num: int, frames: int, seed: int, batch_size: int,
@@ -228,16 +274,19 @@ def continues_frames(model) -> bool:
     return not caps.unconditional and "frames" in caps.conditions and caps.context_frames > 0
 
 
-def check_model_suits(model, metrics: list[str]) -> None:
+def check_model_suits(model, metrics) -> None:
     """Refuse, before any work, a protocol that samples ``model`` in a way it cannot: the generative
-    protocols draw videos from noise alone, the prediction protocols continue real clips' frames."""
+    protocols draw videos from noise alone, the prediction protocols continue real clips' frames.
+    ``metrics``: protocols (or their names)."""
     if model is None:
         return
     caps = model.capabilities
-    predictions = [m for m in metrics if get_protocol(m).statistic in ("best_of_n", "diversity")]
-    unconditional = [m for m in metrics if m not in predictions]
+    protocols = resolve_protocols(metrics)
+    predictions = [p.name for p in protocols if p.statistic in ("best_of_n", "diversity")]
+    unconditional = [p for p in protocols if p.name not in predictions]
     if continues_frames(model):  # FVD & co. of its continuations of the real clips (continued_batches)
-        unconditional = [m for m in unconditional if get_protocol(m).statistic == "oracle"]
+        unconditional = [p for p in unconditional if p.statistic == "oracle"]
+    unconditional = [p.name for p in unconditional]
     if unconditional and not caps.unconditional:
         raise ValueError(f"{', '.join(unconditional)} sample{'s' if len(unconditional) == 1 else ''} the model from "
                          f"noise alone, but this {type(model).__name__} needs a condition "
@@ -250,14 +299,14 @@ def check_model_suits(model, metrics: list[str]) -> None:
                          "score it with fvd2048_16f or motion256 instead")
 
 
-def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_dataset) -> None:
+def _check_counts(model, protocols: list[Protocol], num: int | None, dataset, fake_dataset) -> None:
     """Before any clip is generated: enough real (and fake) clips for every protocol, and room in memory
     for the noise of all generated clips (drawn at once, so a video does not depend on the batch size)."""
     from kinema.system import available_memory
 
     most = 0
-    for name in metrics:
-        protocol = get_protocol(name)
+    for protocol in protocols:
+        name = protocol.name
         count = num or protocol.num_samples
         real = count if protocol.statistic == "oracle" else protocol.clips_for(count)
         fake = protocol.clips_for(count * protocol.repeats) if protocol.statistic == "is" else real
@@ -282,7 +331,7 @@ def _check_counts(model, metrics: list[str], num: int | None, dataset, fake_data
 
 def evaluate_model(
     model,
-    metrics: list[str],
+    metrics: list,
     weights: dict[str, str | None],
     dataset=None,
     dataset_key: dict | None = None,
@@ -294,7 +343,8 @@ def evaluate_model(
     workers: int = 0,
     fake_dataset=None,
 ) -> dict[str, dict]:
-    """Score ``model`` (eval mode) under each protocol in ``metrics``; returns ``{name: result}``.
+    """Score ``model`` (eval mode) under each protocol in ``metrics`` (protocols or their names); returns
+    ``{name: result}``.
 
     ``fake_dataset``: score these clips (a dataset of generated videos) instead of sampling ``model``.
 
@@ -307,14 +357,15 @@ def evaluate_model(
         raise ValueError(f"--num must be > 0 (or omitted for the protocol's count), got {num}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be > 0, got {batch_size}")
-    check_model_suits(model, metrics)
-    _check_counts(model, metrics, num, dataset, fake_dataset)
+    protocols = resolve_protocols(metrics)
+    check_model_suits(model, protocols)
+    _check_counts(model, protocols, num, dataset, fake_dataset)
     device = torch.device(device)
     results: dict[str, dict] = {}
     networks: dict[tuple, FeatureFn] = {}
     memo: dict[tuple, np.ndarray] = {}  # fvd2048_16f and kvd2048_16f share both feature sets
-    for name in metrics:
-        protocol = get_protocol(name)
+    for protocol in protocols:
+        name = protocol.name
         count = num or protocol.num_samples
         if protocol.statistic == "oracle":
             results[name] = oracle_score(model, dataset, count, seed, batch_size, workers, fake_dataset)
@@ -347,10 +398,10 @@ def evaluate_model(
             clips = protocol.clips_for(count)
             real_key = ("real", *net_key, protocol.frames, clips)
             if real_key not in memo:
-                weights_path = weights.get(protocol.network)
+                network_weights = weights.get(protocol.network)
                 key = {"network": protocol.network, "frames": protocol.frames, "num": clips, "seed": seed,
                        "data": dataset_key or repr(dataset),
-                       "weights_sha256": file_sha256(weights_path) if weights_path else None}
+                       "weights_sha256": file_sha256(network_weights) if network_weights else None}
                 compute = functools.partial(  # runs only on a cache miss
                     extract, real_batches(dataset, clips, seed, batch_size, protocol.frames, workers), features,
                     clips, f"{name}: real")

@@ -1,8 +1,9 @@
-"""Small pieces the trainer is built from: device choice and EMA."""
+"""Small pieces the trainer is built from: device choice, torch's threads and flags, and EMA."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import torch
 from torch import nn
@@ -57,3 +58,18 @@ def default_threads(cores: int, processes_per_node: int = 1, loader_workers: int
     """
     share = max(1, cores // max(1, processes_per_node))
     return max(1, share - max(0, loader_workers))
+
+
+def configure_torch(train, device: torch.device, world_size: int = 1, loader_workers: int = 0) -> None:
+    """Threads (``train.threads``, or :func:`default_threads` when several processes or DataLoader workers
+    share a CPU node), ``train.deterministic`` and cuDNN autotuning, for one training process."""
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    elif device.type == "cpu" and (world_size > 1 or loader_workers > 0):
+        # N processes on one node, and their DataLoader workers, share its cores
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(default_threads(os.cpu_count() or 1, per_node, loader_workers))
+    if train.deterministic:
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes per level: autotuned kernels pay off

@@ -255,7 +255,12 @@ def from_uint8(frames: np.ndarray) -> torch.Tensor:
             "from_uint8 expects a numpy uint8 array (T, H, W, C), got "
             f"{type(frames).__name__} {getattr(frames, 'dtype', '')} {tuple(getattr(frames, 'shape', ()))}"
         )
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)
+    return dequantise(torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2))
+
+
+def dequantise(x: torch.Tensor) -> torch.Tensor:
+    """A uint8 tensor (any layout, any device) -> float32 in ``[-1, 1]``: ``x / 127.5 - 1``, the inverse of
+    :func:`to_uint8`'s rounding (the one place the mapping is written)."""
     return x.to(torch.float32).div_(127.5).sub_(1.0)
 
 

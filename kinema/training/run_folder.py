@@ -1,0 +1,134 @@
+"""The run directory a training run writes (layout: :mod:`kinema.runs`), held under its lock, and the one
+place where a run decides whether and from where it resumes.
+
+Opening it (rank 0) creates ``--out`` and checks it is writable, then takes its lock (one writer per run).
+:meth:`RunFolder.start` tidies checkpoint writes a killed run left behind and resolves the start: a new run,
+or a :class:`ResumePoint` (the newest checkpoint that loads, with its saved config), merged with the
+requested config. The trainer (and through it ``kinema train``) receives the result; nothing else looks for
+the checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kinema.config import RunConfig, diff_configs
+from kinema.dist import barrier
+from kinema.errors import CheckpointError, TrainingError
+from kinema.registry import load_config, load_config_json
+from kinema.runlock import RunLock
+from kinema.runs import checkpoint_step, latest_valid_checkpoint, list_checkpoints, recover_interrupted_writes
+
+# Keys that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
+    "train.eval_metrics", "train.eval_num", "train.eval_i3d", "train.threads", "train.lr_schedule",
+    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
+    "train.sync_batchnorm", "train.fused_optimizer",
+}
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: ``checkpoint`` and the run config saved with it."""
+
+    checkpoint: Path
+    config: RunConfig
+
+    @classmethod
+    def latest(cls, out: str | Path, warn: Callable[[str], None] | None = None) -> ResumePoint:
+        """The newest checkpoint of run ``out`` that loads (newer bad ones, truncated or edited, are named
+        through ``warn`` and skipped); TrainingError when there is none."""
+        ckpt = latest_valid_checkpoint(Path(out), warn=warn)
+        if ckpt is None:
+            raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from; "
+                                "drop --resume to start a new run")
+        return cls(ckpt, load_config_json(ckpt / "config.json"))
+
+    def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
+        """The saved config with ``--set`` overrides (resuming without a config file)."""
+        return load_config(None, list(overrides), **self.config.to_dict())
+
+    def merge(self, requested: RunConfig) -> RunConfig:
+        """``requested``, once checked against the saved config: only :data:`RESUMABLE_CHANGES` may differ."""
+        differing = [line for line in diff_configs(self.config, requested)
+                     if line.split(":")[0] not in RESUMABLE_CHANGES]
+        if differing:
+            raise TrainingError(
+                "--resume: the config differs from the checkpoint's in keys that cannot change mid-run:\n  "
+                + "\n  ".join(differing)
+                + "\nrun with the checkpoint's config (omit those --set / use the same file) or start a new --out"
+            )
+        return requested
+
+
+def prepare_out_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"cannot write to --out {out}: {exc.strerror or exc}; choose a writable folder") from exc
+
+
+class RunFolder:
+    """``--out`` of one training run. Rank 0 (``is_main``) creates it and holds its lock until :meth:`close`;
+    ``warn`` reports what is tidied or skipped (rank 0 only)."""
+
+    def __init__(self, path: str | Path, is_main: bool = True, warn: Callable[[str], None] | None = None) -> None:
+        self.path, self.is_main, self._warn = Path(path), is_main, warn
+        self._lock: RunLock | None = None
+        if is_main:
+            prepare_out_dir(self.path)
+            # One writer per run directory: a second run here fails now, naming this one.
+            self._lock = RunLock(self.path).acquire(warn=warn)
+
+    def start(self, config: RunConfig | None, resume: bool,
+              overrides: Sequence[str] = ()) -> tuple[RunConfig, ResumePoint | None]:
+        """The run's config and where it starts: ``resume`` -> the :class:`ResumePoint` and ``config`` (None:
+        the checkpoint's own, with ``overrides``) merged with it; a new run refuses a folder with checkpoints."""
+        if self.is_main:
+            for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
+                self._warn(f"{self.path}/checkpoints: {line}")
+        barrier()
+        if resume:
+            point = ResumePoint.latest(self.path, warn=self._warn if self.is_main else None)
+            return point.merge(config if config is not None else point.with_overrides(overrides)), point
+        existing = list_checkpoints(self.path)
+        if existing:
+            raise TrainingError(
+                f"{self.path} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
+                "continue that run, or choose another --out"
+            )
+        if config is None:
+            raise TrainingError("a new run needs its config (a TOML file, see configs/); only --resume takes the "
+                                "checkpoint's")
+        return config, None
+
+    def beat(self) -> None:
+        """The lock's heartbeat (rank 0; called once per step)."""
+        if self._lock is not None:
+            self._lock.beat()
+
+    def close(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def checkpoints(self) -> list[Path]:
+        return list_checkpoints(self.path)
+
+    def checkpoint_at(self, step: int) -> Path | None:
+        return next((p for p in self.checkpoints() if checkpoint_step(p) == step), None)
+
+    def last_good(self) -> str:
+        """The newest usable checkpoint, in words (for errors that stop a run)."""
+        try:
+            last = latest_valid_checkpoint(self.path, warn=None)
+        except CheckpointError:  # some exist, none is usable
+            last = None
+        return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
