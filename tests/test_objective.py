@@ -1,4 +1,5 @@
-"""GAN objective: one step updates both networks; losses, penalty and NaN guard behave as specified."""
+"""GAN objective: one step updates both networks; losses, penalty and NaN guard behave as specified; the phase
+loop steps several optimisers from one phase and applies an objective's own LR factors for one step."""
 
 from __future__ import annotations
 
@@ -105,3 +106,70 @@ def test_non_finite_gradient_with_finite_loss_is_caught_before_the_step():
     with pytest.raises(NonFiniteLossError, match="discriminator gradient norm"):
         obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(0)))
     assert all(torch.equal(a, b) for a, b in zip(d0, model.discriminator.parameters()))
+
+
+def test_a_phase_can_step_several_optimisers_and_an_objective_scales_an_lr_for_one_step():
+    """DVG's joint phase: one loss, three optimisers, each stepped; lr_factors apply within the step only,
+    restored even when the step fails."""
+    from kinema.data import Batch
+    from kinema.objectives.base import NonFiniteLossError, Objective, Phase, StepContext
+
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    seen = []
+
+    class Joint(Objective):
+        name = "joint"
+
+        def __init__(self, loss_scale=1.0):  # no model needed
+            self.loss_scale = loss_scale
+
+        def parameter_groups(self):
+            return {"a": [a], "b": [b]}
+
+        def phases(self):
+            return (Phase("both", optimizers=("a", "b")),)
+
+        def lr_factors(self, step):
+            return {"b": 0.5}
+
+        def run_phase(self, phase, batches, ctx):
+            seen.append((phase.optimizers, [g["lr"] for name in "ab" for g in ctx.optimizers[name].param_groups]))
+            loss = (a.sum() + b.sum()) * self.loss_scale
+            ctx.scale(loss).backward()
+            return {"loss": loss}, {}
+
+    opts = {"a": torch.optim.SGD([a], lr=1.0), "b": torch.optim.SGD([b], lr=1.0)}
+    Joint().train_step([Batch(torch.zeros(1, 3, 1, 2, 2))], StepContext.for_batch(opts, torch.Generator(), 1))
+    assert seen == [(("a", "b"), [1.0, 0.5])]
+    assert a.tolist() == [0.0, 0.0] and b.tolist() == [0.5, 0.5]
+    assert opts["b"].param_groups[0]["lr"] == 1.0, "the factor applies within the step only"
+    with pytest.raises(NonFiniteLossError):
+        Joint(float("nan")).train_step([Batch(torch.zeros(1, 3, 1, 2, 2))],
+                                       StepContext.for_batch(opts, torch.Generator(), 1))
+    assert opts["b"].param_groups[0]["lr"] == 1.0, "restored after a failed step too"
+    assert Phase("g").optimizers == ("g",)
+
+
+def test_gan_objectives_read_declarations_not_signatures():
+    """Sparse clips' frame times go only to a model that declares capabilities.sparse_frames; the ADA hook and
+    the augmentation before D are GANModel members every GAN model offers (no-ops for TGAN/TGANv2)."""
+    from kinema.config import build_dataclass
+    from kinema.data import Batch
+    from kinema.errors import ConfigError
+    from kinema.objectives.base import StepContext
+    from kinema.objectives.gan import GANConfig, GANObjective
+    from kinema.registry import build_model, load_config
+
+    model = TGANv2(tiny_model_config())
+    assert not model.capabilities.sparse_frames and not model.augments_reals
+    assert model.observe_real_scores(torch.zeros(3), 0) == {}
+    levels = [torch.zeros(1)]
+    assert model.augment_levels(levels) is levels
+    objective = GANObjective(model, build_dataclass(GANConfig, {}, "objective"))
+    opts = {n: torch.optim.SGD(p, lr=0.0) for n, p in objective.parameter_groups().items()}
+    clips = torch.zeros(2, 3, 8, 16, 16)
+    batch = Batch(clips, times=torch.arange(8.0).expand(2, 8))
+    with pytest.raises(ConfigError, match="does not train on sparse clips .*set data.sparse_frames = 0"):
+        objective.train_step([batch], StepContext.for_batch(opts, torch.Generator().manual_seed(0), 2))
+    stylegan = build_model(load_config("stylegan_v_tiny").model)
+    assert stylegan.capabilities.sparse_frames and stylegan.augments_reals
