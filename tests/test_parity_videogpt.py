@@ -123,10 +123,11 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
 
     module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")  # the class key of 'callbacks'
     module.ModelCheckpoint = type("ModelCheckpoint", (), {"__module__": module.__name__})
-    saved = {k: sys.modules.get(k) for k in ("pytorch_lightning", "pytorch_lightning.callbacks", module.__name__)}
-    sys.modules.update({"pytorch_lightning": types.ModuleType("pytorch_lightning"),
-                        "pytorch_lightning.callbacks": types.ModuleType("pytorch_lightning.callbacks"),
-                        module.__name__: module})
+    parsing = types.ModuleType("pytorch_lightning.utilities.parsing")
+    parsing.AttributeDict = type("AttributeDict", (dict,), {"__module__": parsing.__name__})
+    names = ("pytorch_lightning", "pytorch_lightning.callbacks", "pytorch_lightning.utilities")
+    saved = {k: sys.modules.get(k) for k in (*names, module.__name__, parsing.__name__)}
+    sys.modules.update({**{k: types.ModuleType(k) for k in names}, module.__name__: module, parsing.__name__: parsing})
     try:
         ckpt = torch.load(src, weights_only=False)
         edit(ckpt)
@@ -138,6 +139,18 @@ def _rewrite(src: Path, dst: Path, edit) -> Path:
             else:
                 sys.modules[k] = v
     return dst
+
+
+def test_hyper_parameters_as_a_lightning_attribute_dict(tmp_path):
+    """Some Lightning versions pickle hparams as their AttributeDict (a dict subclass): read as an inert record."""
+    import sys
+
+    def edit(c):
+        c["hyper_parameters"] = sys.modules["pytorch_lightning.utilities.parsing"].AttributeDict(c["hyper_parameters"])
+
+    src = _rewrite(FIXTURE / "official_vqvae.ckpt", tmp_path / "ad.ckpt", edit)
+    model = load(convert("videogpt_vqvae", src, tmp_path / "out"))[0]
+    assert model.config.downsample == [1, 4, 4] and model.config.codebook_size == 32
 
 
 def test_unknown_hyper_parameter_is_refused_by_name(tmp_path):

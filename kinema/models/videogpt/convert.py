@@ -70,6 +70,8 @@ def read_lightning_checkpoint(src: Path, what: str, expected_keys: tuple[str, ..
         raise CheckpointError(f"{src} is not a PyTorch Lightning checkpoint (expected a dict with 'state_dict' and "
                               f"'hyper_parameters', as the official VideoGPT scripts save; found {found})")
     hparams = ckpt.get("hyper_parameters")
+    if isinstance(hparams, Inert):  # a Lightning AttributeDict (dict subclass): its items were SETITEMS
+        hparams = dict(hparams.items) or dict(hparams.attributes)
     args = hparams.get("args") if isinstance(hparams, dict) else None
     if not isinstance(args, Inert) or args.class_path != "argparse.Namespace":
         raise CheckpointError(f"{src} has no hyper_parameters['args'] Namespace: the official VideoGPT scripts save "
