@@ -230,6 +230,9 @@ CONVERTERS: dict[str, ConverterEntry] = {
     "tganv2_chainer": ConverterEntry(_family_converter("kinema.models.tganv2.convert", "convert_chainer"),
                                      "TGANv2, the authors' Chainer code: generator_iter_N.npz (+ discriminator_iter_N.npz "
                                      "beside it, if saved) or their folder; needs --config, e.g. tganv2_ucf101_192"),
+    "tgan_ode_port": ConverterEntry(_family_converter("kinema.models.tgan.convert", "convert_port"),
+                                    "TGAN-ODE authors' PyTorch code: state_normalN.ckpt of their TGANv2, TGANv2-ODE or "
+                                    "64x64 TGAN-ODE ('lin') scripts; sizes read from the file"),
     "stylegan_v": ConverterEntry(_family_converter("kinema.models.stylegan_v.convert", "convert_stylegan_v"),
                                  "StyleGAN-V: the authors' network-snapshot-*.pkl (G, D, G_ema; read as data)"),
 }

@@ -221,6 +221,8 @@ def _check_config(model, arrays: dict[str, np.ndarray], path: Path) -> None:
         problems.append(f"model.dis_channels has {len(model.dis_channels)} widths (official: 5, block1..block5)")
     if model.bn_eps != CHAINER_BN_EPS:
         problems.append(f"model.bn_eps = {model.bn_eps} (Chainer's BatchNormalization: {CHAINER_BN_EPS})")
+    if not model.dis_final_relu:
+        problems.append("model.dis_final_relu = false (the official discriminator has a ReLU before its sum: true)")
     if not model.dis_pad_singleton:
         problems.append("model.dis_pad_singleton = false (the official DownSample pads length-1 axes: true)")
     if problems:

@@ -56,6 +56,9 @@ class TGANv2Config:
     # Chainer's DownSample pads an axis of size 1 to 3 (zero slices each side); the official
     # discriminator therefore does so once T reaches 1. False skips that quirk.
     dis_pad_singleton: bool = True
+    # ReLU before the discriminator's global sum, as the official code (resnet_video_discriminator.py:33-34).
+    # The TGAN-ODE authors' PyTorch port (models/tganv2_dis.py, DisResNet.forward) sums without it: false.
+    dis_final_relu: bool = True
     bn_eps: float = 2e-5  # Chainer's BatchNormalization default (PyTorch's is 1e-5)
     init: Literal["official", "pytorch"] = "official"  # see init_official_weights()
     # Temporal generator on the C0 x s x s map. "convlstm" is TGANv2; "ode" is TGANv2-ODE (Kanaa et al.
@@ -334,8 +337,9 @@ class TGANv2Generator(nn.Module):
 class VideoDiscriminator3d(nn.Module):
     """One sub-discriminator: 3-D ResNet -> ReLU -> sum over (T, H, W) -> Linear -> ``(B,)`` score."""
 
-    def __init__(self, channels: list[int], pad_singleton: bool = True) -> None:
+    def __init__(self, channels: list[int], pad_singleton: bool = True, final_relu: bool = True) -> None:
         super().__init__()
+        self.final_relu = final_relu
         blocks: list[nn.Module] = [OptimizedDisBlock3d(3, channels[0])]
         blocks += [DisBlock3d(cin, cout, pad_singleton) for cin, cout in zip(channels[:-1], channels[1:])]
         self.blocks = nn.Sequential(*blocks)
@@ -343,7 +347,8 @@ class VideoDiscriminator3d(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         assert_shape(video, [None, 3, None, None, None], "discriminator input (B, 3, T, H, W)")
-        h = F.relu(self.blocks(video)).sum(dim=(2, 3, 4))
+        h = self.blocks(video)
+        h = (F.relu(h) if self.final_relu else h).sum(dim=(2, 3, 4))
         return self.linear(h).squeeze(1)
 
 
@@ -354,7 +359,7 @@ class MultiLevelDiscriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.levels = nn.ModuleList(
-            VideoDiscriminator3d(cfg.dis_channels, cfg.dis_pad_singleton) for _ in range(cfg.levels)
+            VideoDiscriminator3d(cfg.dis_channels, cfg.dis_pad_singleton, cfg.dis_final_relu) for _ in range(cfg.levels)
         )
 
     def forward(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
