@@ -14,7 +14,7 @@ import torch
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_model, sampler_for
-from kinema.runs import append_record, checkpoint_step, list_checkpoints
+from kinema.runs import append_record, checkpoint_step
 from kinema.training.loop_utils import resolve_device
 from kinema.training.run_folder import ResumePoint
 from kinema.training.trainer import Trainer
@@ -24,16 +24,17 @@ VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
 def resolve_run_config(
-    config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool = False
+    config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool | str = False
 ) -> RunConfig:
     """The config a ``train --dry-run`` describes: the file plus overrides, or, when resuming without a
     file, the checkpoint's own config plus overrides (read only: a training run resolves its resume point
     under the run's lock, :meth:`kinema.training.run_folder.RunFolder.start`)."""
-    if config_path is None:
-        if not resume:
-            raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
-        return ResumePoint.latest(out).with_overrides(overrides)
-    return load_config(config_path, overrides)
+    if config_path is not None:
+        return load_config(config_path, overrides)
+    point = ResumePoint.find(out, resume)
+    if point is None:
+        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
+    return point.with_overrides(overrides)
 
 
 def describe(config: RunConfig) -> str:
@@ -64,8 +65,6 @@ def train(
     """
     from kinema.training import distributed
 
-    if resume == "auto":
-        resume = bool(list_checkpoints(Path(out)))
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
     if dry_run:
         return describe(resolve_run_config(config_path, out, overrides, resume))
@@ -326,6 +325,17 @@ def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | No
     return _convert(kind, src, out, ConvertOptions(model=model, first_stage=Path(vqvae) if vqvae else None))
 
 
+def _step_line(ckpt: Path, config: RunConfig) -> str:
+    import json
+
+    from kinema.runs import CONVERTED_FILE
+
+    if (ckpt / CONVERTED_FILE).is_file():  # `kinema convert` output: no training step of kinema's
+        record = json.loads((ckpt / CONVERTED_FILE).read_text())
+        return f"converted:  {record.get('kind')} from {record.get('source')} (sha256 {str(record.get('sha256'))[:12]})"
+    return f"step:       {checkpoint_step(ckpt)} of {config.train.steps}"
+
+
 def info(path: str | Path) -> str:
     """Model, checkpoint, step, parameter counts and config of a run or checkpoint directory."""
     model, config, ckpt = load_model(path, device="cpu", ema=False)
@@ -333,7 +343,7 @@ def info(path: str | Path) -> str:
     lines = [
         f"model:      {config.model.name}",
         f"checkpoint: {ckpt}",
-        f"step:       {checkpoint_step(ckpt)} of {config.train.steps}",
+        _step_line(ckpt, config),
         f"EMA:        {'yes' if (ckpt / 'ema.safetensors').is_file() else 'no'}",
         "parameters: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()),
         "",
