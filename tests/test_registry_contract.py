@@ -4,8 +4,9 @@ and adding its tiny config to :data:`TINY` below.
 Per entry, on a tiny config: build; train 2 steps with a checkpoint after each; resume from the first
 checkpoint and end bit-exact on the uninterrupted run's second; ``kinema info``; ``kinema sample``; every
 sampling option the family's sampler declares (each either renders videos of the expected shape or is
-refused with the named :class:`~kinema.errors.SamplingError`); and the evaluation protocols its capabilities
-allow (a cheap stand-in network for the feature protocols), while the others are refused up front.
+refused with the named :class:`~kinema.errors.SamplingError`), in bf16 and fp16 too; and the evaluation
+protocols its capabilities allow (a cheap stand-in network for the feature protocols), while the others are
+refused up front.
 """
 
 from __future__ import annotations
@@ -239,6 +240,12 @@ def test_registry_entry_honours_the_contract(name, runs, tmp_path_factory, tmp_p
         assert bool(videos.isfinite().all()) and float(videos.abs().max()) <= 1.0 + 1e-6, options
     missing = sorted(set(sampler.option_names()) - covered)
     assert not missing, f"TINY[{name!r}].samples exercises none of the declared options {missing}"
+    # --precision, which every sampler takes: videos come back float32, finite, of the same shape
+    options = next((option_values(o, model, real, tmp_path) for o, refused in tiny.samples if refused is None), {})
+    full = sampler.generate(model, 2, seed=3, batch_size=2, **options)
+    for precision in ("bf16", "fp16"):
+        low = sampler.generate(model, 2, seed=3, batch_size=2, precision=precision, **options)
+        assert low.dtype == torch.float32 and low.shape == full.shape and bool(low.isfinite().all()), precision
 
     # the evaluation protocols its capabilities allow; the others are refused before any work
     caps = model.capabilities
