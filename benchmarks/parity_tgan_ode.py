@@ -43,10 +43,10 @@ OFFSETS = [1, 0, 1]  # sub-sampling offsets after level 1, 2, 3 (stride 2)
 
 CONFIGS = {
     # Generator_CLSTM / GeneratorODE from a 1x1 map through one Up block to 16x16, 16 frames (the scripts'
-    # frame count), widths 8..2; DisMultiResNet with widths 2..32; batch 2.
+    # frame count), widths 8..2; DisMultiResNet with widths 1..16; batch 2.
     "tiny": {"tganv2": {"gen": {"z_dim": 8, "tempc": 8, "zt_dim": 1, "upchannels": [8], "subchannels": [4, 2, 2],
                                 "n_frames": 16, "colors": 3, "subsample": 2},
-                        "dis": {"layers": 4, "channels": [2, 4, 8, 16, 32], "colors": 3}, "batch": 2}},
+                        "dis": {"layers": 4, "channels": [1, 2, 4, 8, 16], "colors": 3}, "batch": 2}},
     # The scripts' networks (their constructors' defaults), batch 1; the 64x64 TGAN-ODE at batch 32.
     "paper": {"tganv2": {"gen": {"subsample": 2}, "dis": {}, "batch": 1}, "tgan": {"batch": 32}},
 }
@@ -149,20 +149,21 @@ def official_tganv2(official: Path, kind: str, spec: dict, seed: int, ckpt: Path
     return out
 
 
-def kinema_tganv2(ckpt_dir: Path, theirs: dict) -> tuple[list[tuple], torch.nn.Module]:
+def kinema_tganv2(ckpt_dir: Path, theirs: dict, dtype: torch.dtype = torch.float32) -> tuple[list[tuple], torch.nn.Module]:
+    """kinema's rows for the converted port checkpoint (``dtype`` float64: the exact-maths reference)."""
     import kinema.models.tganv2.model as tganv2
     from kinema.models.tgan.convert import tganv2_generator_names
     from kinema.registry import load_model
 
-    model, _, _ = load_model(ckpt_dir)
-    z = theirs["z"]
+    model = load_model(ckpt_dir)[0].to(dtype)
+    z = theirs["z"].to(dtype)
     rows = []
     with torch.no_grad():
         model.eval()
         rows.append(compare("dense (eval BN)", model.sample(z), theirs["dense_eval"]))
         model.train()
         rows.append(compare("dense (train BN)", model.sample(z), theirs["dense_train"]))
-        model, _, _ = load_model(ckpt_dir)  # fresh running statistics, as the official side
+        model = load_model(ckpt_dir)[0].to(dtype)  # fresh running statistics, as the official side
         model.train()
         stand_in, queue = _pinned_kinema(OFFSETS)
         original, tganv2.frame_offsets = tganv2.frame_offsets, stand_in
@@ -177,7 +178,7 @@ def kinema_tganv2(ckpt_dir: Path, theirs: dict) -> tuple[list[tuple], torch.nn.M
         bn = [compare(k, state[names[k[3:]]], v) for k, v in theirs.items() if k.startswith("bn/")]
         rows.append((f"bn running stats after 1 step ({len(bn)})", max(r[1] for r in bn), max(r[2] for r in bn), (len(bn),)))
         model.eval()
-        scores = model.discriminate([theirs[f"level{i}"] for i in range(1, 5)])
+        scores = model.discriminate([theirs[f"level{i}"].to(dtype) for i in range(1, 5)])
         rows += [compare(f"dis level{i}", s, theirs[f"dis{i}"]) for i, s in enumerate(scores, 1)]
     return rows, model
 
