@@ -172,9 +172,9 @@ class SecondStageModel(VideoModel):
         return self._modules[self._first_stage_key]
 
     @property
+    @abstractmethod
     def token_grid(self) -> tuple[int, int, int]:
         """The ``(t, h, w)`` grid of tokens of one video."""
-        raise NotImplementedError
 
     def train(self, mode: bool = True) -> SecondStageModel:
         super().train(mode)
