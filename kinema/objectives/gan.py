@@ -7,6 +7,7 @@ detached -- with one D step per G step. Level scores are concatenated before the
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -123,9 +124,9 @@ class TwoPlayerObjective(Objective):
             "discriminator": list(self.model.discriminator.parameters()),
         }
 
+    @abstractmethod
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         """The generator's loss from the fake scores (levels concatenated), 0-d fp32."""
-        raise NotImplementedError
 
     def _generator_phase(self, z: torch.Tensor, ctx: StepContext, keep_fakes: bool = True):
         """G step on the fakes of noise ``z`` (the global batch's, sliced by ``ctx.rows``).
