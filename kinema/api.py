@@ -66,19 +66,19 @@ def train(
     from kinema.training import distributed
 
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
-    if dry_run:
-        return describe(resolve_run_config(config_path, out, overrides, resume))
     if config_path is None and not resume:
         raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
     # Without a file, the run's checkpoint config (plus overrides) is taken where the run resolves its resume
     # point: once, under its lock.
     config = load_config(config_path, overrides) if config_path is not None else None
-    try:
-        trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
-                          overrides=overrides if config is None else ())
-        return trainer.fit()
-    finally:
-        distributed.teardown()
+    if not dry_run:
+        try:
+            trainer = Trainer(config, out, device=device, resume=resume, progress=progress,
+                              dist_backend=dist_backend, overrides=overrides if config is None else ())
+            return trainer.fit()
+        finally:
+            distributed.teardown()
+    return describe(config if config is not None else resolve_run_config(None, out, overrides, resume))
 
 
 def configs() -> str:

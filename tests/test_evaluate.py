@@ -259,3 +259,50 @@ def test_frame_conditional_model_is_scored_on_its_continuations_of_the_real_clip
     assert not torch.allclose(from_shapes, from_bars)
     with pytest.raises(ValueError, match=r"motion256 samples the model from noise alone"):
         ev.evaluate_model(dvg, ["motion256"], {}, dataset=shapes)
+
+
+def test_continuous_time_models_are_scored_at_the_protocols_length(cheap_network, tmp_path):
+    """fvd2048_128f of a model trained on 8 frames: a continuous-time model (capabilities.continuous_time)
+    renders times 0..127 -- its first frames are the ones it samples by default --, a discrete-time one is
+    refused by name; the trainer's train.eval_every agrees."""
+    from kinema.registry import build_model, load_config
+    from kinema.training import TrainingError
+
+    torch.manual_seed(0)
+    ode = build_model(load_config("tgan_ode_tiny").model).eval()
+    assert ode.capabilities.continuous_time and ode.video_shape[1] == 8
+    long = torch.cat(list(ev.generated_batches(ode, 3, 128, seed=1, batch_size=2)))
+    short = torch.cat(list(ev.generated_batches(ode, 3, 8, seed=1, batch_size=2)))
+    assert long.shape == (3, 3, 128, 32, 32) and torch.equal(long[:, :, :8], short)
+    real = BouncingShapes(4, 128, 32, 32, seed=0)
+    result = ev.evaluate_model(ode, ["fvd2048_128f"], {}, dataset=real, dataset_key={"d": "s"}, num=4, batch_size=2,
+                               cache_dir=tmp_path)["fvd2048_128f"]
+    assert result["frames"] == 128 and np.isfinite(result["value"])
+    discrete = build_model(tiny_run_config().model).eval()
+    with pytest.raises(ValueError, match="needs 128 frames per video but the model generates 8"):
+        ev.evaluate_model(discrete, ["fvd2048_128f"], {}, dataset=real, num=4, batch_size=2)
+    weights = tmp_path / "i3d.safetensors"
+    weights.write_bytes(b"")  # the trainer checks the file exists before training; nothing is scored here
+    ode_run = load_config("tgan_ode_tiny", ["train.eval_every=2", 'train.eval_metrics=["fvd2048_128f"]',
+                                            f"train.eval_i3d={str(weights)!r}"])
+    Trainer(ode_run, tmp_path / "ode", device="cpu", progress=False).close()
+    tganv2_run = tiny_run_config()
+    tganv2_run.train.eval_every, tganv2_run.train.eval_metrics = 2, ["fvd2048_128f"]
+    tganv2_run.train.eval_i3d = str(weights)
+    with pytest.raises(TrainingError, match="need 128-frame clips but the model generates 8"):
+        Trainer(tganv2_run, tmp_path / "tganv2", device="cpu", progress=False)
+
+
+def test_one_held_out_real_set_for_training_and_kinema_evaluate(tmp_path):
+    """The trainer's train.eval_every and kinema evaluate take the held-out clips, their seed and their cache
+    key from heldout_real_set; the key names the frame stride, so two strides never share cached features."""
+    import dataclasses
+
+    cfg = tiny_run_config(steps=2)
+    cfg.train.eval_every, cfg.train.eval_num = 2, 4
+    trainer = Trainer(cfg, tmp_path / "run", device="cpu", progress=False)
+    trainer.close()
+    _, key = ev.heldout_real_set(cfg.data, cfg.train.seed, 8, 16, 16)
+    assert trainer._eval["key"] == key and key["seed"] == cfg.train.seed + ev.HELD_OUT_SEED_OFFSET
+    strided = ev.heldout_real_set(dataclasses.replace(cfg.data, frame_stride=2), cfg.train.seed, 8, 16, 16)[1]
+    assert key["frame_stride"] == 1 and strided["frame_stride"] == 2 and strided != key

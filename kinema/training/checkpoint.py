@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from kinema.config import RunConfig
 from kinema.errors import TrainingError
-from kinema.runs import STEP_PREFIX, list_checkpoints
+from kinema.runs import STEP_PREFIX, list_checkpoints, prune_checkpoints
 from kinema.system import filesystem_of, free_bytes
 
 
@@ -112,11 +112,14 @@ def restore_trainer_state(state: dict[str, Any], optimizers: dict, schedulers: d
 
 def write_checkpoint(run_dir: Path, step: int, config: RunConfig, model: torch.nn.Module,
                      trainer_state: dict[str, Any], ema_state: dict[str, torch.Tensor] | None, need: int) -> Path:
-    """:func:`save_checkpoint`, with a full disk said in one TrainingError naming the filesystem and the
-    ``need``-ed space (the partial copy is removed and earlier checkpoints stay)."""
+    """:func:`save_checkpoint`, then all but the newest ``train.keep_checkpoints`` are deleted. A full disk is
+    said in one TrainingError naming the filesystem and the ``need``-ed space (the partial copy is removed and
+    earlier checkpoints stay)."""
     root = Path(run_dir) / "checkpoints"
     try:
-        return save_checkpoint(run_dir, step, config, model, trainer_state, ema_state)
+        path = save_checkpoint(run_dir, step, config, model, trainer_state, ema_state)
+        prune_checkpoints(run_dir, config.train.keep_checkpoints)
+        return path
     except Exception as exc:
         if not is_disk_full(exc, root, need):
             raise

@@ -19,7 +19,13 @@ from kinema.dist import barrier
 from kinema.errors import CheckpointError, TrainingError
 from kinema.registry import load_config, load_config_json
 from kinema.runlock import RunLock
-from kinema.runs import checkpoint_step, latest_valid_checkpoint, list_checkpoints, recover_interrupted_writes
+from kinema.runs import (
+    checkpoint_step,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    recover_interrupted_writes,
+    truncate_metrics,
+)
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = {
@@ -37,10 +43,20 @@ class ResumePoint:
     checkpoint: Path
     config: RunConfig
 
+    @property
+    def step(self) -> int:
+        return checkpoint_step(self.checkpoint)
+
     @classmethod
-    def latest(cls, out: str | Path, warn: Callable[[str], None] | None = None) -> ResumePoint:
-        """The newest checkpoint of run ``out`` that loads (newer bad ones, truncated or edited, are named
-        through ``warn`` and skipped); TrainingError when there is none."""
+    def find(cls, out: str | Path, resume: bool | str, warn: Callable[[str], None] | None = None) -> ResumePoint | None:
+        """Where run ``out`` resumes: ``resume`` True -> the newest checkpoint that loads (newer bad ones,
+        truncated or edited, are named through ``warn`` and skipped; TrainingError when there is none);
+        ``"auto"`` -> the same when ``out`` holds a checkpoint, else None (what the restarted workers of
+        ``torchrun --max-restarts`` need: they rerun the same command); False -> None."""
+        if resume == "auto":
+            resume = bool(list_checkpoints(Path(out)))
+        if not resume:
+            return None
         ckpt = latest_valid_checkpoint(Path(out), warn=warn)
         if ckpt is None:
             raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from; "
@@ -86,17 +102,23 @@ class RunFolder:
             # One writer per run directory: a second run here fails now, naming this one.
             self._lock = RunLock(self.path).acquire(warn=warn)
 
-    def start(self, config: RunConfig | None, resume: bool,
+    def start(self, config: RunConfig | None, resume: bool | str,
               overrides: Sequence[str] = ()) -> tuple[RunConfig, ResumePoint | None]:
-        """The run's config and where it starts: ``resume`` -> the :class:`ResumePoint` and ``config`` (None:
-        the checkpoint's own, with ``overrides``) merged with it; a new run refuses a folder with checkpoints."""
+        """The run's config and where it starts (``resume``: see :meth:`ResumePoint.find`): resuming, the
+        :class:`ResumePoint` and ``config`` (None: the checkpoint's own, with ``overrides``) merged with it, and
+        the records a killed run logged after the checkpoint are dropped from ``metrics.jsonl`` (TensorBoard's:
+        ``purge_step``, :meth:`~kinema.training.loggers.RunLoggers.open`); a new run refuses a folder with
+        checkpoints."""
         if self.is_main:
             for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
                 self._warn(f"{self.path}/checkpoints: {line}")
         barrier()
-        if resume:
-            point = ResumePoint.latest(self.path, warn=self._warn if self.is_main else None)
-            return point.merge(config if config is not None else point.with_overrides(overrides)), point
+        point = ResumePoint.find(self.path, resume, warn=self._warn if self.is_main else None)
+        if point is not None:
+            config = point.merge(config if config is not None else point.with_overrides(overrides))
+            if self.is_main:
+                truncate_metrics(self.path, point.step)
+            return config, point
         existing = list_checkpoints(self.path)
         if existing:
             raise TrainingError(
@@ -121,9 +143,6 @@ class RunFolder:
 
     def checkpoints(self) -> list[Path]:
         return list_checkpoints(self.path)
-
-    def checkpoint_at(self, step: int) -> Path | None:
-        return next((p for p in self.checkpoints() if checkpoint_step(p) == step), None)
 
     def last_good(self) -> str:
         """The newest usable checkpoint, in words (for errors that stop a run)."""

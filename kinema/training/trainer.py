@@ -31,7 +31,7 @@ from kinema.errors import Interrupted, TrainingError
 from kinema.nn import assert_shape, convert_batchnorm
 from kinema.objectives.base import NonFiniteLossError, StepContext
 from kinema.registry import build_model, build_objective
-from kinema.runs import prune_checkpoints, truncate_metrics
+from kinema.runs import STEP_PREFIX
 from kinema.training import distributed
 from kinema.training.checkpoint import (
     check_disk_space,
@@ -59,9 +59,9 @@ class Trainer:
     """Builds model, objective, optimisers and data from a :class:`RunConfig` and trains.
 
     ``out_dir`` receives ``config.toml``, ``metrics.jsonl``, ``tensorboard/``, ``samples/`` and
-    ``checkpoints/step_*``. ``resume=True`` continues from the latest complete checkpoint there (a
-    :class:`~kinema.training.run_folder.ResumePoint` names it); ``config`` None then means the checkpoint's
-    own config with ``overrides``.
+    ``checkpoints/step_*``. ``resume=True`` continues from the latest complete checkpoint there, ``"auto"``
+    does when there is one (:meth:`~kinema.training.run_folder.ResumePoint.find`); ``config`` None then means
+    the checkpoint's own config with ``overrides``.
 
     Under ``torchrun`` every process builds a Trainer (see :mod:`kinema.training.distributed`):
     each trains on its rows of every global batch, gradients are averaged after each phase, and
@@ -73,17 +73,16 @@ class Trainer:
         config: RunConfig | None,
         out_dir: str | Path,
         device: str = "auto",
-        resume: bool = False,
+        resume: bool | str = False,
         progress: bool = True,
         dist_backend: str = "auto",
         overrides: list[str] = (),
     ) -> None:
-        self.out = Path(out_dir)
         self.device, self.process = distributed.setup(device, dist_backend)
         self.progress = progress and self.process.is_main
         self.stop = StopSignals(self.process.is_main, self.process.distributed, self.device)
-        self.loggers = RunLoggers(self.out if self.process.is_main else None)
-        self.run = RunFolder(self.out, self.process.is_main, warn=self._warn)
+        self.run = RunFolder(out_dir, self.process.is_main, warn=self._warn)
+        self.loggers = RunLoggers(self.run.path if self.process.is_main else None)
         try:
             config, point = self.run.start(config, resume, overrides)
             self._build(config, point)
@@ -148,16 +147,17 @@ class Trainer:
         self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         self.step = 0
         self.resumed_from = resume
+        self._saved_step = None  # the step of the last checkpoint written (or resumed from)
         if resume is not None:
             self._load(resume.checkpoint)
+            self._saved_step = self.step
             replanned = self.lr_plan.replan(resume.config.train, self.step)
+            if replanned and self.progress:
+                tqdm.write(replanned)
             if self.process.is_main:
-                if replanned and self.progress:
-                    tqdm.write(replanned)
-                truncate_metrics(self.out, self.step)  # TensorBoard: purge_step (RunLoggers.open)
-                tqdm.write(f"kinema: resuming {self.out} from {resume.checkpoint.name} (step {self.step})",
+                tqdm.write(f"kinema: resuming {self.run.path} from {resume.checkpoint.name} (step {self.step})",
                            file=sys.stderr)
-        check_disk_space(self.out, self.checkpoint_bytes())
+        check_disk_space(self.run.path, self.checkpoint_bytes())
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -199,13 +199,15 @@ class Trainer:
             return None
         state = trainer_state(self.step, self.optimizers, self.schedulers, self.noise_generator, self.lr_plan.anchor,
                               self.scaler, self.device)
-        path = write_checkpoint(self.out, self.step, self.config, self.model, state, ema_state,
+        path = write_checkpoint(self.run.path, self.step, self.config, self.model, state, ema_state,
                                 need=self.checkpoint_bytes())
-        prune_checkpoints(self.out, self.config.train.keep_checkpoints)
+        self._saved_step = self.step
         return path
 
     def _save_unless_saved(self) -> Path | None:
-        return self.run.checkpoint_at(self.step) or (self.save() if self.step > 0 else None)
+        if self._saved_step == self.step:
+            return self.run.path / "checkpoints" / f"{STEP_PREFIX}{self.step:07d}"
+        return self.save() if self.step > 0 else None
 
     # ------------------------------------------------------------------ sampling, evaluation and logging
 
@@ -292,7 +294,7 @@ class Trainer:
         if not self.process.is_main:
             return []
         videos = self.sample(self.fixed_noise).cpu()
-        stem = self.out / "samples" / f"step_{self.step:07d}"
+        stem = self.run.path / "samples" / f"step_{self.step:07d}"
         stem.parent.mkdir(exist_ok=True)
         fps = self.config.train.fps
         paths = [save_video_grid(videos, stem.with_suffix(ext), fps=fps) for ext in (".gif", ".mp4")]
@@ -347,14 +349,14 @@ class Trainer:
         except OSError as exc:  # samples, logs: a full disk is said in one line, like a checkpoint's
             if not is_disk_full(exc):
                 raise
-            raise disk_full_error(exc, self.out) from exc
+            raise disk_full_error(exc, self.run.path) from exc
         finally:
             self.close()
 
     def _fit(self) -> Path:
         train, info = self.config.train, self.process
         if info.is_main:
-            (self.out / "config.toml").write_text(self.config.to_toml())
+            (self.run.path / "config.toml").write_text(self.config.to_toml())
             self.loggers.open(self.config, self.step if self.resumed_from is not None else None)
         expected = [train.batch_size // info.world_size, *self.model.video_shape]
         if self.config.data.sparse_frames:  # a few frames per clip at random gaps (kinema.data.sparse_frames)
