@@ -78,7 +78,7 @@ PL_133_TRAINER_ARGS = {
 CONFIGS = {
     "tiny": {
         # 4x32x32 clips -> 4x8x8 codes (256 positions: 8 sparse blocks, so the strided links matter); one
-        # downsampling stage does not build in the official code (vqvae.py:216, conv_last's 3 input channels)
+        # downsampling stage does not build in the official code (vqvae.py:219-224, conv_last gets 3 input channels)
         "vqvae": dict(embedding_dim=8, n_codes=32, n_hiddens=8, n_res_layers=1, downsample=[1, 4, 4],
                       sequence_length=4, resolution=32),
         "priors": {  # "full" has 1 layer: FullAttention saves its 256x256 causal mask per layer (fixture size)
@@ -338,7 +338,7 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
     g = torch.Generator().manual_seed(seed + 1)
     b, t, r = cfg["batch"], vq_cfg["sequence_length"], vq_cfg["resolution"]
     pixels = torch.randint(0, 256, (b, 3, t, r, r), generator=g, dtype=torch.uint8)
-    video = pixels.float() / 255 - 0.5  # official range, as data.py:103-106 maps uint8 frames
+    video = pixels.float() / 255 - 0.5  # official range, as data.py:80, :104 maps uint8 frames
     rows: list[Row] = []
     with torch.no_grad():
         off_latents = off_vq.pre_vq_conv(off_vq.encoder(video))

@@ -38,7 +38,7 @@ def vq_dir(tmp_path_factory):
 
 def test_vqvae_matches_official(vq_dir, official):
     model = load(vq_dir)[0]
-    video = 2 * (official["pixels"].float() / 255 - 0.5)  # official [-0.5, 0.5] (data.py:103-106) -> kinema [-1, 1]
+    video = 2 * (official["pixels"].float() / 255 - 0.5)  # official [-0.5, 0.5] (data.py:80, :104) -> kinema [-1, 1]
     with torch.no_grad():
         assert rel(model.encode_latents(video), official["latents"]) <= TOL
         assert torch.equal(model.encode(video), official["codes"])

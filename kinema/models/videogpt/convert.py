@@ -55,9 +55,9 @@ track_grad_norm truncated_bptt_steps val_check_interval weights_save_path weight
 """.split())
 DATA_ARGS = frozenset({"data_path", "batch_size", "num_workers"})  # scripts/train_*.py, data.py
 VQVAE_ARGS = ("embedding_dim", "n_codes", "n_hiddens", "n_res_layers", "downsample", "sequence_length",
-              "resolution")  # vqvae.py:19-30, :135-143; scripts/train_vqvae.py:15-16
+              "resolution")  # vqvae.py:15-37, :76-83; scripts/train_vqvae.py:14-18
 PRIOR_ARGS = ("vqvae", "n_cond_frames", "class_cond", "class_cond_dim", "hidden_dim", "heads", "layers",
-              "dropout", "attn_type", "attn_dropout", "sequence_length", "resolution")  # gpt.py:167-185
+              "dropout", "attn_type", "attn_dropout", "sequence_length", "resolution")  # gpt.py:169-185
 
 _ATTENTION = {"w_qs": "q", "w_ks": "k", "w_vs": "v", "fc": "out"}  # official MultiHeadAttention -> kinema
 
@@ -118,9 +118,9 @@ def vqvae_config_from_args(src: Path, args: dict) -> VideoGPTVQVAEConfig:
     config = VideoGPTVQVAEConfig(
         frames=_int(src, args, "sequence_length"), resolution=_int(src, args, "resolution"),
         downsample=[int(d) for d in downsample], hidden=_int(src, args, "n_hiddens"),
-        res_layers=_int(src, args, "n_res_layers"), attention_heads=2,  # AxialBlock(n_hiddens, 2), vqvae.py:127
+        res_layers=_int(src, args, "n_res_layers"), attention_heads=2,  # AxialBlock(n_hiddens, 2), vqvae.py:118
         codebook_size=_int(src, args, "n_codes"), embedding_dim=_int(src, args, "embedding_dim"),
-        ema_decay=0.99, restart_threshold=1.0)  # vqvae.py:184-185, :199
+        ema_decay=0.99, restart_threshold=1.0)  # vqvae.py:184-185, :197
     config.validate()
     return config
 
@@ -201,7 +201,7 @@ def prior_state(src: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
             seq = value.shape[0]  # FullAttention's causal mask buffer: derived, kinema builds it on the fly
             if value.shape != (seq, seq) or not torch.equal(value, torch.tril(torch.ones(seq, seq))):
                 raise CheckpointError(f"{src}: {key} is not the lower-triangular causal mask the official "
-                                      "FullAttention registers (attention.py:185-186)")
+                                      "FullAttention registers (attention.py:208-210)")
         elif m := re.fullmatch(r"attn_stack\.attn_nets\.(\d+)\.(\w+)\.(.+)", key):
             if m[2] not in blocks:
                 raise CheckpointError(f"{src}: unexpected transformer tensor {key!r} (official AttentionBlock has "
@@ -210,7 +210,7 @@ def prior_state(src: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
             out[f"transformer.blocks.{m[1]}.{blocks[m[2]]}.{rest}"] = value
         else:
             raise CheckpointError(f"{src}: unexpected tensor {key!r} for the official VideoGPT transformer "
-                                  "(gpt.py:19-67)")
+                                  "(gpt.py:18-68)")
     return out
 
 
@@ -268,7 +268,7 @@ def convert_prior(src: Path, options: ConvertOptions) -> Converted:
         raise ConfigError(f"{src}: class_cond = {class_cond} but class_cond_dim = {classes!r} (train_videogpt.py:25 "
                           "sets class_cond_dim exactly when class_cond)")
     if args["attn_type"] not in ("full", "sparse"):
-        raise ConfigError(f"{src}: attn_type = {args['attn_type']!r}, expected 'full' or 'sparse' (gpt.py:182)")
+        raise ConfigError(f"{src}: attn_type = {args['attn_type']!r}, expected 'full' or 'sparse' (gpt.py:181-182)")
     cond_frames = _int(src, args, "n_cond_frames")
     config = VideoGPTPriorConfig(
         vqvae=str(folder), vqvae_config=json.dumps(stored),

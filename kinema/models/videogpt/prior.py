@@ -306,7 +306,7 @@ class FrameEncoder(nn.Module):
 
 class ResNetFrameEncoder(nn.Module):
     """``model.cond_encoder = "resnet34"``: the official ResNet-34 + its own factorised position embedding
-    (gpt.py:36-45, :128-135): ``(B, 3, n, H, W)`` -> ``(B, n*H/4*W/4, cond_hidden)``."""
+    (gpt.py:36-45, :120-126): ``(B, 3, n, H, W)`` -> ``(B, n*H/4*W/4, cond_hidden)``."""
 
     def __init__(self, cfg: VideoGPTPriorConfig) -> None:
         super().__init__()
