@@ -51,7 +51,8 @@ def weights_path(network: str, given: str | None = None) -> str | None:
     return given or os.environ.get(WEIGHTS_ENV[network])
 
 
-def heldout_real_set(data: DataConfig, seed: int, frames: int, height: int, width: int):
+def heldout_real_set(data: DataConfig, seed: int, frames: int, height: int,
+                     width: int) -> tuple[torch.utils.data.Dataset, dict]:
     """The real clips a model is scored against, and the key their cached features are stored under.
 
     ``data``: the run's data config, or a folder / ``kinema prepare`` cache given with ``--data``; clips of
