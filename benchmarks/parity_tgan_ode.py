@@ -15,7 +15,8 @@ Outputs compared (kinema layout (B, C, T, H, W)):
 - TGANv2 / TGANv2-ODE: the dense video (``gen(z, test=True)``) with BN on running statistics and on
   batch statistics; the four sparse training renders (``gen(z)``, batch statistics) for pinned sub-sampling
   offsets; the BN running statistics after that forward; ``DisMultiResNet``'s scores of the four renders.
-- 64x64 TGAN-ODE: the video with BN in eval and train mode; ``VideoDiscriminator``'s scores, eval and train.
+- 64x64 TGAN-ODE ('lin') and TGAN (conv1d): the video with BN in eval and train mode; ``VideoDiscriminator``'s
+  scores, eval and train.
 
 Shims (the scripts are not imported, only ``models/``; listed in docs/models/tgan_ode.md):
 1. ``numpy.random.randint`` answers the port's frame sub-sampling draws (``np.random.randint(min(frames,
@@ -183,13 +184,15 @@ def kinema_tganv2(ckpt_dir: Path, theirs: dict, dtype: torch.dtype = torch.float
     return rows, model
 
 
-def official_tgan(spec: dict, seed: int, ckpt: Path) -> dict[str, torch.Tensor]:
-    """The port's 64x64 TGAN-ODE with the initial MLP (linear=True, the 'lin' scripts) and its discriminator."""
-    from models.tgan import VideoDiscriminator
-    from models.tgan_ode import VideoGenerator
+def official_tgan(kind: str, spec: dict, seed: int, ckpt: Path) -> dict[str, torch.Tensor]:
+    """The port's 64x64 TGAN-ODE with the initial MLP (kind "ode": linear=True, the 'lin' scripts) or TGAN
+    (kind "conv1d": models/tgan.py, ``tgan SVC UCF101.py``), and its discriminator."""
+    import models.tgan as tgan
+    import models.tgan_ode as tgan_ode
 
     torch.manual_seed(seed)
-    gen, dis = VideoGenerator(linear=True), VideoDiscriminator()
+    gen = tgan_ode.VideoGenerator(linear=True) if kind == "ode" else tgan.VideoGenerator()
+    dis = tgan.VideoDiscriminator()
     perturb = torch.Generator().manual_seed(seed + 1)
     _perturb(gen, perturb)
     _perturb(dis, perturb)
@@ -219,6 +222,14 @@ def kinema_tgan(ckpt_dir: Path, theirs: dict) -> list[tuple]:
             rows.append(compare(f"64x64 video ({mode} BN)", model.sample(theirs["z"]), theirs[f"video_{mode}"]))
             rows.append(compare(f"64x64 dis ({mode} BN)", model.discriminate([theirs["video_eval"]])[0],
                                 theirs[f"dis_{mode}"]))
+        # PyTorch's CPU BatchNorm2d gathers train-mode statistics of channels-last input in float32 with a
+        # one-pass formula; the reference init (U(-0.01, 0.01)) gives small-spread, offset activations, where it
+        # loses ~3 digits. The NCHW layout (the reference's) keeps them: the same model with channels_last off.
+        model, _, _ = load_model(ckpt_dir)
+        model.generator.image.cfg.channels_last = False
+        model.train()
+        rows.append(compare("64x64 video (train BN, channels_last=false)", model.sample(theirs["z"]),
+                            theirs["video_train"]))
     return rows
 
 
@@ -244,11 +255,11 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / f"tganv2_{kind}_outputs.safetensors")
-    if "tgan" in spec:
-        ckpt = work / "tgan_ode_lin.ckpt"
-        theirs = official_tgan(spec["tgan"], seed, ckpt)
-        out = api.convert("tgan_ode_port", ckpt, work / "converted_tgan")
-        rows += [(f"TGAN-ODE {r[0]}", *r[1:]) for r in kinema_tgan(out, theirs)]
+    for kind in ("ode", "conv1d") if "tgan" in spec else ():
+        ckpt = work / f"tgan_{kind}.ckpt"
+        theirs = official_tgan(kind, spec["tgan"], seed, ckpt)
+        out = api.convert("tgan_ode_port", ckpt, work / f"converted_tgan_{kind}")
+        rows += [(f"{'TGAN-ODE' if kind == 'ode' else 'TGAN'} {r[0]}", *r[1:]) for r in kinema_tgan(out, theirs)]
     return rows
 
 

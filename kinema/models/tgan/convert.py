@@ -18,7 +18,8 @@ from their shapes:
   + LeakyReLU 0.2, RK4 on ``linspace(0, 1, T)``: kinema's default time scale);
   both with ``DisMultiResNet`` (models/tganv2_dis.py) -> the multi-level discriminator;
 - ``tgan_ode.VideoGenerator(linear=True)`` (``tgan SVC ODE lin UCF101.py``) -> ``tgan``, ``temporal =
-  "ode"``, with ``tgan.VideoDiscriminator``.
+  "ode"``, and ``tgan.VideoGenerator`` (``tgan SVC UCF101.py``, TGAN's conv1d temporal generator) -> ``tgan``,
+  ``temporal = "conv1d"``, both with ``tgan.VideoDiscriminator``.
 
 Port behaviour the converted config keeps: BatchNorm eps 1e-5 (PyTorch's default; ``model.bn_eps``), no
 ReLU before the discriminator's sum (``model.dis_final_relu = false``). Not representable, named and
@@ -51,7 +52,6 @@ UNSUPPORTED = (
     ("temp.ode_fn.drift_fn.", "an SDE generator (VideoGeneratorSDE)"),
     ("temp.ode_fn.fn.2.", "a deeper field (ODEFuncDeep, or GeneratorODE with dim_hidden): kinema's deeper "
                           "fields differ (docs/models/tgan_ode.md)"),
-    ("temp.model.", "the TGAN conv1d temporal generator (tgan.TemporalGenerator)"),
 )
 
 
@@ -70,9 +70,11 @@ def _variant(gen: dict, path: Path) -> str:
     if "temp.ode_fn.fn.0.weight" in gen and gen["temp.ode_fn.fn.0.weight"].dim() == 4:
         return "tganv2_ode"
     if "slow.0.weight" in gen and "fast.0.weight" in gen:
+        if "temp.model.0.weight" in gen:
+            return "tgan_conv1d"
         if "temp.ode_fn.fn.0.weight" not in gen:
-            raise CheckpointError(f"{path}: a 64x64 TGAN generator without an ODE temporal generator "
-                                  "(temp.ode_fn.fn.0.weight); tgan_ode_port converts tgan_ode.VideoGenerator")
+            raise CheckpointError(f"{path}: a 64x64 TGAN generator whose temporal generator is neither the ODE "
+                                  "(temp.ode_fn.fn.0.weight) nor TGAN's conv1d (temp.model.0.weight)")
         if "temp.linear.0.weight" not in gen:
             raise CheckpointError(
                 f"{path}: tgan_ode.VideoGenerator(linear=False) (e.g. 'tgan SVC ODE UCF101.py') integrates z "
@@ -185,7 +187,7 @@ def _tganv2_state(gen: dict, dis: dict, variant: str, path: Path) -> dict[str, t
 # --------------------------------------------------------------------------- 64x64 TGAN-ODE
 
 
-def _tgan_config(gen: dict, dis: dict, base) -> object:
+def _tgan_config(gen: dict, dis: dict, variant: str, base) -> object:
     from kinema.models.tgan.model import TGANConfig
 
     half = gen["slow.0.weight"].shape[0] // 16
@@ -194,8 +196,12 @@ def _tgan_config(gen: dict, dis: dict, base) -> object:
     convs = [i for i in _numbers(dis, r"model3d\.(\d+)\.weight") if dis[f"model3d.{i}.weight"].dim() == 5]
     inferred = {"z_dim": gen["slow.0.weight"].shape[1], "resolution": 4 * 2 ** (len(widths) - 1),
                 "gen_channels": widths, "dis_channels": [dis[f"model3d.{i}.weight"].shape[0] for i in convs],
-                "temporal": "ode", "temporal_order": 1, "temporal_solver": "rk4", "temporal_layers": 1,
-                "temporal_hidden": gen["temp.linear.0.weight"].shape[0], "dis_norm": "batch"}
+                "dis_norm": "batch"}
+    if variant == "tgan_ode":
+        inferred.update(temporal="ode", temporal_order=1, temporal_solver="rk4", temporal_layers=1,
+                        temporal_hidden=gen["temp.linear.0.weight"].shape[0])
+    else:
+        inferred.update(temporal="conv1d", temporal_hidden=gen["temp.model.0.weight"].shape[1])
     if base is None:
         return TGANConfig(frames=SCRIPT_FRAMES, **inferred)
     if base.name != "tgan":
@@ -205,6 +211,11 @@ def _tgan_config(gen: dict, dis: dict, base) -> object:
 
 
 def _tgan_state(gen: dict, dis: dict, path: Path) -> dict[str, torch.Tensor]:
+    """models/tgan.py + tgan_ode.py -> kinema's tgan: ``slow`` / ``fast`` -> ``image.content`` / ``motion``,
+    ``model`` -> ``image.deconvs``; the ODE's ``temp.linear`` -> ``temporal.init``, ``temp.ode_fn.fn.0`` ->
+    ``temporal.field.net.0``; TGAN's conv1d ``temp.model.0`` (ConvTranspose1d, kernel 1, on a length-1
+    sequence: a Linear) -> ``temporal.fc.0``, ``temp.model.1`` -> ``fc.1`` (BN), ``temp.model.k`` (k >= 3) ->
+    ``temporal.deconvs.k-3``; D ``model3d`` -> ``convs``, ``conv2d`` -> ``score``."""
     state: dict[str, torch.Tensor] = {}
     for key, value in gen.items():
         head, _, rest = key.partition(".")
@@ -218,6 +229,11 @@ def _tgan_state(gen: dict, dis: dict, path: Path) -> dict[str, torch.Tensor]:
             state[f"generator.temporal.init.{key[len('temp.linear.'):]}"] = value
         elif key.startswith("temp.ode_fn.fn.0."):
             state[f"generator.temporal.field.net.0.{key.rsplit('.', 1)[1]}"] = value
+        elif key == "temp.model.0.weight":  # (in, out, 1) -> Linear (out, in)
+            state["generator.temporal.fc.0.weight"] = value[:, :, 0].t().contiguous()
+        elif m := re.fullmatch(r"temp\.model\.(\d+)\.(\w+)", key):
+            index = int(m[1])
+            state[f"generator.temporal.{f'fc.{index}' if index < 3 else f'deconvs.{index - 3}'}.{m[2]}"] = value
         else:
             raise CheckpointError(f"{path}: generator entry {key!r} is not part of the port's tgan_ode.VideoGenerator")
     for key, value in dis.items():
@@ -240,8 +256,8 @@ def convert_port(src: Path, options: ConvertOptions) -> Converted:
     ckpt, gen, dis = _read(src)
     variant = _variant(gen, src)
     try:
-        if variant == "tgan_ode":
-            model, state = _tgan_config(gen, dis, options.model), _tgan_state(gen, dis, src)
+        if variant in ("tgan_ode", "tgan_conv1d"):
+            model, state = _tgan_config(gen, dis, variant, options.model), _tgan_state(gen, dis, src)
         else:
             model, state = _tganv2_config(gen, dis, variant, options.model), _tganv2_state(gen, dis, variant, src)
     except KeyError as exc:
@@ -263,7 +279,7 @@ def convert_port(src: Path, options: ConvertOptions) -> Converted:
                   "config_from": "--config" if options.model is not None else
                   f"the file's tensor shapes; frames = {SCRIPT_FRAMES} (the scripts')",
                   "model": dataclasses.asdict(model)}
-    if variant != "tgan_ode":
+    if variant.startswith("tganv2"):
         provenance["training_subsampling"] = ("the port sub-samples frames with stride 4 (levels 16, 4, 1, 1 frames); "
                                               "the converted model trains with model.subsample_stride = "
                                               f"{model.subsample_stride}")
