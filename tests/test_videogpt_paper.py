@@ -42,8 +42,8 @@ PAPER_COUNTS = [
     ("videogpt_vqvae_bair_64", None, 13_768_339),
     ("videogpt_vqvae_bair_64_stride4x2x2", None, 21_141_619),
     ("videogpt_vqvae_ucf101_128", None, 21_141_619),
-    ("videogpt_prior_bair_64", 64_318_184, 78_086_523),
-    ("videogpt_prior_bair_64_stride4x2x2", 64_317_500, 85_459_119),
+    ("videogpt_prior_bair_64", 94_048_168, 107_816_507),
+    ("videogpt_prior_bair_64_stride4x2x2", 94_047_484, 115_189_103),
     ("videogpt_prior_ucf101_128", 253_200_024, 274_341_643),
 ]
 
