@@ -296,7 +296,10 @@ def token_window(p, grid, extent, dilation, shape):
     """Tokens ``j < p`` (raster) in target ``p``'s causal window, from the definition, in token space."""
     coords = list(itertools.product(*(range(s) for s in grid)))
     bounds = [axis_offsets(e, "window", shape) for e in extent]
-    near = lambda a, d: bounds[a][0] * dilation[a] <= d <= bounds[a][1] * dilation[a] and d % dilation[a] == 0  # noqa: E731
+
+    def near(a, d):
+        return bounds[a][0] * dilation[a] <= d <= bounds[a][1] * dilation[a] and d % dilation[a] == 0
+
     return {j for j in range(p) if all(near(a, coords[j][a] - coords[p][a]) for a in range(3))}
 
 

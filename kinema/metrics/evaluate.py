@@ -137,7 +137,7 @@ def generated_batches(model, num: int, frames: int, seed: int, batch_size: int) 
 def continued_batches(model, dataset, num: int, frames: int, seed: int, batch_size: int,
                       workers: int = 0) -> Iterator[torch.Tensor]:
     """``num`` videos ``(b, 3, frames, H, W)`` of a frame-conditional model, each generated from the first
-    ``model.capabilities.context_frames`` frames of one of the real clips :func:`real_batches` draws with the same seed --
+    ``capabilities.context_frames`` frames of one of the real clips :func:`real_batches` draws with the same seed --
     the clips the generated set is then compared with. VideoGPT's protocol (``scripts/compute_fvd.py``:
     samples conditioned on the test batch, all their frames scored against that batch). One seeded noise
     draw, so a video does not depend on the batch size."""

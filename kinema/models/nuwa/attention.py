@@ -265,8 +265,8 @@ class NearbyAttention(nn.Module):
         index, ks, ke = key_cells(t, t, self.q_shape, k_shape, nb, pos + 1 if nb.causal else None, x.device)
         bos = len(index) > ke - ks
         mask = mask_between(torch.tensor([pos], device=x.device), index, self.q_shape, k_shape, nb)
-        a = F.scaled_dot_product_attention(q, gather_keys(cache["k"], ks, ke, bos), gather_keys(cache["v"], ks, ke, bos),
-                                           attn_mask=mask)
+        k, v = gather_keys(cache["k"], ks, ke, bos), gather_keys(cache["v"], ks, ke, bos)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(a.transpose(1, 2).flatten(2))
 
 
