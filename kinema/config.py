@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import tomllib
 
-from kinema.errors import ConfigError
+from kinema.errors import ConfigError, TrainingError
 
 
 @dataclass
@@ -386,3 +386,25 @@ def diff_configs(a: RunConfig, b: RunConfig) -> list[str]:
             if va != vb:
                 lines.append(f"{section}.{key}: {va!r} -> {vb!r}")
     return lines
+
+
+# Keys that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = {
+    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
+    "train.eval_metrics", "train.eval_num", "train.eval_i3d", "train.threads", "train.lr_schedule",
+    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
+    "train.sync_batchnorm", "train.fused_optimizer",
+}
+
+
+def resumed_config(saved: RunConfig, requested: RunConfig) -> RunConfig:
+    """``requested`` for a run resumed from a checkpoint saved with ``saved``, once checked: only
+    :data:`RESUMABLE_CHANGES` may differ."""
+    differing = [line for line in diff_configs(saved, requested) if line.split(":")[0] not in RESUMABLE_CHANGES]
+    if differing:
+        raise TrainingError(
+            "--resume: the config differs from the checkpoint's in keys that cannot change mid-run:\n  "
+            + "\n  ".join(differing)
+            + "\nrun with the checkpoint's config (omit those --set / use the same file) or start a new --out"
+        )
+    return requested

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from kinema.errors import CheckpointError, ConfigError
+from kinema.errors import CheckpointError, ConfigError, TrainingError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
 # A checkpoint folder written by `kinema convert` from another project's file: config.json and the
@@ -216,6 +216,30 @@ def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
             + "; ".join(f"{p.name}: {r}" for p, r in bad)
             + ". Start a new run in another --out (or restore a checkpoint from a backup)")
     return None
+
+
+def resume_checkpoint(run_dir: Path, resume: bool | str,
+                      warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
+    """The checkpoint a training run in ``run_dir`` continues from, or None for a new run.
+
+    ``resume`` True: the newest checkpoint that loads (:func:`latest_valid_checkpoint`; TrainingError when there
+    is none); ``"auto"``: the same when ``run_dir`` holds a checkpoint, else None (what the restarted workers
+    of ``torchrun --max-restarts`` need: they rerun the same command); False: None, and a folder that holds
+    checkpoints is refused (a new run would mix with them).
+    """
+    existing = list_checkpoints(run_dir)
+    if resume == "auto":
+        resume = bool(existing)
+    if not resume:
+        if existing:
+            raise TrainingError(f"{run_dir} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
+                                "continue that run, or choose another --out")
+        return None
+    ckpt = latest_valid_checkpoint(run_dir, warn=warn)
+    if ckpt is None:
+        raise TrainingError(f"--resume: {run_dir}/checkpoints holds no complete checkpoint to resume from; "
+                            "drop --resume to start a new run")
+    return ckpt
 
 
 def recover_interrupted_writes(run_dir: Path) -> list[str]:

@@ -277,15 +277,15 @@ def test_bad_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, 
 def test_resume_is_resolved_once_under_the_lock_and_handed_down(tmp_path, capsys, monkeypatch, straight):
     """`kinema train --resume` without --config: the checkpoint to resume from (and its config) is found
     once, by the run folder, and the trainer continues from it -- the api does not look for it again."""
-    import kinema.training.run_folder as run_folder
+    import kinema.runs as runs
 
     old, new = two_checkpoints(tmp_path)
     truncate(new / "model.safetensors")
-    searches = []
-    search = run_folder.latest_valid_checkpoint
-    monkeypatch.setattr(run_folder, "latest_valid_checkpoint", lambda *a, **k: searches.append(a) or search(*a, **k))
+    examined = []
+    problem = runs.checkpoint_problem
+    monkeypatch.setattr(runs, "checkpoint_problem", lambda ckpt, *a: examined.append(ckpt.name) or problem(ckpt, *a))
     end = api.train(None, tmp_path, resume=True, device="cpu", progress=False)
-    assert len(searches) == 1
+    assert examined == ["step_0000004", "step_0000002"]  # one search: the bad newest, then the one used
     assert capsys.readouterr().err.count(f"skipping checkpoint {new}") == 1
     assert_same_weights(straight, end)
 

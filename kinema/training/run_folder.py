@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kinema.config import RunConfig, diff_configs
+from kinema.config import RunConfig, resumed_config
 from kinema.dist import barrier
 from kinema.errors import CheckpointError, TrainingError
 from kinema.registry import load_config, load_config_json
@@ -24,16 +24,9 @@ from kinema.runs import (
     latest_valid_checkpoint,
     list_checkpoints,
     recover_interrupted_writes,
+    resume_checkpoint,
     truncate_metrics,
 )
-
-# Keys that may change when a run is resumed; anything else must match the checkpoint.
-RESUMABLE_CHANGES = {
-    "train.steps", "train.log_every", "train.sample_every", "train.checkpoint_every", "train.eval_every",
-    "train.eval_metrics", "train.eval_num", "train.eval_i3d", "train.threads", "train.lr_schedule",
-    "train.keep_checkpoints", "train.num_samples", "train.fps", "data.workers", "train.accumulate",
-    "train.sync_batchnorm", "train.fused_optimizer",
-}
 
 
 @dataclass(frozen=True)
@@ -49,35 +42,10 @@ class ResumePoint:
 
     @classmethod
     def find(cls, out: str | Path, resume: bool | str, warn: Callable[[str], None] | None = None) -> ResumePoint | None:
-        """Where run ``out`` resumes: ``resume`` True -> the newest checkpoint that loads (newer bad ones,
-        truncated or edited, are named through ``warn`` and skipped; TrainingError when there is none);
-        ``"auto"`` -> the same when ``out`` holds a checkpoint, else None (what the restarted workers of
-        ``torchrun --max-restarts`` need: they rerun the same command); False -> None."""
-        if resume == "auto":
-            resume = bool(list_checkpoints(Path(out)))
-        if not resume:
-            return None
-        ckpt = latest_valid_checkpoint(Path(out), warn=warn)
-        if ckpt is None:
-            raise TrainingError(f"--resume: {out}/checkpoints holds no complete checkpoint to resume from; "
-                                "drop --resume to start a new run")
-        return cls(ckpt, load_config_json(ckpt / "config.json"))
-
-    def with_overrides(self, overrides: Sequence[str]) -> RunConfig:
-        """The saved config with ``--set`` overrides (resuming without a config file)."""
-        return load_config(None, list(overrides), **self.config.to_dict())
-
-    def merge(self, requested: RunConfig) -> RunConfig:
-        """``requested``, once checked against the saved config: only :data:`RESUMABLE_CHANGES` may differ."""
-        differing = [line for line in diff_configs(self.config, requested)
-                     if line.split(":")[0] not in RESUMABLE_CHANGES]
-        if differing:
-            raise TrainingError(
-                "--resume: the config differs from the checkpoint's in keys that cannot change mid-run:\n  "
-                + "\n  ".join(differing)
-                + "\nrun with the checkpoint's config (omit those --set / use the same file) or start a new --out"
-            )
-        return requested
+        """Where run ``out`` resumes (``resume``: True, ``"auto"`` or False, see
+        :func:`kinema.runs.resume_checkpoint`; newer bad checkpoints are named through ``warn`` and skipped)."""
+        ckpt = resume_checkpoint(Path(out), resume, warn=warn)
+        return None if ckpt is None else cls(ckpt, load_config_json(ckpt / "config.json"))
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -113,18 +81,15 @@ class RunFolder:
             for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
                 self._warn(f"{self.path}/checkpoints: {line}")
         barrier()
-        point = ResumePoint.find(self.path, resume, warn=self._warn if self.is_main else None)
-        if point is not None:
-            config = point.merge(config if config is not None else point.with_overrides(overrides))
+        ckpt = resume_checkpoint(self.path, resume, warn=self._warn if self.is_main else None)
+        if ckpt is not None:
+            point = ResumePoint(ckpt, load_config_json(ckpt / "config.json"))
+            if config is None:  # the checkpoint's own config, with the --set overrides
+                config = load_config(None, list(overrides), **point.config.to_dict())
+            config = resumed_config(point.config, config)
             if self.is_main:
                 truncate_metrics(self.path, point.step)
             return config, point
-        existing = list_checkpoints(self.path)
-        if existing:
-            raise TrainingError(
-                f"{self.path} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
-                "continue that run, or choose another --out"
-            )
         if config is None:
             raise TrainingError("a new run needs its config (a TOML file, see configs/); only --resume takes the "
                                 "checkpoint's")
