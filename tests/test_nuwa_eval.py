@@ -14,6 +14,7 @@ import torch
 from kinema.cli import main
 from kinema.metrics import evaluate as ev
 from kinema.metrics.prediction import context_frames
+from kinema.models.base import Capabilities
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: shared cores, one thread
 
@@ -87,6 +88,8 @@ def test_the_capability_check_and_the_protocols_agree_for_every_kind_of_nuwa():
             ev.check_model_suits(unconditional, [metric])
     with pytest.raises(ValueError, match="not a prediction model"):
         context_frames(unconditional)
+    with pytest.raises(ValueError, match="needs 'frames' among the conditions"):
+        Capabilities(context_frames=1)  # a declared context is a frames condition
 
 
 def test_a_nuwa_prediction_continues_the_given_frames_for_the_protocols():
