@@ -164,6 +164,13 @@ def kinema_tganv2(ckpt_dir: Path, theirs: dict, dtype: torch.dtype = torch.float
         rows.append(compare("dense (eval BN)", model.sample(z), theirs["dense_eval"]))
         model.train()
         rows.append(compare("dense (train BN)", model.sample(z), theirs["dense_train"]))
+        # PyTorch's CPU BatchNorm2d gathers train-mode statistics of channels-last input in float32 with a
+        # one-pass formula (see kinema_tgan); the same model in the NCHW layout, for comparison
+        model.generator.cfg.channels_last = False
+        rows.append(compare("dense (train BN, channels_last=false)", model.sample(z), theirs["dense_train"]))
+        model.eval()
+        rows.append(compare("dense (eval BN, channels_last=false)", model.sample(z), theirs["dense_eval"]))
+        model.generator.cfg.channels_last = True
         model = load_model(ckpt_dir)[0].to(dtype)  # fresh running statistics, as the official side
         model.train()
         stand_in, queue = _pinned_kinema(OFFSETS)

@@ -231,8 +231,8 @@ CONVERTERS: dict[str, ConverterEntry] = {
                                      "TGANv2, the authors' Chainer code: generator_iter_N.npz (+ discriminator_iter_N.npz "
                                      "beside it, if saved) or their folder; needs --config, e.g. tganv2_ucf101_192"),
     "tgan_ode_port": ConverterEntry(_family_converter("kinema.models.tgan.convert", "convert_port"),
-                                    "TGAN-ODE authors' PyTorch code: state_normalN.ckpt of their TGANv2, TGANv2-ODE or "
-                                    "64x64 TGAN-ODE ('lin') scripts; sizes read from the file"),
+                                    "TGAN-ODE authors' PyTorch code: state_normalN.ckpt of their TGANv2, TGANv2-ODE, "
+                                    "64x64 TGAN-ODE ('lin') or TGAN scripts; sizes read from the file"),
     "stylegan_v": ConverterEntry(_family_converter("kinema.models.stylegan_v.convert", "convert_stylegan_v"),
                                  "StyleGAN-V: the authors' network-snapshot-*.pkl (G, D, G_ema; read as data)"),
 }
