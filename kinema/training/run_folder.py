@@ -42,8 +42,8 @@ class ResumePoint:
 
     @classmethod
     def find(cls, out: str | Path, resume: bool | str, warn: Callable[[str], None] | None = None) -> ResumePoint | None:
-        """Where run ``out`` resumes (``resume``: True, ``"auto"`` or False, see
-        :func:`kinema.runs.resume_checkpoint`; newer bad checkpoints are named through ``warn`` and skipped)."""
+        """Where run ``out`` would resume, read only (``kinema train --dry-run``; a training run resolves it under
+        its lock, :meth:`RunFolder.start`). ``resume``: see :func:`kinema.runs.resume_checkpoint`."""
         ckpt = resume_checkpoint(Path(out), resume, warn=warn)
         return None if ckpt is None else cls(ckpt, load_config_json(ckpt / "config.json"))
 
@@ -72,11 +72,11 @@ class RunFolder:
 
     def start(self, config: RunConfig | None, resume: bool | str,
               overrides: Sequence[str] = ()) -> tuple[RunConfig, ResumePoint | None]:
-        """The run's config and where it starts (``resume``: see :meth:`ResumePoint.find`): resuming, the
-        :class:`ResumePoint` and ``config`` (None: the checkpoint's own, with ``overrides``) merged with it, and
-        the records a killed run logged after the checkpoint are dropped from ``metrics.jsonl`` (TensorBoard's:
-        ``purge_step``, :meth:`~kinema.training.loggers.RunLoggers.open`); a new run refuses a folder with
-        checkpoints."""
+        """The run's config and where it starts (``resume``: True, ``"auto"`` or False, see
+        :func:`kinema.runs.resume_checkpoint`): resuming, the :class:`ResumePoint` and ``config`` (None: the
+        checkpoint's own, with ``overrides``) checked against its saved config, and the records a killed run
+        logged after the checkpoint are dropped from ``metrics.jsonl`` (TensorBoard's: ``purge_step``,
+        :meth:`~kinema.training.loggers.RunLoggers.open`); a new run refuses a folder with checkpoints."""
         if self.is_main:
             for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
                 self._warn(f"{self.path}/checkpoints: {line}")
