@@ -91,8 +91,7 @@ class RunFolder:
                 truncate_metrics(self.path, point.step)
             return config, point
         if config is None:
-            raise TrainingError("a new run needs its config (a TOML file, see configs/); only --resume takes the "
-                                "checkpoint's")
+            raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
         return config, None
 
     def beat(self) -> None:
