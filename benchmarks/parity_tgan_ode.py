@@ -15,7 +15,7 @@ Outputs compared (kinema layout (B, C, T, H, W)):
 - TGANv2 / TGANv2-ODE: the dense video (``gen(z, test=True)``) with BN on running statistics and on
   batch statistics; the four sparse training renders (``gen(z)``, batch statistics) for pinned sub-sampling
   offsets; the BN running statistics after that forward; ``DisMultiResNet``'s scores of the four renders.
-- 64x64 TGAN-ODE ('lin') and TGAN (conv1d): the video with BN in eval and train mode; ``VideoDiscriminator``'s
+- 64x64 TGAN-ODE (with and without the initial MLP) and TGAN (conv1d): the video with BN in eval and train mode; ``VideoDiscriminator``'s
   scores, eval and train.
 
 Shims (the scripts are not imported, only ``models/``; listed in docs/models/tgan_ode.md):
@@ -192,13 +192,17 @@ def kinema_tganv2(ckpt_dir: Path, theirs: dict, dtype: torch.dtype = torch.float
 
 
 def official_tgan(kind: str, spec: dict, seed: int, ckpt: Path) -> dict[str, torch.Tensor]:
-    """The port's 64x64 TGAN-ODE with the initial MLP (kind "ode": linear=True, the 'lin' scripts) or TGAN
-    (kind "conv1d": models/tgan.py, ``tgan SVC UCF101.py``), and its discriminator."""
+    """The port's 64x64 TGAN-ODE without / with the initial MLP (kind "ode": linear=False, ``tgan SVC ODE
+    UCF101.py``; "ode_lin": linear=True, the 'lin' scripts) or TGAN (kind "conv1d": models/tgan.py, ``tgan SVC
+    UCF101.py``), and its discriminator."""
     import models.tgan as tgan
     import models.tgan_ode as tgan_ode
 
     torch.manual_seed(seed)
-    gen = tgan_ode.VideoGenerator(linear=True) if kind == "ode" else tgan.VideoGenerator()
+    if kind.startswith("ode"):
+        gen = tgan_ode.VideoGenerator(linear=kind == "ode_lin")
+    else:
+        gen = tgan.VideoGenerator()
     dis = tgan.VideoDiscriminator()
     perturb = torch.Generator().manual_seed(seed + 1)
     _perturb(gen, perturb)
@@ -262,11 +266,12 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / f"tganv2_{kind}_outputs.safetensors")
-    for kind in ("ode", "conv1d") if "tgan" in spec else ():
+    names = {"ode": "TGAN-ODE", "ode_lin": "TGAN-ODE lin", "conv1d": "TGAN"}
+    for kind in names if "tgan" in spec else ():
         ckpt = work / f"tgan_{kind}.ckpt"
         theirs = official_tgan(kind, spec["tgan"], seed, ckpt)
         out = api.convert("tgan_ode_port", ckpt, work / f"converted_tgan_{kind}")
-        rows += [(f"{'TGAN-ODE' if kind == 'ode' else 'TGAN'} {r[0]}", *r[1:]) for r in kinema_tgan(out, theirs)]
+        rows += [(f"{names[kind]} {r[0]}", *r[1:]) for r in kinema_tgan(out, theirs)]
     return rows
 
 

@@ -108,3 +108,37 @@ def test_pickle_outside_the_allow_list_is_refused_and_never_run(tmp_path):
     with pytest.raises(UnsafePickleError, match=r"wants (io|builtins)\.open"):
         convert("tgan_ode_port", path, tmp_path / "out")
     assert not marker.exists()
+
+
+def test_64x64_tgan_ode_without_the_initial_mlp(tmp_path):
+    """`tgan SVC ODE UCF101.py` saves tgan_ode.VideoGenerator(linear=False): x(0) = z. The converter maps it
+    to model.temporal_init_mlp = false (the 64x64 networks have no fixture: benchmarks/parity_tgan_ode.py
+    --config paper compares them with the port; here a checkpoint in the port's names, from kinema's model)."""
+    from kinema.models.tgan.model import TGAN, TGANConfig
+    from kinema.nn.temporal import TemporalConfig
+
+    with pytest.raises(ConfigError, match="init_mlp"):
+        TemporalConfig(kind="ode", order=2, init_mlp=False).validate()
+    torch.manual_seed(0)
+    model = TGAN(TGANConfig(temporal_init_mlp=False, gen_channels=[64, 32, 16, 8, 4], dis_channels=[4, 8, 8, 8])).eval()
+    names = {"generator.image.content.": "slow.", "generator.image.motion.": "fast.", "generator.image.deconvs.": "model.",
+             "generator.temporal.field.net.0.": "temp.ode_fn.fn.0.", "discriminator.convs.": "model3d."}
+    gen, dis = {}, {}
+    for key, value in model.state_dict().items():
+        if key == "discriminator.score.weight":
+            dis["conv2d.weight"] = value[:, :, 0]
+        elif key == "discriminator.score.bias":
+            dis["conv2d.bias"] = value
+        else:
+            prefix = next(p for p in names if key.startswith(p))
+            (dis if prefix.startswith("discriminator") else gen)[names[prefix] + key[len(prefix):]] = value
+    out = convert("tgan_ode_port", _ckpt(tmp_path, gen, dis), tmp_path / "out")
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["temporal"] == "ode" and config["temporal_init_mlp"] is False
+    assert config["gen_channels"] == [64, 32, 16, 8, 4] and config["dis_channels"] == [4, 8, 8, 8]
+    import kinema
+
+    converted, _ = kinema.load(out)
+    z = torch.rand(2, 100) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(converted.sample(z), model.sample(z))

@@ -72,6 +72,9 @@ class TemporalConfig:
     layers: int = 1  # field depth; 1 = the paper's f(x) = act(Linear(x))
     activation: Literal["tanh", "leaky_relu", "softplus"] = "tanh"  # smooth: suits ODE fields
     time_scale: float | None = None  # field multiplier; None = 1 / (frames - 1), the paper's [0, 1]
+    # ode on vectors: x(0) = 4-layer MLP of z (the paper; the reference's "lin" scripts). False: x(0) = z, as
+    # the reference's `tgan SVC ODE UCF101.py` (TemporalGeneratorODE(linear=False)); order 1 only.
+    init_mlp: bool = True
     sde_noise: Literal["diagonal"] = "diagonal"
     sde_method: str = "euler"  # Euler-Maruyama; see SDE_METHODS
     sde_dt: float = 0.1  # SDE step in frame units
@@ -106,6 +109,8 @@ class TemporalConfig:
             fail("activation", f'= {self.activation!r} is unknown; choose "tanh", "leaky_relu" or "softplus"')
         if self.time_scale is not None and not (self.time_scale > 0 and math.isfinite(self.time_scale)):
             fail("time_scale", f"must be a finite number > 0 or unset, got {self.time_scale}")
+        if not self.init_mlp and (self.kind != "ode" or self.order != 1):
+            fail("init_mlp", f"= false (x(0) = z) needs kind = \"ode\" and order 1, got {self.kind!r}, order {self.order}")
         if self.sde_noise != "diagonal":
             fail("sde_noise", f'= {self.sde_noise!r} is not supported; only "diagonal" noise is implemented')
         if self.sde_method not in SDE_METHODS:
@@ -332,15 +337,18 @@ class ODEGenerator(TemporalGenerator):
         self, dim: int, frames: int, order: int = 1, *, spatial: bool = False, hidden: int | None = None,
         layers: int = 1, activation: str = "tanh", solver: str = "rk4", step_size: float | None = None,
         rtol: float = 1e-3, atol: float = 1e-4, adjoint: bool = False, time_scale: float = 1.0,
+        init_mlp: bool = True,
     ) -> None:
         super().__init__(frames)
-        TemporalConfig(order=order, solver=solver, step_size=step_size, rtol=rtol, atol=atol,
-                       layers=layers, activation=activation, time_scale=time_scale).validate("ODEGenerator")
+        TemporalConfig(order=order, solver=solver, step_size=step_size, rtol=rtol, atol=atol, layers=layers,
+                       activation=activation, time_scale=time_scale, init_mlp=init_mlp).validate("ODEGenerator")
         self.dim, self.order, self.spatial = dim, order, spatial
         self.solver, self.step_size, self.rtol, self.atol, self.adjoint = solver, step_size, rtol, atol, adjoint
         hidden = hidden or 512
         if spatial:
             self.init = nn.Identity() if order == 1 else nn.Conv2d(dim, (order - 1) * dim, 3, padding=1)
+        elif not init_mlp:  # x(0) = z (order 1, checked above)
+            self.init = nn.Identity()
         else:
             self.init = _stack([dim, hidden, hidden, hidden, order * dim], "leaky_relu", False, nn.LeakyReLU(0.2))
         net = _stack([order * dim] + [hidden] * (layers - 1) + [dim], activation, spatial, _activation(activation))
@@ -505,7 +513,7 @@ def build_temporal(config: TemporalConfig, dim: int, frames: int, map_channels: 
               "activation": config.activation, "adjoint": config.adjoint, "time_scale": time_scale}
     if kind == "ode":
         return ODEGenerator(width, frames, config.order, solver=config.solver, step_size=config.step_size,
-                            rtol=config.rtol, atol=config.atol, **common)
+                            rtol=config.rtol, atol=config.atol, init_mlp=config.init_mlp, **common)
     return SDEGenerator(width, frames, method=config.sde_method, dt=config.sde_dt, **common)
 
 

@@ -17,13 +17,13 @@ from their shapes:
 - ``GeneratorODE`` (models/ode_gen.py; ``tganv2_ode.py``) -> ``tganv2``, ``temporal = "ode"`` (Conv2d field
   + LeakyReLU 0.2, RK4 on ``linspace(0, 1, T)``: kinema's default time scale);
   both with ``DisMultiResNet`` (models/tganv2_dis.py) -> the multi-level discriminator;
-- ``tgan_ode.VideoGenerator(linear=True)`` (``tgan SVC ODE lin UCF101.py``) -> ``tgan``, ``temporal =
-  "ode"``, and ``tgan.VideoGenerator`` (``tgan SVC UCF101.py``, TGAN's conv1d temporal generator) -> ``tgan``,
+- ``tgan_ode.VideoGenerator`` (``tgan SVC ODE UCF101.py``, ``linear=False``: ``model.temporal_init_mlp =
+  false``; ``tgan SVC ODE lin UCF101.py``, ``linear=True``: the initial MLP) -> ``tgan``, ``temporal = "ode"``, and ``tgan.VideoGenerator`` (``tgan SVC UCF101.py``, TGAN's conv1d temporal generator) -> ``tgan``,
   ``temporal = "conv1d"``, both with ``tgan.VideoDiscriminator``.
 
 Port behaviour the converted config keeps: BatchNorm eps 1e-5 (PyTorch's default; ``model.bn_eps``), no
 ReLU before the discriminator's sum (``model.dis_final_relu = false``). Not representable, named and
-refused: a 64x64 ODE generator without the initial MLP (``linear=False``), ``ODEFuncDeep``, higher-order
+refused: ``ODEFuncDeep``, higher-order
 (``GeneratorNOODE``/``NOODEFunc``) and SDE generators, ``dim_hidden``. The port sub-samples frames with
 stride 4 in training (levels see 16, 4, 1, 1 frames), which kinema's sparse training cannot express; the
 converted config trains with the paper's stride 2 (inference and the discriminator are unaffected).
@@ -75,11 +75,6 @@ def _variant(gen: dict, path: Path) -> str:
         if "temp.ode_fn.fn.0.weight" not in gen:
             raise CheckpointError(f"{path}: a 64x64 TGAN generator whose temporal generator is neither the ODE "
                                   "(temp.ode_fn.fn.0.weight) nor TGAN's conv1d (temp.model.0.weight)")
-        if "temp.linear.0.weight" not in gen:
-            raise CheckpointError(
-                f"{path}: tgan_ode.VideoGenerator(linear=False) (e.g. 'tgan SVC ODE UCF101.py') integrates z "
-                "directly; kinema's vector ODE maps z through the paper's 4-layer MLP first (temp.linear, the "
-                "'lin' scripts) and has no option to skip it (docs/models/tgan_ode.md)")
         return "tgan_ode"
     raise CheckpointError(f"{path}: the generator is none of the TGAN-ODE port's networks (expected "
                           f"temp.cell.w_x.weight, temp.ode_fn.fn.0.weight or slow/fast; found "
@@ -197,9 +192,12 @@ def _tgan_config(gen: dict, dis: dict, variant: str, base) -> object:
     inferred = {"z_dim": gen["slow.0.weight"].shape[1], "resolution": 4 * 2 ** (len(widths) - 1),
                 "gen_channels": widths, "dis_channels": [dis[f"model3d.{i}.weight"].shape[0] for i in convs],
                 "dis_norm": "batch"}
-    if variant == "tgan_ode":
+    if variant == "tgan_ode" and "temp.linear.0.weight" in gen:  # linear=True: the 'lin' scripts
         inferred.update(temporal="ode", temporal_order=1, temporal_solver="rk4", temporal_layers=1,
                         temporal_hidden=gen["temp.linear.0.weight"].shape[0])
+    elif variant == "tgan_ode":  # linear=False (tgan SVC ODE UCF101.py): x(0) = z
+        inferred.update(temporal="ode", temporal_order=1, temporal_solver="rk4", temporal_layers=1,
+                        temporal_init_mlp=False)
     else:
         inferred.update(temporal="conv1d", temporal_hidden=gen["temp.model.0.weight"].shape[1])
     if base is None:

@@ -54,6 +54,9 @@ class TGANConfig:
     temporal_solver: str = "rk4"  # torchdiffeq method (reference: rk4)
     temporal_layers: int = 1  # field depth; 1 = the paper's tanh(Linear(100, 100) x)
     temporal_hidden: int | None = None  # None: the temporal module's default (512 for conv1d/ode/sde)
+    # ode: x(0) = the paper's 4-layer MLP of z (reference "lin" scripts); false: x(0) = z, as the reference's
+    # `tgan SVC ODE UCF101.py` (TemporalGeneratorODE(linear=False)); kinema convert tgan_ode_port sets it.
+    temporal_init_mlp: bool = True
     # Width C of the concatenated [z_c, z_t] 4x4 map (each half C/2), then the output width of each
     # stride-2 ConvTranspose2d; a 3x3 ConvTranspose2d maps the last width to RGB.
     gen_channels: list[int] = field(default_factory=lambda: [512, 256, 128, 64, 32])
@@ -71,7 +74,8 @@ class TGANConfig:
 
     def temporal_config(self) -> TemporalConfig:
         return TemporalConfig(kind=self.temporal, order=self.temporal_order, solver=self.temporal_solver,
-                              layers=self.temporal_layers, hidden=self.temporal_hidden)
+                              layers=self.temporal_layers, hidden=self.temporal_hidden,
+                              init_mlp=self.temporal_init_mlp)
 
     @property
     def dis_output_size(self) -> tuple[int, int]:
