@@ -17,7 +17,7 @@ What it does (``run``):
    Then ``VideoGPT(args)`` priors on that VQ-VAE (which the official loads with ``VQVAE.load_from_checkpoint``),
    with random weights (the zero-initialised ``fc_out`` replaced by ``randn * 0.02``, through the official
    parameter, so the logits are not all zero), saved the same way.
-3. ``kinema convert videogpt_vqvae`` / ``videogpt_prior --vqvae`` (kinema.api.convert) and ``kinema.load``.
+3. ``kinema convert videogpt_vqvae`` / ``videogpt_prior --first-stage`` (kinema.api.convert) and ``kinema.load``.
 4. Same inputs: a video ``x`` in the official range [-0.5, 0.5] is fed to the official models, ``2 x`` to
    kinema's; codes; class labels; conditioning frames (``x[:, :, :n]``, resp. ``2 x[:, :, :n]``).
    Compared: pre-quantisation latents, code indices (count of differing codes), reconstruction of the
@@ -357,7 +357,7 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
 
     for name, pcfg in cfg["priors"].items():
         off, path = build_official_prior(VideoGPT, pcfg, vq_path, vq_cfg, work, name, seed + 10)
-        prior_dir = convert("videogpt_prior", path, work / f"kinema_prior_{name}", vqvae=str(vq_dir))
+        prior_dir = convert("videogpt_prior", path, work / f"kinema_prior_{name}", first_stage=str(vq_dir))
         k = load(prior_dir)[0]
         n, classes = pcfg["n_cond_frames"], pcfg["n_classes"]
         labels = torch.arange(b) % classes if classes else None

@@ -309,20 +309,20 @@ def prepare(
 
 
 def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | None = None,
-            overrides: list[str] = (), vqvae: str | Path | None = None) -> Path:
+            overrides: list[str] = (), first_stage: str | Path | None = None) -> Path:
     """``kinema convert KIND SRC OUT``: published metric-network weights -> one ``.safetensors`` file
     (``i3d``, ``c3d``, ``inception``), or a checkpoint saved by a model's official code -> a kinema
     checkpoint folder that ``kinema sample / evaluate / info``, :func:`load` and ``train.init_from`` take.
 
     ``config`` (+ ``overrides``) gives the model config for formats that carry no hyper-parameters
-    (TGANv2's Chainer ``.npz``); ``vqvae`` the already converted first stage of a second-stage model.
+    (e.g. Chainer ``.npz`` snapshots); ``first_stage`` the already converted first stage of a second-stage model.
     Files are read as data only (:mod:`kinema.foreign`): no code in them is ever run.
     """
     from kinema.foreign import ConvertOptions
     from kinema.registry import convert as _convert
 
     model = load_config(config, list(overrides)).model if config is not None or overrides else None
-    return _convert(kind, src, out, ConvertOptions(model=model, first_stage=Path(vqvae) if vqvae else None))
+    return _convert(kind, src, out, ConvertOptions(model=model, first_stage=Path(first_stage) if first_stage else None))
 
 
 def _step_line(ckpt: Path, config: RunConfig) -> str:

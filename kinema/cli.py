@@ -224,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           "the config the run was trained with, e.g. tganv2_ucf101_192)")
     convert.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                          help="override a key of --config (repeatable)")
-    convert.add_argument("--vqvae", help="second-stage models (videogpt_prior): the folder its VQ-VAE was "
-                                         "converted to first with `kinema convert videogpt_vqvae`")
+    convert.add_argument("--first-stage", dest="first_stage", metavar="DIR",
+                         help="second-stage kinds (their line below says so): the folder their first stage was "
+                              "converted to first")
 
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                                  min_frames=args.min_frames, verify=not args.no_verify, progress=not args.no_progress)
             print(report.summary())
         elif args.command == "convert":
-            print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, vqvae=args.vqvae)}")
+            print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, first_stage=args.first_stage)}")
         elif args.command == "configs":
             print(api.configs())
         else:

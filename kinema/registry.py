@@ -226,13 +226,15 @@ CONVERTERS: dict[str, ConverterEntry] = {
                                      "VideoGPT VQ-VAE: the authors' Lightning .ckpt (e.g. download.py's bair_stride4x2x2)"),
     "videogpt_prior": ConverterEntry(_family_converter("kinema.models.videogpt.convert", "convert_prior"),
                                      "VideoGPT transformer: the authors' Lightning .ckpt (e.g. bair_gpt); needs "
-                                     "--vqvae DIR, its VQ-VAE converted first"),
+                                     "--first-stage DIR, its VQ-VAE converted first"),
     "tganv2_chainer": ConverterEntry(_family_converter("kinema.models.tganv2.convert", "convert_chainer"),
                                      "TGANv2, the authors' Chainer code: generator_iter_N.npz (+ discriminator_iter_N.npz "
                                      "beside it, if saved) or their folder; needs --config, e.g. tganv2_ucf101_192"),
     "tgan_ode_port": ConverterEntry(_family_converter("kinema.models.tgan.convert", "convert_port"),
                                     "TGAN-ODE authors' PyTorch code: state_normalN.ckpt of their TGANv2, TGANv2-ODE, "
                                     "64x64 TGAN-ODE ('lin') or TGAN scripts; sizes read from the file"),
+    "dvg": ConverterEntry(_family_converter("kinema.models.dvg.convert", "convert_dvg"),
+                          "DVG: the official model.pth (train.py's torch.save of encoder, decoder, LSTM, GP, opt)"),
     "stylegan_v": ConverterEntry(_family_converter("kinema.models.stylegan_v.convert", "convert_stylegan_v"),
                                  "StyleGAN-V: the authors' network-snapshot-*.pkl (G, D, G_ema; read as data)"),
 }

@@ -47,7 +47,7 @@ def test_vqvae_matches_official(vq_dir, official):
 
 @pytest.mark.parametrize("name", ["full", "sparse_class"])
 def test_prior_logits_match_official(name, vq_dir, official, tmp_path):
-    out = convert("videogpt_prior", FIXTURE / f"official_prior_{name}.ckpt", tmp_path / name, vqvae=vq_dir)
+    out = convert("videogpt_prior", FIXTURE / f"official_prior_{name}.ckpt", tmp_path / name, first_stage=vq_dir)
     model, config = load(out)
     assert config.model.attention == ("sparse" if name == "sparse_class" else "full")
     assert config.model.layer_norm == "official" and config.model.start == "learned"
@@ -63,7 +63,7 @@ def test_converted_prior_samples_with_the_cli(vq_dir, tmp_path):
 
     out = tmp_path / "prior"
     assert main(["convert", "videogpt_prior", str(FIXTURE / "official_prior_full.ckpt"), str(out),
-                 "--vqvae", str(vq_dir)]) == 0
+                 "--first-stage", str(vq_dir)]) == 0
     video = tmp_path / "samples.gif"
     assert main(["sample", "--checkpoint", str(out), "--num", "1", "--out", str(video), "--device", "cpu"]) == 0
     assert video.is_file()
@@ -74,12 +74,12 @@ def test_converted_prior_samples_with_the_cli(vq_dir, tmp_path):
 
 def test_prior_without_or_with_an_unconverted_vqvae_is_refused(tmp_path):
     src = FIXTURE / "official_prior_full.ckpt"
-    with pytest.raises(ConfigError, match="needs --vqvae.*kinema convert videogpt_vqvae"):
+    with pytest.raises(ConfigError, match="needs --first-stage.*kinema convert videogpt_vqvae"):
         convert("videogpt_prior", src, tmp_path / "a")
     with pytest.raises(ConfigError, match="is a file.*kinema convert videogpt_vqvae"):
-        convert("videogpt_prior", src, tmp_path / "b", vqvae=FIXTURE / "official_vqvae.ckpt")
+        convert("videogpt_prior", src, tmp_path / "b", first_stage=FIXTURE / "official_vqvae.ckpt")
     with pytest.raises(ConfigError, match="convert the VQ-VAE"):
-        convert("videogpt_prior", src, tmp_path / "c", vqvae=tmp_path)
+        convert("videogpt_prior", src, tmp_path / "c", first_stage=tmp_path)
 
 
 def test_prior_on_another_vqvae_is_refused(vq_dir, tmp_path):
@@ -91,14 +91,14 @@ def test_prior_on_another_vqvae_is_refused(vq_dir, tmp_path):
 
     save_file(state, other / "model.safetensors", metadata={"step": "0"})
     with pytest.raises(ConfigError, match="not the VQ-VAE this transformer was trained on.*codebook.embeddings"):
-        convert("videogpt_prior", FIXTURE / "official_prior_full.ckpt", tmp_path / "p", vqvae=other)
+        convert("videogpt_prior", FIXTURE / "official_prior_full.ckpt", tmp_path / "p", first_stage=other)
 
 
 def test_wrong_family_is_refused(vq_dir, tmp_path):
     with pytest.raises(CheckpointError, match="not a VideoGPT VQ-VAE checkpoint.*look like a VideoGPT transformer.*videogpt_prior"):
         convert("videogpt_vqvae", FIXTURE / "official_prior_full.ckpt", tmp_path / "a")
     with pytest.raises(CheckpointError, match="not a VideoGPT transformer checkpoint.*lack.*look like a VideoGPT VQ-VAE.*videogpt_vqvae"):
-        convert("videogpt_prior", FIXTURE / "official_vqvae.ckpt", tmp_path / "b", vqvae=vq_dir)
+        convert("videogpt_prior", FIXTURE / "official_vqvae.ckpt", tmp_path / "b", first_stage=vq_dir)
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {"args": argparse.Namespace(lr=1)}},
                tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match="lack embedding_dim.*no VideoGPT model"):

@@ -80,7 +80,7 @@ def read_lightning_checkpoint(src: Path, what: str, expected_keys: tuple[str, ..
     values = dict(args.attributes)
     missing = [k for k in expected_keys if k not in values]
     if missing:
-        looks = ("a VideoGPT transformer (gpt.py)", "; convert it with `kinema convert videogpt_prior SRC OUT --vqvae "
+        looks = ("a VideoGPT transformer (gpt.py)", "; convert it with `kinema convert videogpt_prior SRC OUT --first-stage "
                  "VQ_DIR`") if "hidden_dim" in values else \
             ("a VideoGPT VQ-VAE (vqvae.py)", "; convert it with `kinema convert videogpt_vqvae SRC OUT`") \
             if "n_codes" in values else ("no VideoGPT model", "")
@@ -162,7 +162,7 @@ def convert_vqvae(src: Path, options: ConvertOptions) -> Converted:
     state, args = read_lightning_checkpoint(src, "VideoGPT VQ-VAE", VQVAE_ARGS)
     if "hidden_dim" in args or any(k.startswith("vqvae.") for k in state):
         raise CheckpointError(f"{src} is a VideoGPT transformer checkpoint (it has hidden_dim and vqvae.* weights), "
-                              "expected a VQ-VAE; convert it with `kinema convert videogpt_prior SRC OUT --vqvae "
+                              "expected a VQ-VAE; convert it with `kinema convert videogpt_prior SRC OUT --first-stage "
                               "CONVERTED_VQVAE`")
     other = _check_unknown(src, args, VQVAE_ARGS)
     config = vqvae_config_from_args(src, args)
@@ -215,28 +215,28 @@ def prior_state(src: Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Te
 
 
 def _vqvae_folder(src: Path, first_stage: Path | None) -> tuple[Path, dict, VideoGPTVQVAEConfig]:
-    """The converted VQ-VAE checkpoint ``--vqvae`` names, with clear errors when it is missing or unconverted."""
+    """The converted VQ-VAE checkpoint ``--first-stage`` names, with clear errors when it is missing or unconverted."""
     from kinema.models.videogpt.prior import read_vqvae_config
 
     how = (f"convert the VQ-VAE the transformer was trained on first (`kinema convert videogpt_vqvae VQVAE.ckpt "
-           f"VQ_DIR`), then `kinema convert videogpt_prior {src} OUT --vqvae VQ_DIR`")
+           f"VQ_DIR`), then `kinema convert videogpt_prior {src} OUT --first-stage VQ_DIR`")
     if first_stage is None:
-        raise ConfigError(f"videogpt_prior needs --vqvae: {how}")
+        raise ConfigError(f"videogpt_prior needs --first-stage: {how}")
     first_stage = Path(first_stage)
     if first_stage.is_file():
-        raise ConfigError(f"--vqvae {first_stage} is a file; it must be the folder `kinema convert videogpt_vqvae` "
+        raise ConfigError(f"--first-stage {first_stage} is a file; it must be the folder `kinema convert videogpt_vqvae` "
                           f"wrote: {how}")
     try:
         stored = read_vqvae_config(first_stage)
         values = {k: v for k, v in stored.items() if k not in VideoGPTVQVAEConfig.MOVED_KEYS}
         return first_stage, stored, build_dataclass(VideoGPTVQVAEConfig, values, "model")
     except (ConfigError, CheckpointError) as exc:
-        raise ConfigError(f"--vqvae {first_stage}: {exc}. {how}") from None
+        raise ConfigError(f"--first-stage {first_stage}: {exc}. {how}") from None
 
 
 def convert_prior(src: Path, options: ConvertOptions) -> Converted:
     """An official VideoGPT transformer ``.ckpt`` -> kinema ``videogpt_prior``, on the VQ-VAE folder
-    ``options.first_stage`` (``--vqvae``) converted from the VQ-VAE it was trained on (checked weight by weight
+    ``options.first_stage`` (``--first-stage``) converted from the VQ-VAE it was trained on (checked weight by weight
     against the VQ-VAE copy inside the transformer's checkpoint)."""
     from safetensors.torch import load_file
 
@@ -255,13 +255,13 @@ def convert_prior(src: Path, options: ConvertOptions) -> Converted:
     differ = sorted(k for k in set(mine) | set(theirs) if k not in mine or k not in theirs
                     or mine[k].shape != theirs[k].shape or not torch.equal(mine[k], theirs[k]))
     if differ:
-        raise ConfigError(f"--vqvae {folder} is not the VQ-VAE this transformer was trained on (its copy inside {src}, "
+        raise ConfigError(f"--first-stage {folder} is not the VQ-VAE this transformer was trained on (its copy inside {src}, "
                           f"hyper-parameter vqvae = {args['vqvae']!r}, differs first at {differ[0]}, {len(differ)} "
                           "tensors in all); convert the VQ-VAE checkpoint the transformer was trained with")
     frames, resolution = _int(src, args, "sequence_length"), _int(src, args, "resolution")
     if (frames, resolution) != (vq.frames, vq.resolution):
         raise ConfigError(f"{src}: the transformer was trained on {frames}x{resolution}x{resolution} clips, the VQ-VAE "
-                          f"in --vqvae {folder} on {vq.frames}x{vq.resolution}x{vq.resolution}")
+                          f"in --first-stage {folder} on {vq.frames}x{vq.resolution}x{vq.resolution}")
     class_cond = bool(args["class_cond"])
     classes = args["class_cond_dim"]
     if class_cond != (classes is not None):
