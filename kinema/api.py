@@ -13,7 +13,7 @@ import torch
 
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
-from kinema.registry import MODELS, build_model, load_config, load_model, sampler_for
+from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
 from kinema.runs import append_record, checkpoint_step
 from kinema.training.loop_utils import resolve_device
 from kinema.training.run_folder import ResumePoint
@@ -66,11 +66,16 @@ def train(
     from kinema.training import distributed
 
     overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
-    if config_path is None and not resume:
-        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
+    fine_tune = _init_from(overrides)
+    if config_path is None and not resume and fine_tune is None:
+        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given or "
+                            "train.init_from names a checkpoint whose config to start from")
     # Without a file, the run's checkpoint config (plus overrides) is taken where the run resolves its resume
-    # point: once, under its lock.
-    config = load_config(config_path, overrides) if config_path is not None else None
+    # point: once, under its lock. Fine-tuning without a file starts from the source checkpoint's config.
+    if config_path is None and not resume:
+        config = load_config(None, overrides, **load_model_config(fine_tune).to_dict())
+    else:
+        config = load_config(config_path, overrides) if config_path is not None else None
     if not dry_run:
         try:
             trainer = Trainer(config, out, device=device, resume=resume, progress=progress,
@@ -79,6 +84,22 @@ def train(
         finally:
             distributed.teardown()
     return describe(config if config is not None else resolve_run_config(None, out, overrides, resume))
+
+
+def _init_from(overrides: list[str]) -> str | None:
+    """The checkpoint a ``--set train.init_from=PATH`` override names, if any."""
+    from kinema.config import parse_override
+
+    found = [parse_override(text) for text in overrides]
+    paths = [value for section, key, value in found if (section, key) == ("train", "init_from") and value]
+    return str(paths[-1]) if paths else None
+
+
+def load_model_config(path: str | Path) -> RunConfig:
+    """The run config stored with a checkpoint (a run folder, a checkpoint folder or ``kinema convert`` output)."""
+    from kinema.runs import resolve_checkpoint
+
+    return load_config_json(resolve_checkpoint(path) / "config.json")
 
 
 def configs() -> str:

@@ -89,6 +89,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 disables the EMA of the generator (the paper has none)
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): the average follows early training
     seed: int = 0
+    # Fine-tuning: start step 0 from the weights (and EMA weights, if any) of this checkpoint -- a run folder,
+    # a checkpoint folder, or one written by `kinema convert` from the authors' files. Optimisers, schedules
+    # and data order start fresh; [model] must describe the same network (an error lists any difference).
+    init_from: str = ""
     log_every: int = 10
     sample_every: int = 1000
     num_samples: int = 16  # videos in the fixed-noise sample grid

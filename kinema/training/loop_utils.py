@@ -30,9 +30,13 @@ def resolve_device(name: str = "auto") -> torch.device:
 class EMA:
     """Exponential moving average of a module's parameters; buffers are copied as they are."""
 
-    def __init__(self, module: nn.Module, decay: float, warmup: bool = False) -> None:
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = False,
+                 initial: dict[str, torch.Tensor] | None = None) -> None:
+        """``initial``: start the average from these weights (a fine-tuned checkpoint's EMA) instead of ``module``'s."""
         self.decay, self.warmup = decay, warmup
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        if initial is not None:
+            self.module.load_state_dict(initial)
 
     def decay_at(self, step: int) -> float:
         """The decay used for the update after optimiser step ``step`` (1-based). With ``warmup``:

@@ -38,6 +38,7 @@ from kinema.training.checkpoint import (
     check_finite,
     checkpoint_bytes,
     disk_full_error,
+    load_initial_weights,
     is_disk_full,
     load_trainer_state,
     load_weights,
@@ -116,6 +117,8 @@ class Trainer:
             convert_batchnorm(self.model)  # same parameter names: checkpoints load either way
         distributed.broadcast_module_(self.model)  # every process starts from rank 0's weights
         self.objective = build_objective(self.model, config.objective)
+        initial_ema = (load_initial_weights(self.model, train.init_from, config.model, self.objective.ema_target)
+                       if train.init_from and resume is None else None)  # fine-tuning; a resumed run has its own
         if config.data.labels and "labels" not in self.objective.conditions:
             raise TrainingError(
                 f"data.labels = true, but the {config.objective.name!r} objective does not use class labels; "
@@ -129,7 +132,7 @@ class Trainer:
         self.schedulers = self.lr_plan.schedulers(self.optimizers)
         self.scaler = torch.amp.GradScaler(self.device.type) if train.precision == "fp16" else None
         target = self.objective.ema_target
-        self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup)
+        self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup, initial_ema)
                     if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
         _, t, h, w = self.model.video_shape
