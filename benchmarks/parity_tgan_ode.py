@@ -160,17 +160,16 @@ def kinema_tganv2(ckpt_dir: Path, theirs: dict, dtype: torch.dtype = torch.float
     z = theirs["z"].to(dtype)
     rows = []
     with torch.no_grad():
-        model.eval()
-        rows.append(compare("dense (eval BN)", model.sample(z), theirs["dense_eval"]))
-        model.train()
-        rows.append(compare("dense (train BN)", model.sample(z), theirs["dense_train"]))
         # PyTorch's CPU BatchNorm2d gathers train-mode statistics of channels-last input in float32 with a
-        # one-pass formula (see kinema_tgan); the same model in the NCHW layout, for comparison
-        model.generator.cfg.channels_last = False
-        rows.append(compare("dense (train BN, channels_last=false)", model.sample(z), theirs["dense_train"]))
+        # one-pass formula (see kinema_tgan); each mode also in the NCHW layout (channels_last = false).
+        # Eval first: the train-mode forwards update the running statistics.
         model.eval()
-        rows.append(compare("dense (eval BN, channels_last=false)", model.sample(z), theirs["dense_eval"]))
-        model.generator.cfg.channels_last = True
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            rows.append(compare(f"dense ({mode} BN)", model.sample(z), theirs[f"dense_{mode}"]))
+            model.generator.cfg.channels_last = False
+            rows.append(compare(f"dense ({mode} BN, channels_last=false)", model.sample(z), theirs[f"dense_{mode}"]))
+            model.generator.cfg.channels_last = True
         model = load_model(ckpt_dir)[0].to(dtype)  # fresh running statistics, as the official side
         model.train()
         stand_in, queue = _pinned_kinema(OFFSETS)
