@@ -2,9 +2,17 @@
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+# The tests sit in folders that mirror kinema/ (tests/README.md); the helpers they share (tiny.py,
+# videodata.py) sit here and are imported by name (`from tiny import ...`) from every folder. pytest runs
+# with --import-mode=importlib (pyproject.toml), which puts no test folder on sys.path: this one is put there.
+_TESTS = str(Path(__file__).resolve().parent)
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
 
 
 @pytest.fixture(scope="session")

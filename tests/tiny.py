@@ -1,4 +1,5 @@
-"""Tiny configs shared by the tests: 8 frames, 16x16, three levels, a few channels."""
+"""Tiny configs shared by the tests: TGANv2 of 8 frames, 16x16, three levels, a few channels; NÜWA of
+4 frames, 16x16, 4x4 tokens per frame."""
 
 from __future__ import annotations
 
@@ -32,3 +33,28 @@ def one_batch(real, optimizers, generator, scaler=None):
     from kinema.objectives.base import StepContext
 
     return [Batch(real)], StepContext.for_batch(optimizers, generator, real.shape[0], scaler)
+
+
+# NÜWA (tests/models/nuwa/, tests/benchmarks/test_nuwa_measure.py): 4 frames of 16x16, 4x4 tokens per frame.
+TINY_NUWA_VQGAN = {"frames": 4, "resolution": 16, "downsample": 4, "hidden": 16, "max_mult": 2, "codebook_size": 16,
+                   "embedding_dim": 8, "disc_hidden": 8, "disc_layers": 2}
+TINY_NUWA = {"frames": 4, "resolution": 16, "downsample": 4, "codebook_size": 16, "hidden": 32, "heads": 2,
+             "encoder_layers": 1, "decoder_layers": 2, "cond_frames": 1, "cross_extent": [1, 3, 3],
+             "encoder_extent": [1, 3, 3], "block_frames": 2}
+
+
+def tiny_nuwa(**changes):
+    """A NÜWA transformer on a random (but fixed) VQ-GAN, treated as trained; eval mode."""
+    import json
+
+    import torch
+
+    from kinema.config import build_dataclass
+    from kinema.models.nuwa.model import NUWA, NUWAConfig
+
+    torch.manual_seed(0)
+    vq = json.dumps({"name": "nuwa_vqgan", **TINY_NUWA_VQGAN})
+    model = NUWA(build_dataclass(NUWAConfig, {**TINY_NUWA, "vqgan_config": vq, **changes}, "model"))
+    torch.nn.init.normal_(model.transformer.to_logits.weight, std=0.5)
+    model.vqgan_loaded = True
+    return model.eval()

@@ -12,7 +12,7 @@ compared with the clip's real ones.
   clips, one value per predicted frame. SSIM and PSNR pick their best future separately.
 - **SSIM** is scikit-image's ``structural_similarity`` with its defaults (7x7 uniform window, K1 0.01,
   K2 0.03, sample covariance, the mean over the window positions that fit inside the image), written in
-  torch and tested against scikit-image (tests/test_dvg_metrics.py). Frames are in [0, 1] and
+  torch and tested against scikit-image (tests/metrics/test_dvg_metrics.py). Frames are in [0, 1] and
   ``data_range`` is 1. (The official ``compare_ssim`` on float32 frames took the dtype's range, 2, which
   gives higher values; pass ``ssim_data_range=2`` to reproduce that convention.)
 - **PSNR** ``10 log10(1 / MSE)`` on [0, 1] frames (``compare_psnr`` of a non-negative float image uses

@@ -105,7 +105,7 @@ def setup(device: str = "auto", backend: str = "auto", timeout_minutes: float = 
         store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
         # torchrun's restarted workers reuse the agent's key-value store, which still holds the failed
         # round's keys; without a per-attempt prefix gloo connected to the dead workers' addresses
-        # and failed or hung (seen in tests/test_distributed.py under CPU load).
+        # and failed or hung (seen in tests/training/test_distributed.py under CPU load).
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(backend, store=dist.PrefixStore(f"kinema/attempt_{attempt}", store),
                                 rank=rank, world_size=world_size, timeout=timeout)

@@ -16,7 +16,7 @@ from kinema.models.videogpt.prior import PositionEmbedding, VideoGPTPrior, Video
 from kinema.nn.attention import sparse_causal_mask, strided_block_shape, strided_sparse_layout
 from kinema.registry import build_model, load_config
 
-CARD = Path(__file__).resolve().parents[1] / "docs" / "models" / "videogpt.md"
+CARD = Path(__file__).resolve().parents[3] / "docs" / "models" / "videogpt.md"
 TINY_VQ = {"frames": 8, "resolution": 16, "downsample": [2, 4, 4], "hidden": 16, "res_layers": 1,
            "codebook_size": 32, "embedding_dim": 8}
 TINY_PRIOR = {"frames": 8, "resolution": 16, "downsample": [2, 4, 4], "codebook_size": 32, "hidden": 24, "heads": 2,

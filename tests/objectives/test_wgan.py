@@ -25,7 +25,7 @@ from kinema.objectives.wgan import (
     largest_singular_value,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # test_tgan.py's tiny TGAN: 8 frames at 16x16, two D convs with BatchNorm after the second.
 TINY = {"z_dim": 8, "frames": 8, "resolution": 16, "temporal_hidden": 16, "gen_channels": [16, 8, 8],
         "dis_channels": [8, 16]}

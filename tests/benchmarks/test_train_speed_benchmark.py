@@ -12,7 +12,7 @@ import torch
 import kinema.models.tganv2.model as tganv2
 from kinema.registry import build_model, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load_benchmark():

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _measure():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "nuwa_measure.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "nuwa_measure.py"
     spec = importlib.util.spec_from_file_location("nuwa_measure", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -35,7 +35,7 @@ def test_held_out_nll_is_the_training_loss_on_the_held_out_clips():
     on the held-out clips (seed 999) -- over all tokens, and over those after the given frames."""
     import torch
 
-    from test_nuwa import nuwa
+    from tiny import tiny_nuwa as nuwa
 
     measure = _measure()
     model = nuwa(tasks=["unconditional", "prediction"])

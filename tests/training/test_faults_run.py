@@ -154,7 +154,7 @@ def test_cli_sigterm_saves_and_exits_143_with_one_line(tmp_path):
          "--set", "train.log_every=1", "--set", "model.frames=8", "--set", "model.resolution=16",
          "--set", "model.base_size=2", "--set", "model.levels=3", "--set", "model.gen_channels=[16,16,8,8]",
          "--set", "model.dis_channels=[8,16]", "--set", "model.z_dim=8", "--set", "data.num_clips=64"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).parents[1])
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.time() + 120
         while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
@@ -181,7 +181,7 @@ def test_kill_during_a_checkpoint_write_leaves_no_orphan_after_the_next_start(tm
     out = tmp_path / "run"
     script = (
         "import os, signal, sys, torch\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
         "from tiny import tiny_run_config\n"
         "from kinema.training import Trainer\n"
         f"t = Trainer(tiny_run_config(steps=6, checkpoint_every=2), {str(out)!r}, device='cpu', progress=False)\n"

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from kinema.api import train
 from kinema.errors import TrainingError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "dvg"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "parity" / "dvg"
 TINY = ["train.batch_size=2", "train.num_samples=2", "train.log_every=1", "data.num_clips=8",
         "train.sample_every=1000", "train.checkpoint_every=1000", "train.threads=1"]
 

@@ -16,8 +16,8 @@ from kinema.models.tgan import TGAN, TGANConfig
 from kinema.objectives.gan import GANObjective
 
 KINDS = ["conv1d", "gru", "lstm", "ode", "sde"]
-CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/tgan_*.toml")) + sorted(
-    Path(__file__).resolve().parents[1].glob("configs/mocogan_*.toml"))
+CONFIGS = sorted(Path(__file__).resolve().parents[3].glob("configs/tgan_*.toml")) + sorted(
+    Path(__file__).resolve().parents[3].glob("configs/mocogan_*.toml"))
 # 8 frames at 16x16: two ConvTranspose2d doublings (4 -> 16), two D convs (8x16x16 -> 2x4x4).
 TINY = {"z_dim": 8, "frames": 8, "resolution": 16, "temporal_hidden": 16, "gen_channels": [16, 8, 8], "dis_channels": [8, 16]}
 

@@ -166,11 +166,9 @@ from kinema.objectives.base import StepContext  # noqa: E402
 from kinema.objectives.nuwa import NUWAVQGANObjectiveConfig, adaptive_weight  # noqa: E402
 from kinema.registry import build_model, build_objective, load_config  # noqa: E402
 
-TINY_VQ = {"frames": 4, "resolution": 16, "downsample": 4, "hidden": 16, "max_mult": 2, "codebook_size": 16,
-           "embedding_dim": 8, "disc_hidden": 8, "disc_layers": 2}
-TINY_NUWA = {"frames": 4, "resolution": 16, "downsample": 4, "codebook_size": 16, "hidden": 32, "heads": 2,
-             "encoder_layers": 1, "decoder_layers": 2, "cond_frames": 1, "cross_extent": [1, 3, 3],
-             "encoder_extent": [1, 3, 3], "block_frames": 2}
+# nuwa(): tiny.py, shared with test_nuwa_eval.py and tests/benchmarks/test_nuwa_measure.py
+from tiny import TINY_NUWA, tiny_nuwa as nuwa  # noqa: E402
+from tiny import TINY_NUWA_VQGAN as TINY_VQ  # noqa: E402
 
 
 def video(b=2, t=4, r=16, seed=0):
@@ -180,16 +178,6 @@ def video(b=2, t=4, r=16, seed=0):
 def vqgan(**changes):
     torch.manual_seed(0)
     return NUWAVQGAN(build_dataclass(NUWAVQGANConfig, {**TINY_VQ, **changes}, "model"))
-
-
-def nuwa(**changes):
-    """A transformer on a random (but fixed) VQ-GAN, treated as trained."""
-    torch.manual_seed(0)
-    vq = json.dumps({"name": "nuwa_vqgan", **TINY_VQ})
-    model = NUWA(build_dataclass(NUWAConfig, {**TINY_NUWA, "vqgan_config": vq, **changes}, "model"))
-    torch.nn.init.normal_(model.transformer.to_logits.weight, std=0.5)
-    model.vqgan_loaded = True
-    return model.eval()
 
 
 @pytest.mark.parametrize("downsample", [2, 4, 8, 16])

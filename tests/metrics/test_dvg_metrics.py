@@ -259,7 +259,7 @@ def test_prediction_protocols_during_training_and_the_dvg_benchmark(tmp_path):
     diversity = next(r["eval"]["modes_diversity10"] for r in logged if "eval" in r)
     assert diversity["futures"] == 10 and diversity["num"] == 2 and 0 <= diversity["value"] <= 1
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "dvg_prediction.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "dvg_prediction.py"
     spec = importlib.util.spec_from_file_location("dvg_prediction", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

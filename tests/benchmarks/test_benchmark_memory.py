@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "tganv2_memory.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "tganv2_memory.py"
 
 
 @pytest.fixture(scope="module")

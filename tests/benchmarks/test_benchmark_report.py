@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "report_memory.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "report_memory.py"
 _spec = importlib.util.spec_from_file_location("report_memory", SCRIPT)
 rm = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(rm)

@@ -18,7 +18,7 @@ from kinema.foreign import UnsafePickleError
 
 torch.set_num_threads(1)
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "videogpt"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "videogpt"
 TOL = 1e-5
 
 

@@ -66,7 +66,7 @@ def test_a_nuwa_prediction_checkpoint_is_scored_by_bestof100_and_fvd_through_kin
 def test_the_capability_check_and_the_protocols_agree_for_every_kind_of_nuwa():
     """What the check lets through, the protocol can score (context_frames is declared, not probed); what it
     cannot score is refused before any work, by name."""
-    from test_nuwa import nuwa
+    from tiny import tiny_nuwa as nuwa
 
     prediction = nuwa()  # cond_frames = 1, tasks = ["prediction"]
     caps = prediction.capabilities
@@ -97,7 +97,7 @@ def test_a_nuwa_prediction_continues_the_given_frames_for_the_protocols():
     cond_frames frames of real clips; its videos start with their tokens, and other clips give other videos."""
     from kinema.data import BouncingShapes, RotatingBars
 
-    from test_nuwa import nuwa
+    from tiny import tiny_nuwa as nuwa
 
     model = nuwa()
     t, r = model.config.frames, model.config.resolution

@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("sampling_speed", ROOT / "benchmarks" / "sampling_speed.py")
 bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)

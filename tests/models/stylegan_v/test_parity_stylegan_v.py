@@ -21,7 +21,7 @@ from kinema.foreign import UnsafePickleError, load_foreign
 from kinema.models.stylegan_v import convert as sgv_convert
 from kinema.registry import convert
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "stylegan_v"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "stylegan_v"
 
 
 @pytest.fixture(scope="module")

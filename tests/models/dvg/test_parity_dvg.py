@@ -14,8 +14,8 @@ pytest.importorskip("gpytorch")
 from kinema.api import convert  # noqa: E402
 from kinema.errors import CheckpointError  # noqa: E402
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "dvg"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "dvg"
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 
 @pytest.fixture(scope="module")
