@@ -16,8 +16,8 @@ from kinema.api import convert
 from kinema.errors import CheckpointError, ConfigError
 from kinema.foreign import UnsafePickleError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "tgan_ode"
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "tgan_ode"
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 
 @pytest.fixture(scope="module", params=["convlstm", "ode"])

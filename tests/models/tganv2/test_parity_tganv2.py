@@ -16,9 +16,9 @@ import torch
 from kinema.api import convert
 from kinema.errors import CheckpointError, ConfigError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "parity" / "tganv2"
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "parity" / "tganv2"
 SPEC = json.loads((FIXTURE / "fixture.json").read_text())
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 
 def _convert(src, out, overrides=None):
