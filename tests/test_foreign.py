@@ -79,3 +79,22 @@ def test_convert_unknown_kind_lists_the_known_ones(tmp_path):
 
     with pytest.raises(Exception, match="unknown convert kind 'nope'.*i3d"):
         convert("nope", tmp_path / "x", tmp_path / "out")
+
+
+def test_convert_never_overwrites_a_folder_it_did_not_write(tmp_path):
+    pytest.importorskip("gpytorch")
+    from pathlib import Path
+
+    from kinema.api import convert
+
+    source = Path(__file__).parent / "fixtures" / "parity" / "dvg" / "model.pth"
+    precious = tmp_path / "my_run"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="exists and is not a converted checkpoint"):
+        convert("dvg", source, precious)
+    assert (precious / "notes.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no half-written copy left
+    out = convert("dvg", source, tmp_path / "converted")
+    first = (out / "model.safetensors").read_bytes()
+    assert convert("dvg", source, out) == out and (out / "model.safetensors").read_bytes() == first  # re-convert
