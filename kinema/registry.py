@@ -10,6 +10,7 @@ both must look names up -- model, objective and evaluation protocol names.
 from __future__ import annotations
 
 import json
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +30,7 @@ from kinema.config import (  # noqa: F401  (config-file readers re-exported: cal
     resolve_config_path,
     shipped_configs,
 )
-from kinema.errors import CheckpointError, ConfigError
+from kinema.errors import CheckpointError, ConfigError, TrainingError
 from kinema.metrics.protocols import PROTOCOLS
 from kinema.models.base import VideoModel
 from kinema.models.dvg import DVG, DVGConfig, DVGSampler
@@ -344,6 +345,34 @@ def load_model(
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"cannot load weights from {ckpt}: {exc}") from exc
     return model.to(device).eval(), config, ckpt
+
+
+def load_initial_weights(model: torch.nn.Module, source: str | Path, model_config, ema_target: str | None
+                         ) -> dict[str, torch.Tensor] | None:
+    """``train.init_from``: load the model weights of the checkpoint ``source`` (a run folder, a checkpoint
+    folder or a ``kinema convert`` output) into ``model`` in place, and return its EMA weights of
+    ``ema_target`` (names without the prefix; None when it has none). Refuses a checkpoint whose ``[model]``
+    differs from ``model_config``."""
+    from safetensors.torch import load_file
+
+    ckpt = resolve_checkpoint(source)
+    saved = load_config_json(ckpt / "config.json").model
+    if saved != model_config:
+        if saved.name != model_config.name:
+            raise TrainingError(f"train.init_from {ckpt} holds a {saved.name!r} model; this run trains {model_config.name!r}")
+        a, b = dataclasses.asdict(saved), dataclasses.asdict(model_config)
+        lines = [f"model.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        raise TrainingError(f"train.init_from {ckpt}: its [model] differs from this run's (checkpoint -> run):\n  "
+                            + "\n  ".join(lines) + "\nset those keys to the checkpoint's values (--set model.KEY=VALUE), or copy the [model] "
+                            f"section `kinema info {ckpt}` prints into your config")
+    device = next(model.parameters()).device
+    model.load_state_dict(load_file(ckpt / "model.safetensors", device=str(device)))
+    ema = None
+    if ema_target and (ckpt / "ema.safetensors").is_file():
+        prefix = ema_target + "."
+        ema = {k[len(prefix):]: v for k, v in load_file(ckpt / "ema.safetensors", device=str(device)).items()
+               if k.startswith(prefix)} or None
+    return ema
 
 
 def weights_match_config(ckpt: Path, tensors: dict) -> str | None:

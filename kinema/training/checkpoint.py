@@ -9,7 +9,6 @@ naming the filesystem, the space needed and the checkpoints that are intact.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import shutil
@@ -226,31 +225,3 @@ def format_bytes(n: float) -> str:
         n /= 1024
     return f"{n:.1f} TiB"
 
-
-def load_initial_weights(model: torch.nn.Module, source: str | Path, model_config, ema_target: str | None
-                         ) -> dict[str, torch.Tensor] | None:
-    """``train.init_from``: load the model weights of the checkpoint ``source`` (a run folder, a checkpoint
-    folder or a ``kinema convert`` output) into ``model`` in place, and return its EMA weights of
-    ``ema_target`` (names without the prefix; None when it has none). Refuses a checkpoint whose ``[model]``
-    differs from ``model_config``."""
-    from kinema.registry import load_config_json
-    from kinema.runs import resolve_checkpoint
-
-    ckpt = resolve_checkpoint(source)
-    saved = load_config_json(ckpt / "config.json").model
-    if saved != model_config:
-        if saved.name != model_config.name:
-            raise TrainingError(f"train.init_from {ckpt} holds a {saved.name!r} model; this run trains {model_config.name!r}")
-        a, b = dataclasses.asdict(saved), dataclasses.asdict(model_config)
-        lines = [f"model.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        raise TrainingError(f"train.init_from {ckpt}: its [model] differs from this run's (checkpoint -> run):\n  "
-                            + "\n  ".join(lines) + "\nset those keys to the checkpoint's values (--set model.KEY=VALUE), "
-                            "or take its whole config: kinema train --config " + str(ckpt / "config.json"))
-    device = next(model.parameters()).device
-    model.load_state_dict(load_weights(ckpt / "model.safetensors", device))
-    ema = None
-    if ema_target and (ckpt / "ema.safetensors").is_file():
-        prefix = ema_target + "."
-        ema = {k[len(prefix):]: v for k, v in load_weights(ckpt / "ema.safetensors", device).items()
-               if k.startswith(prefix)} or None
-    return ema

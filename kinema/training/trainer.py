@@ -30,7 +30,7 @@ from kinema.dist import all_reduce_mean
 from kinema.errors import Interrupted, TrainingError
 from kinema.nn import assert_shape, convert_batchnorm
 from kinema.objectives.base import NonFiniteLossError, StepContext
-from kinema.registry import build_model, build_objective
+from kinema.registry import build_model, build_objective, load_initial_weights
 from kinema.runs import STEP_PREFIX
 from kinema.training import distributed
 from kinema.training.checkpoint import (
@@ -38,7 +38,6 @@ from kinema.training.checkpoint import (
     check_finite,
     checkpoint_bytes,
     disk_full_error,
-    load_initial_weights,
     is_disk_full,
     load_trainer_state,
     load_weights,
