@@ -639,7 +639,7 @@ def plot_curve(row: dict, lines: dict[str, dict], path: Path) -> Path | None:
         ax.set_xlabel("training CPU minutes (1 thread)")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{row['row']} ({row['data']}, {row['frames']}x{row['height']}x{row['width']}, {row['clips']} clips)", fontsize=10)
+    fig.suptitle(f"{row['row']} ({row['data']}, {row['frames']}x{row['height']}x{row['width']}, {int(row['clips'])} clips)", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
