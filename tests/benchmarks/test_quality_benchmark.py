@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quality.py"
 _spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
 q = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(q)
