@@ -33,6 +33,8 @@ def official_outputs(official: Path, config: str, seed: int, work: Path) -> Path
 
 def kinema_outputs(checkpoint: Path, inputs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The same outputs from the converted checkpoint, through kinema's public model API."""
+    import gpytorch
+
     import kinema
 
     model, _ = kinema.load(checkpoint)
@@ -59,7 +61,7 @@ def kinema_outputs(checkpoint: Path, inputs: dict[str, np.ndarray]) -> dict[str,
         gp64 = model.gp.likelihood(model.gp.gp(h.double().transpose(0, 1).unsqueeze(-1)))
         out["gp_mean_float64"], out["gp_variance_float64"] = gp64.mean.transpose(0, 1), gp64.variance.transpose(0, 1)
         model.gp.train()
-        mll = __import__("gpytorch").mlls.VariationalELBO(model.gp.likelihood, model.gp.gp, num_data=x.shape[1])
+        mll = gpytorch.mlls.VariationalELBO(model.gp.likelihood, model.gp.gp, num_data=x.shape[1])
         f = model.gp.gp(h.double().transpose(0, 1).unsqueeze(-1))
         out["neg_elbo_float64"] = -mll(f, target.double().transpose(0, 1)).sum()[None]
     model.gp.float().eval()

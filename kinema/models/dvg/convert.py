@@ -85,11 +85,15 @@ def _predictor_state(record: Inert) -> dict[str, torch.Tensor]:
             for k, v in module_state_dict(record).items()}
 
 
-def _renamed(state: dict, names: dict[str, str], what: str) -> dict[str, torch.Tensor]:
+def _check_known(state: dict, names: dict[str, str], what: str) -> None:
     unknown = sorted(set(state) - set(names))
     if unknown:
         raise CheckpointError(f"DVG {what} state has {unknown[0]!r}, which the gpytorch-0.3 layout of the official "
                               f"GPRegressionLayer1 does not have; known: {', '.join(names)}")
+
+
+def _renamed(state: dict, names: dict[str, str], what: str) -> dict[str, torch.Tensor]:
+    _check_known(state, names, what)
     return {names[k]: v for k, v in state.items()}
 
 
@@ -160,10 +164,7 @@ def convert_dvg(src: Path, options=None) -> Converted:
         raise CheckpointError(f"{src}: --image_width {config.resolution}; the official dcgan_64 model is 64x64")
     config.validate()
     gp_state = dict(gp_state)
-    unknown = sorted(set(gp_state) - set(GP_NAMES))
-    if unknown:
-        raise CheckpointError(f"DVG gp_layer state has {unknown[0]!r}, which the gpytorch-0.3 layout of the official "
-                              f"GPRegressionLayer1 does not have; known: {', '.join(GP_NAMES)}")
+    _check_known(gp_state, GP_NAMES, "gp_layer")  # before the maths below reads it by the official names
     mean, chol = whitened_variational_parameters(gp_state, config.gp_jitter)
     gp_state["variational_strategy.variational_distribution.variational_mean"] = mean
     gp_state["variational_strategy.variational_distribution.chol_variational_covar"] = chol
