@@ -31,10 +31,10 @@ def resolve_run_config(
     under the run's lock, :meth:`kinema.training.run_folder.RunFolder.start`)."""
     if config_path is not None:
         return load_config(config_path, overrides)
-    point = ResumePoint.find(out, resume, warn=None) if resume else None
+    point, config = ResumePoint.find(out, resume, None, overrides) if resume else (None, None)
     if point is None:
         raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
-    return load_config(None, overrides, **point.config.to_dict())
+    return config
 
 
 def describe(config: RunConfig) -> str:

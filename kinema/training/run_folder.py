@@ -41,11 +41,20 @@ class ResumePoint:
         return checkpoint_step(self.checkpoint)
 
     @classmethod
-    def find(cls, out: str | Path, resume: bool | str, warn: Callable[[str], None] | None = None) -> ResumePoint | None:
-        """Where run ``out`` would resume, read only (``kinema train --dry-run``; a training run resolves it under
-        its lock, :meth:`RunFolder.start`). ``resume``: see :func:`kinema.runs.resume_checkpoint`."""
+    def find(cls, out: str | Path, resume: bool | str, requested: RunConfig | None = None, overrides: Sequence[str] = (),
+             warn: Callable[[str], None] | None = None) -> tuple[ResumePoint | None, RunConfig | None]:
+        """Where run ``out`` resumes and the config it then trains with: the newest checkpoint that loads with its
+        saved config, and ``requested`` (None: the saved config with the ``--set`` ``overrides``) checked against
+        it (only resumable keys may differ); ``(None, requested)`` for a new run. ``resume``: see
+        :func:`kinema.runs.resume_checkpoint`. Read only; a training run calls it under its lock
+        (:meth:`RunFolder.start`), ``kinema train --dry-run`` without one."""
         ckpt = resume_checkpoint(Path(out), resume, warn=warn)
-        return None if ckpt is None else cls(ckpt, load_config_json(ckpt / "config.json"))
+        if ckpt is None:
+            return None, requested
+        saved = load_config_json(ckpt / "config.json")
+        if requested is None:  # the checkpoint's own config, with the --set overrides
+            requested = load_config(None, list(overrides), **saved.to_dict())
+        return cls(ckpt, saved), resumed_config(saved, requested)
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -81,12 +90,8 @@ class RunFolder:
             for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
                 self._warn(f"{self.path}/checkpoints: {line}")
         barrier()
-        ckpt = resume_checkpoint(self.path, resume, warn=self._warn if self.is_main else None)
-        if ckpt is not None:
-            point = ResumePoint(ckpt, load_config_json(ckpt / "config.json"))
-            if config is None:  # the checkpoint's own config, with the --set overrides
-                config = load_config(None, list(overrides), **point.config.to_dict())
-            config = resumed_config(point.config, config)
+        point, config = ResumePoint.find(self.path, resume, config, overrides, warn=self._warn if self.is_main else None)
+        if point is not None:
             if self.is_main:
                 truncate_metrics(self.path, point.step)
             return config, point

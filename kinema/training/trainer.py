@@ -134,6 +134,8 @@ class Trainer:
         self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup, initial_ema)
                     if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
+        # checked before the training data is built: a bad eval setting fails in seconds
+        self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         _, t, h, w = self.model.video_shape
         if config.data.sparse_frames:  # a few frames per clip at random gaps, with their times
             from kinema.data.sparse_frames import build_sparse_dataset
@@ -146,7 +148,6 @@ class Trainer:
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
         )
         self._preview_real: torch.Tensor | None = None
-        self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         self.step = 0
         self.resumed_from = resume
         self._saved_step = None  # the step of the last checkpoint written (or resumed from)
@@ -159,7 +160,8 @@ class Trainer:
             if self.process.is_main:
                 tqdm.write(f"kinema: resuming {self.run.path} from {resume.checkpoint.name} (step {self.step})",
                            file=sys.stderr)
-        check_disk_space(self.run.path, self.checkpoint_bytes())
+        need = self.checkpoint_bytes()  # what one checkpoint takes, against the free space now
+        check_disk_space(self.run.path, need)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -358,12 +360,13 @@ class Trainer:
     def _fit(self) -> Path:
         train, info = self.config.train, self.process
         if info.is_main:
-            (self.run.path / "config.toml").write_text(self.config.to_toml())
             self.loggers.open(self.config, self.step if self.resumed_from is not None else None)
         expected = [train.batch_size // info.world_size, *self.model.video_shape]
         if self.config.data.sparse_frames:  # a few frames per clip at random gaps (kinema.data.sparse_frames)
             expected[2] = self.config.data.sparse_frames
         rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
+        if info.is_main:  # the config this run trains with, as it is once set up
+            (self.run.path / "config.toml").write_text(self.config.to_toml())
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         if self.step == 0:
