@@ -53,7 +53,13 @@ FAMILIES: dict[str, list[dict]] = {
         {"stage": "prior", "config": "videogpt_prior_tiny16", "cpu16": "videogpt_prior_cpu16", "share": 0.5, "overrides": []},
     ],
     "stylegan_v": [{"stage": "stylegan_v", "config": "stylegan_v_tiny16", "cpu16": "stylegan_v_cpu16", "overrides": []}],
+    "nuwa": [  # unconditional NÜWA (model.cond_frames = 0) over its per-frame VQ-GAN; cpu16 only
+        {"stage": "vqgan", "config": "nuwa_vqgan_cpu16", "cpu16": "nuwa_vqgan_cpu16", "share": 0.3, "overrides": []},
+        {"stage": "nuwa", "config": "nuwa_cpu16", "cpu16": "nuwa_cpu16", "share": 0.7, "overrides": [],
+         "first_stage": "vqgan"},
+    ],
 }
+FAMILIES["videogpt"][1]["first_stage"] = "vqvae"  # the option of a second stage that names the first stage's run
 # --configs cpu16: the *_cpu16 configs, chosen to learn this CPU world fast (docs/quality.md, "Learning on one
 # CPU" in each model card); tiny16 (default): the tiny configs at 16 frames.
 CONFIG_SUITES = ("tiny16", "cpu16")
@@ -442,8 +448,8 @@ def train_family(family: str, work: Path, extra: list[tuple[str | None, str]], a
     for i, stage in enumerate(stages):
         config = stage_config(stage, args)
         overrides = stage_overrides(family, stage, extra, args.seed, args.data, args.threads)
-        if stage["stage"] == "prior":
-            overrides.append(f"model.vqvae={results[0]['checkpoint'].parent.parent}")
+        if "first_stage" in stage:  # a second stage trains on the first stage just trained
+            overrides.append(f"model.{stage['first_stage']}={results[0]['checkpoint'].parent.parent}")
         last = i == len(stages) - 1
         share = stage.get("share", 1.0)
         label = family if len(stages) == 1 else f"{family} {stage['stage']}"
@@ -479,14 +485,14 @@ def untrained_model(family: str, extra: list[tuple[str | None, str]], args):
     cfgs = [load_config(stage_config(s, args), stage_overrides(family, s, extra, args.seed, args.data)) for s in stages]
     torch.manual_seed(cfgs[0].train.seed)
     model = build_model(cfgs[0].model)
-    if family == "videogpt":
-        vq = model
-        prior_cfg = dataclasses.replace(cfgs[1].model, vqvae="",
-                                        vqvae_config=json.dumps(dataclasses.asdict(cfgs[0].model)))
+    if len(stages) > 1:  # a second stage over the untrained first stage
+        first, key = model, stages[1]["first_stage"]
+        second_cfg = dataclasses.replace(cfgs[1].model, **{key: "", f"{key}_config": json.dumps(dataclasses.asdict(cfgs[0].model))})
         torch.manual_seed(cfgs[1].train.seed)
-        model = build_model(prior_cfg)
-        model.vqvae.load_state_dict(vq.state_dict())
-        model.vqvae_loaded = True
+        model = build_model(second_cfg)
+        missing, _ = model.first_stage.load_state_dict(first.state_dict(), strict=False)  # NÜWA drops the discriminator
+        assert not missing, f"untrained {family}: first-stage weights missing {missing[:3]}"
+        model.first_stage_loaded = True
     return model.to(args.device).eval()
 
 
