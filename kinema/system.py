@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+from kinema.errors import TrainingError
+
 
 def available_memory() -> int | None:
     """Bytes of memory available to new allocations (Linux MemAvailable), or None when unknown."""
@@ -43,3 +45,22 @@ def free_bytes(path: Path) -> int | None:
         return shutil.disk_usage(path).free
     except OSError:
         return None
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def check_disk_space(out: Path, need: int) -> None:
+    """Refuse to start a run whose first checkpoint (``need`` bytes) clearly cannot fit in ``out`` (every rank
+    checks the same shared filesystem, so all stop together)."""
+    free = free_bytes(out)
+    if free is not None and free < need:
+        raise TrainingError(
+            f"not enough disk space for a checkpoint: {out} is on {filesystem_of(out)} with "
+            f"{format_bytes(free)} free, one checkpoint needs about {format_bytes(need)} ({need:,} bytes); "
+            "nothing was written -- free some space or choose another --out")

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from kinema.config import RunConfig
 from kinema.errors import TrainingError
 from kinema.runs import STEP_PREFIX, list_checkpoints, prune_checkpoints
-from kinema.system import filesystem_of, free_bytes
+from kinema.system import filesystem_of, format_bytes, free_bytes
 
 
 def _state_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -175,17 +175,6 @@ def checkpoint_bytes(optimizer: str, optimizers: dict, states: list[dict[str, to
     return sum(state_bytes(state) for state in states) + moments * state_bytes(params) + 512 * tensors + 2**16
 
 
-def check_disk_space(out: Path, need: int) -> None:
-    """Refuse to start a run whose first checkpoint clearly cannot fit (every rank checks the same
-    shared filesystem, so all stop together)."""
-    free = free_bytes(out)
-    if free is not None and free < need:
-        raise TrainingError(
-            f"not enough disk space for a checkpoint: {out} is on {filesystem_of(out)} with "
-            f"{format_bytes(free)} free, one checkpoint needs about {format_bytes(need)} ({need:,} bytes); "
-            "nothing was written -- free some space or choose another --out")
-
-
 def disk_full_error(exc: OSError, run_dir: Path) -> TrainingError:
     """A full disk while writing samples or logs, in one line (like a checkpoint's)."""
     last = list_checkpoints(run_dir)
@@ -216,12 +205,3 @@ def is_disk_full(exc: BaseException, path: Path | None = None, need: int = 0) ->
         free = free_bytes(path)
         return free is not None and free < need
     return False
-
-
-def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-

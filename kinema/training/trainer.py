@@ -32,9 +32,9 @@ from kinema.nn import assert_shape, convert_batchnorm
 from kinema.objectives.base import NonFiniteLossError, StepContext
 from kinema.registry import build_model, build_objective, load_initial_weights
 from kinema.runs import STEP_PREFIX
+from kinema.system import check_disk_space
 from kinema.training import distributed
 from kinema.training.checkpoint import (
-    check_disk_space,
     check_finite,
     checkpoint_bytes,
     disk_full_error,
@@ -134,6 +134,19 @@ class Trainer:
         self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup, initial_ema)
                     if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
+        self.step = 0
+        self.resumed_from = resume
+        self._saved_step = None  # the step of the last checkpoint written (or resumed from)
+        if resume is not None:
+            self._load(resume.checkpoint)
+            self._saved_step = self.step
+            replanned = self.lr_plan.replan(resume.config.train, self.step)
+            if replanned and self.progress:
+                tqdm.write(replanned)
+            if self.process.is_main:
+                tqdm.write(f"kinema: resuming {self.run.path} from {resume.checkpoint.name} (step {self.step})",
+                           file=sys.stderr)
+        need = self.checkpoint_bytes()  # what one checkpoint takes, checked against the free space below
         # checked before the training data is built: a bad eval setting fails in seconds
         self._eval = self._eval_setup() if train.eval_every and self.process.is_main else None
         _, t, h, w = self.model.video_shape
@@ -148,19 +161,6 @@ class Trainer:
             train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
         )
         self._preview_real: torch.Tensor | None = None
-        self.step = 0
-        self.resumed_from = resume
-        self._saved_step = None  # the step of the last checkpoint written (or resumed from)
-        if resume is not None:
-            self._load(resume.checkpoint)
-            self._saved_step = self.step
-            replanned = self.lr_plan.replan(resume.config.train, self.step)
-            if replanned and self.progress:
-                tqdm.write(replanned)
-            if self.process.is_main:
-                tqdm.write(f"kinema: resuming {self.run.path} from {resume.checkpoint.name} (step {self.step})",
-                           file=sys.stderr)
-        need = self.checkpoint_bytes()  # what one checkpoint takes, against the free space now
         check_disk_space(self.run.path, need)
 
     # ------------------------------------------------------------------ checkpoints
@@ -305,9 +305,6 @@ class Trainer:
         self.loggers.video("samples", paths[0], self.step)
         return paths
 
-    def _log(self, metrics: dict[str, float]) -> None:
-        self.loggers.train(self.step, metrics)
-
     # ------------------------------------------------------------------ the loop
 
     def _batches(self):
@@ -427,7 +424,7 @@ class Trainer:
                     metrics["videos_per_second"] = (self.step - last_step) * train.batch_size / elapsed
                     metrics["data_wait_fraction"] = data_wait / elapsed  # time blocked on the data loader
                     last_time, last_step, data_wait = now, self.step, 0.0
-                    self._log(metrics)
+                    self.loggers.train(self.step, metrics)
                     bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if k != "lr"})
                 if self.step % train.sample_every == 0 or done:
                     self.write_samples()
