@@ -3,8 +3,8 @@
 Run with the Python of a venv that has gpytorch 0.3.6 (the last release with the API the official code
 calls: AbstractVariationalGP, WhitenedVariationalStrategy, ``batch_size=``) on top of the main torch:
 
-    python -m venv --system-site-packages /work/ext/dvg/venv03 && /work/ext/dvg/venv03/bin/pip install --no-deps gpytorch==0.3.6
-    /work/ext/dvg/venv03/bin/python benchmarks/parity_dvg_official.py OFFICIAL_CHECKOUT CONFIG SEED OUT_DIR
+    python -m venv --system-site-packages DVG_VENV && DVG_VENV/bin/pip install --no-deps gpytorch==0.3.6
+    DVG_VENV/bin/python benchmarks/parity_dvg_official.py OFFICIAL_CHECKOUT CONFIG SEED OUT_DIR
 
 It imports the official modules from the checkout (models/dcgan_64.py, models/lstm.py, models/gp_models.py,
 utils.init_weights), builds and seeds them, saves ``model.pth`` exactly as train.py:380-388 does, and writes

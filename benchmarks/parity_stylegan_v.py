@@ -1,6 +1,6 @@
 """StyleGAN-V output parity: the authors' G, G_ema and D (universome/stylegan-v) against kinema's converter.
 
-    OMP_NUM_THREADS=1 /work/ext/sgv/venv/bin/python benchmarks/parity.py --family stylegan_v \\
+    OMP_NUM_THREADS=1 SGV_VENV/bin/python benchmarks/parity.py --family stylegan_v \\
         --official /path/to/stylegan-v-checkout [--config tiny|paper] [--fixture tests/fixtures/parity/stylegan_v]
 
 The official networks are built from an unmodified checkout (imported from there, never copied) with the

@@ -1,6 +1,6 @@
 """VideoGPT output parity: the authors' VQ-VAE and transformer (wilson1yan/VideoGPT) against kinema's.
 
-    OMP_NUM_THREADS=1 python benchmarks/parity.py --family videogpt --official /work/ext/videogpt/official \\
+    OMP_NUM_THREADS=1 python benchmarks/parity.py --family videogpt --official VIDEOGPT_CHECKOUT \\
         [--config tiny|paper] [--fixture tests/fixtures/parity/videogpt]
 
 What it does (``run``):
