@@ -135,14 +135,14 @@ class StepTimer:
                 self._acc["schedules"] += time.perf_counter() - t
 
             sched.step = timed_step
-        log = trainer._log
+        log = trainer.loggers.train
 
-        def timed_log(metrics):
+        def timed_log(step, metrics):
             t = time.perf_counter()
-            log(metrics)
+            log(step, metrics)
             self._acc["logging"] += time.perf_counter() - t
 
-        trainer._log = timed_log
+        trainer.loggers.train = timed_log
         # not per-step work (step 0, every sample_every / checkpoint_every, the end)
         trainer.write_samples = lambda: []
         trainer.save = lambda: None
