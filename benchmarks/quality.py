@@ -50,7 +50,8 @@ FAMILIES: dict[str, list[dict]] = {
     "vdm": [{"stage": "vdm", "config": "vdm_tiny16", "cpu16": "vdm_cpu16", "overrides": []}],  # 16x16 pixels: 32x32 trains ~4x slower
     "videogpt": [  # downsample [4, 4, 4]: the tiny 4x8x8 code grid
         {"stage": "vqvae", "config": "videogpt_vqvae_tiny16", "cpu16": "videogpt_vqvae_cpu16", "share": 0.5, "overrides": []},
-        {"stage": "prior", "config": "videogpt_prior_tiny16", "cpu16": "videogpt_prior_cpu16", "share": 0.5, "overrides": []},
+        {"stage": "prior", "config": "videogpt_prior_tiny16", "cpu16": "videogpt_prior_cpu16", "share": 0.5, "overrides": [],
+         "first_stage": "vqvae"},  # the option of a second stage that names the first stage's run
     ],
     "stylegan_v": [{"stage": "stylegan_v", "config": "stylegan_v_tiny16", "cpu16": "stylegan_v_cpu16", "overrides": []}],
     "nuwa": [  # unconditional NÜWA (model.cond_frames = 0) over its per-frame VQ-GAN; cpu16 only
@@ -59,7 +60,6 @@ FAMILIES: dict[str, list[dict]] = {
          "first_stage": "vqgan"},
     ],
 }
-FAMILIES["videogpt"][1]["first_stage"] = "vqvae"  # the option of a second stage that names the first stage's run
 # --configs cpu16: the *_cpu16 configs, chosen to learn this CPU world fast (docs/quality.md, "Learning on one
 # CPU" in each model card); tiny16 (default): the tiny configs at 16 frames.
 CONFIG_SUITES = ("tiny16", "cpu16")

@@ -380,16 +380,16 @@ def migrate(config_class: type, model: dict[str, Any], objective: dict[str, Any]
     return model, objective
 
 
+def diff_values(a: dict, b: dict, section: str) -> list[str]:
+    """Keys whose values differ between two dicts of one config section, as ``section.key: a -> b`` lines."""
+    return [f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}"
+            for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+
+
 def diff_configs(a: RunConfig, b: RunConfig) -> list[str]:
     """Keys whose values differ between two configs, as ``section.key: a -> b`` lines."""
     da, db = a.to_dict(), b.to_dict()
-    lines = []
-    for section in SECTIONS:
-        for key in sorted(set(da[section]) | set(db[section])):
-            va, vb = da[section].get(key), db[section].get(key)
-            if va != vb:
-                lines.append(f"{section}.{key}: {va!r} -> {vb!r}")
-    return lines
+    return [line for section in SECTIONS for line in diff_values(da[section], db[section], section)]
 
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.

@@ -24,6 +24,7 @@ from kinema.config import (  # noqa: F401  (config-file readers re-exported: cal
     RunConfig,
     TrainConfig,
     build_dataclass,
+    diff_values,
     migrate,
     parse_override,
     read_config_file,
@@ -360,8 +361,7 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_confi
     if saved != model_config:
         if saved.name != model_config.name:
             raise TrainingError(f"train.init_from {ckpt} holds a {saved.name!r} model; this run trains {model_config.name!r}")
-        a, b = dataclasses.asdict(saved), dataclasses.asdict(model_config)
-        lines = [f"model.{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        lines = diff_values(dataclasses.asdict(saved), dataclasses.asdict(model_config), "model")
         raise TrainingError(f"train.init_from {ckpt}: its [model] differs from this run's (checkpoint -> run):\n  "
                             + "\n  ".join(lines) + "\nset those keys to the checkpoint's values (--set model.KEY=VALUE), or copy the [model] "
                             f"section `kinema info {ckpt}` prints into your config")

@@ -48,8 +48,9 @@ def free_bytes(path: Path) -> int | None:
 
 
 def format_bytes(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
+    """``n`` bytes in words for messages: ``"512 bytes"``, ``"1.5 GiB"`` (TiB at most)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
