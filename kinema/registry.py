@@ -260,7 +260,8 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
     from safetensors.torch import save_file
 
     from kinema.foreign import ConvertOptions, Converted
-    from kinema.runs import CONVERTED_FILE
+    from kinema.runs import CONVERTED_FILE, write_manifest
+    from kinema.system import file_mode
 
     entry = converter_entry(kind)
     src, out = Path(src), Path(out)
@@ -305,6 +306,9 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
             save_file({k: v.detach().contiguous() for k, v in converted.ema_state.items()},
                       tmp / "ema.safetensors", metadata=metadata)
         (tmp / CONVERTED_FILE).write_text(json.dumps(provenance, indent=2, default=str))
+        for weights in tmp.glob("*.safetensors"):  # safetensors writes 0600 whatever the umask
+            os.chmod(weights, file_mode())
+        write_manifest(tmp)
         if out.exists():
             if not (out / CONVERTED_FILE).is_file():
                 raise CheckpointError(f"{out} exists and is not a converted checkpoint; give a new folder")

@@ -142,6 +142,22 @@ class RunLock:
             except OSError:
                 pass
 
+    def check(self) -> None:
+        """Raise :class:`TrainingError` unless the lock file is still the one this process holds: deleted or
+        replaced (by a person, a cleanup script, or a second run that then took a new lock), another writer may
+        be using the folder, and a checkpoint written now could interleave with its."""
+        if self.fd is None:
+            return
+        try:
+            ours = os.fstat(self.fd).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            ours = False
+        if not ours:
+            raise TrainingError(
+                f"the lock {self.path} of this run was deleted or replaced while the run held it, so another "
+                f"training run may now be writing to {self.path.parent}; stopping before writing a checkpoint. "
+                "Make sure only one run uses this --out, then resume with --resume")
+
     def release(self) -> None:
         """Delete the lock file and drop the lock (idempotent). Deleted first, so a waiting process
         never takes a file that is about to disappear (acquire re-checks the inode)."""

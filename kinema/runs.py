@@ -7,6 +7,10 @@ line: :func:`append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/s
     model.safetensors    every parameter and buffer of the model
     ema.safetensors      EMA weights of the objective's EMA target, when train.ema_decay > 0
     trainer_state.pt     optimisers, LR schedules, step, RNG and data-order state (weights_only)
+    manifest.json        sha256 and size of each file above, written last: a flipped byte is caught
+
+A checkpoint kinema decides not to use (a resume skips it as damaged, edited or of another model) is never
+deleted or overwritten: it is renamed ``set-aside-step_N`` beside the others, a name no command reads.
 
 ``kinema convert`` writes the same folder without ``trainer_state.pt`` and with ``converted.json``
 (the source file, its sha256 and the hyper-parameters read from it).
@@ -14,6 +18,7 @@ line: :func:`append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/s
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +31,11 @@ from typing import Callable
 from kinema.errors import CheckpointError, ConfigError, TrainingError
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
+# safetensors has no checksum: the manifest holds each file's sha256 (checkpoints written before it have none)
+MANIFEST_FILE = "manifest.json"
+# What trainer_state.pt must hold for a resume (kinema.training.checkpoint.trainer_state writes it).
+TRAINER_STATE_KEYS = ("step", "optimizers", "schedulers", "rng_torch", "noise_generator")
+SET_ASIDE_PREFIX = "set-aside-"
 # A checkpoint folder written by `kinema convert` from another project's file: config.json and the
 # weights, plus this record of where they came from; no trainer state (fine-tune with train.init_from).
 CONVERTED_FILE = "converted.json"
@@ -96,11 +106,13 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a file; pass a run directory or a checkpoint directory")
     if (path / "config.json").is_file() and (path / "model.safetensors").exists():
-        if (path / CONVERTED_FILE).is_file():  # `kinema convert` output: weights only, nothing to resume
-            return path
-        if not is_complete(path):
+        if not (path / CONVERTED_FILE).is_file() and not is_complete(path):  # convert's output: nothing to resume
             missing = [n for n in REQUIRED_FILES if not (path / n).is_file()]
             raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+        problem = manifest_problem(path)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}; use another checkpoint of the run "
+                                  "(pass the run folder to take the newest sound one) or restore it from a backup")
         return path
     # The newest usable one: a truncated or edited newest checkpoint is skipped with a warning.
     ckpt = latest_valid_checkpoint(path, trainer_state=False)
@@ -116,6 +128,58 @@ def checkpoint_step(path: Path) -> int:
     """The step of a ``step_NNNNNNN`` folder; -1 for any other name."""
     match = STEP_NAME.fullmatch(Path(path).name)
     return int(match.group(1)) if match else -1
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, or its type name when it has none (an EOFError from an
+    empty file has no text)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """``folder/manifest.json``: the sha256 and size of every file in ``folder``; written last (to a temporary
+    name, then renamed), so a manifest exists only for a folder whose files are all complete."""
+    folder = Path(folder)
+    files = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
+    tmp = folder / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1))
+    os.replace(tmp, folder / MANIFEST_FILE)
+    return folder / MANIFEST_FILE
+
+
+def manifest_problem(folder: Path) -> str | None:
+    """Why ``folder``'s files disagree with its manifest (a missing file, another size or sha256), or None
+    (also for a folder without a manifest: checkpoints written before manifests existed)."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        files = json.loads(path.read_text())["files"]
+        entries = [(name, int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return f"{MANIFEST_FILE} cannot be read ({type(exc).__name__}: {first_line(exc)})"
+    for name, size, sha in entries:
+        file = Path(folder) / name
+        try:
+            if not file.is_file():
+                return f"{name} is missing (listed in {MANIFEST_FILE})"
+            if file.stat().st_size != size:
+                return f"{name} has {file.stat().st_size:,} bytes, {MANIFEST_FILE} says {size:,}"
+            if file_sha256(file) != sha:
+                return f"{name} is corrupt: its sha256 differs from {MANIFEST_FILE}'s (same length, changed bytes)"
+        except OSError as exc:
+            return f"{name} cannot be read: {exc.strerror or first_line(exc)}"
+    return None
 
 
 def _stderr_warning(message: str) -> None:
@@ -155,14 +219,16 @@ def set_model_check(check: Callable[[Path, dict], str | None]) -> None:
     _model_check = check
 
 
-def checkpoint_problem(ckpt: Path, trainer_state: bool = True) -> str | None:
+def checkpoint_problem(ckpt: Path, trainer_state: bool = True, model_name: str | None = None) -> str | None:
     """Why ``ckpt`` cannot be used (a short reason), or None when it looks sound.
 
     Checks what a resume would trip over, without building the model's weights: the required files
-    exist; ``config.json`` parses; each safetensors file is complete; the installed model check (the
+    exist; they agree with ``manifest.json`` (sha256); ``config.json`` parses (and, with ``model_name``, names
+    that model); each safetensors file is complete; the installed model check (the
     registry's: ``config.json`` is a valid config and the weights are exactly the tensors, names and
     shapes, of the model it describes -- an edited config.json fails here); and, with
-    ``trainer_state``, ``trainer_state.pt`` loads (weights_only) and names a step.
+    ``trainer_state``, ``trainer_state.pt`` loads (weights_only), holds every key a resume reads and names the
+    step of the folder's name.
     """
     import torch
 
@@ -170,10 +236,18 @@ def checkpoint_problem(ckpt: Path, trainer_state: bool = True) -> str | None:
     missing = [n for n in REQUIRED_FILES if not (ckpt / n).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
+    problem = manifest_problem(ckpt)
+    if problem:
+        return problem
     try:
-        json.loads((ckpt / "config.json").read_text())
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        return f"config.json is not a valid kinema config ({type(exc).__name__}: {exc})"
+        saved = json.loads((ckpt / "config.json").read_text())
+    except OSError as exc:  # permission denied, a flaky network filesystem
+        return f"config.json cannot be read ({exc.strerror or first_line(exc)})"
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        return f"config.json is not a valid kinema config ({type(exc).__name__}: {first_line(exc)})"
+    saved_model = saved.get("model", {}).get("name") if isinstance(saved, dict) and isinstance(saved.get("model"), dict) else None
+    if model_name is not None and saved_model != model_name:
+        return f"it holds a {saved_model!r} model, but this run trains {model_name!r} (its config.toml)"
     problem, tensors = _safetensors_problem(ckpt / "model.safetensors")
     if problem:
         return problem
@@ -188,22 +262,29 @@ def checkpoint_problem(ckpt: Path, trainer_state: bool = True) -> str | None:
     if trainer_state:
         try:
             state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated zip raises RuntimeError, pickle errors, ...
-            return f"trainer_state.pt cannot be loaded ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
-        if not isinstance(state, dict) or "step" not in state:
-            return "trainer_state.pt holds no step"
+        except Exception as exc:  # a truncated zip raises RuntimeError, an empty file EOFError, pickle errors, ...
+            return f"trainer_state.pt cannot be loaded ({type(exc).__name__}: {first_line(exc)})"
+        if not isinstance(state, dict):
+            return f"trainer_state.pt holds a {type(state).__name__}, not kinema's trainer state"
+        lacking = [k for k in TRAINER_STATE_KEYS if k not in state]
+        if lacking:
+            return f"trainer_state.pt lacks {', '.join(lacking)}"
+        if not isinstance(state["step"], int) or state["step"] != checkpoint_step(ckpt):
+            return (f"trainer_state.pt says step {state['step']!r}, but the folder is {ckpt.name}: one of them "
+                    "was changed")
     return None
 
 
 def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
-                            warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
+                            warn: Callable[[str], None] | None = _stderr_warning,
+                            model_name: str | None = None) -> Path | None:
     """The newest checkpoint of ``run_dir`` that :func:`checkpoint_problem` accepts; each newer bad
     one is reported through ``warn`` with its reason. None when the run has no checkpoint at all;
     :class:`CheckpointError` when it has some but none is usable."""
     checkpoints = list_checkpoints(run_dir)
     bad = []
     for ckpt in reversed(checkpoints):
-        problem = checkpoint_problem(ckpt, trainer_state)
+        problem = checkpoint_problem(ckpt, trainer_state, model_name)
         if problem is None:
             if bad and warn is not None:
                 for path, reason in bad:
@@ -219,13 +300,15 @@ def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
 
 
 def resume_checkpoint(run_dir: Path, resume: bool | str,
-                      warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
+                      warn: Callable[[str], None] | None = _stderr_warning,
+                      model_name: str | None = None) -> Path | None:
     """The checkpoint a training run in ``run_dir`` continues from, or None for a new run.
 
     ``resume`` True: the newest checkpoint that loads (:func:`latest_valid_checkpoint`; TrainingError when there
     is none); ``"auto"``: the same when ``run_dir`` holds a checkpoint, else None (what the restarted workers
     of ``torchrun --max-restarts`` need: they rerun the same command); False: None, and a folder that holds
-    checkpoints is refused (a new run would mix with them).
+    checkpoints is refused (a new run would mix with them). ``model_name``: the run's model (its
+    ``config.toml``); a checkpoint of another model dropped into the folder is skipped.
     """
     existing = list_checkpoints(run_dir)
     if resume == "auto":
@@ -235,11 +318,30 @@ def resume_checkpoint(run_dir: Path, resume: bool | str,
             raise TrainingError(f"{run_dir} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
                                 "continue that run, or choose another --out")
         return None
-    ckpt = latest_valid_checkpoint(run_dir, warn=warn)
+    ckpt = latest_valid_checkpoint(run_dir, warn=warn, model_name=model_name)
     if ckpt is None:
         raise TrainingError(f"--resume: {run_dir}/checkpoints holds no complete checkpoint to resume from; "
                             "drop --resume to start a new run")
     return ckpt
+
+
+def set_aside(ckpt: Path) -> Path:
+    """Rename checkpoint ``ckpt`` to ``set-aside-step_N`` (``-2``, ``-3``, ... when taken) beside it: no command
+    reads, prunes or overwrites it again, and nothing is deleted. Returns the new path; TrainingError when the
+    rename fails (the run must not go on to overwrite it)."""
+    ckpt = Path(ckpt)
+    target = ckpt.with_name(SET_ASIDE_PREFIX + ckpt.name)
+    n = 1
+    while target.exists():
+        n += 1
+        target = ckpt.with_name(f"{SET_ASIDE_PREFIX}{ckpt.name}-{n}")
+    try:
+        os.replace(ckpt, target)
+    except OSError as exc:
+        raise TrainingError(f"cannot set aside the unusable checkpoint {ckpt} ({exc.strerror or first_line(exc)}); "
+                            "this run would overwrite it when it reaches that step again. Move it out of "
+                            f"{ckpt.parent} yourself, then resume") from exc
+    return target
 
 
 def recover_interrupted_writes(run_dir: Path) -> list[str]:

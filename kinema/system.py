@@ -11,6 +11,14 @@ from pathlib import Path
 from kinema.errors import TrainingError
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0666 less the process umask (safetensors
+    creates its files 0600 whatever the umask; kinema's files follow the umask like every other tool's)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def available_memory() -> int | None:
     """Bytes of memory available to new allocations (Linux MemAvailable), or None when unknown."""
     try:

@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from kinema.config import RunConfig
 from kinema.errors import TrainingError
-from kinema.runs import STEP_PREFIX, list_checkpoints, prune_checkpoints
-from kinema.system import filesystem_of, format_bytes, free_bytes
+from kinema.runs import STEP_PREFIX, checkpoint_problem, list_checkpoints, prune_checkpoints, set_aside, write_manifest
+from kinema.system import file_mode, filesystem_of, format_bytes, free_bytes
 
 
 def _state_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -37,7 +37,10 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     ema_state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoints/step_{step:07d}`` atomically and return its path."""
+    """Write ``run_dir/checkpoints/step_{step:07d}`` atomically (``manifest.json`` last) and return its path.
+
+    An existing folder of that step is replaced only when it is a sound checkpoint of this run's model;
+    anything else there is renamed ``set-aside-step_N`` (:func:`kinema.runs.set_aside`), never deleted."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{STEP_PREFIX}{step:07d}"
@@ -51,16 +54,23 @@ def save_checkpoint(
         if ema_state is not None:
             save_file(_state_for_safetensors(ema_state), tmp / "ema.safetensors", metadata=metadata)
         torch.save(trainer_state, tmp / "trainer_state.pt")
+        for weights in tmp.glob("*.safetensors"):  # safetensors writes 0600 whatever the umask
+            os.chmod(weights, file_mode())
+        write_manifest(tmp)  # last: sha256 of every file above
     except BaseException:  # a full disk, an interrupt: no partial copy (a whole model) stays behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if final.exists():  # re-saving a step (after a resume): move the old one aside first
+    if final.exists() and checkpoint_problem(final, model_name=config.model.name) is None:
+        # re-saving a step of this run (resumed at its last step): the old copy is replaced. It is moved aside
+        # first, so a kill between the two renames leaves it for recover_interrupted_writes to put back.
         old = root / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+        return final
+    if final.exists():  # not a sound checkpoint of this run: never overwritten, kept under another name
+        set_aside(final)
+    os.replace(tmp, final)
     return final
 
 

@@ -25,6 +25,7 @@ from kinema.runs import (
     list_checkpoints,
     recover_interrupted_writes,
     resume_checkpoint,
+    set_aside,
     truncate_metrics,
 )
 
@@ -48,13 +49,27 @@ class ResumePoint:
         it (only resumable keys may differ); ``(None, requested)`` for a new run. ``resume``: see
         :func:`kinema.runs.resume_checkpoint`. Read only; a training run calls it under its lock
         (:meth:`RunFolder.start`), ``kinema train --dry-run`` without one."""
-        ckpt = resume_checkpoint(Path(out), resume, warn=warn)
+        ckpt = resume_checkpoint(Path(out), resume, warn=warn, model_name=run_model_name(Path(out)))
         if ckpt is None:
             return None, requested
         saved = load_config_json(ckpt / "config.json")
         if requested is None:  # the checkpoint's own config, with the --set overrides
             requested = load_config(None, list(overrides), **saved.to_dict())
         return cls(ckpt, saved), resumed_config(saved, requested)
+
+
+def run_model_name(out: Path) -> str | None:
+    """The model a run folder trains, from its ``config.toml`` (None when it has none or it cannot be read:
+    then every checkpoint's own config is taken at its word)."""
+    import tomllib
+
+    try:
+        with open(out / "config.toml", "rb") as f:
+            model = tomllib.load(f).get("model", {})
+    except (OSError, ValueError):
+        return None
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def prepare_out_dir(out: Path) -> None:
@@ -93,7 +108,14 @@ class RunFolder:
         point, config = ResumePoint.find(self.path, resume, config, overrides, warn=self._warn if self.is_main else None)
         if point is not None:
             if self.is_main:
+                # Newer checkpoints were skipped as unusable: renamed, never deleted, so that reaching their step
+                # again cannot overwrite weights that may be intact (an unreadable file, an edited config.json).
+                for skipped in [c for c in list_checkpoints(self.path) if checkpoint_step(c) > point.step]:
+                    kept = set_aside(skipped)
+                    self._warn(f"set aside {skipped.name} as {kept} (kept as it was; no command reads it; delete it "
+                               "yourself once you no longer need it)")
                 truncate_metrics(self.path, point.step)
+            barrier()
             return config, point
         if config is None:
             raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
@@ -103,6 +125,12 @@ class RunFolder:
         """The lock's heartbeat (rank 0; called once per step)."""
         if self._lock is not None:
             self._lock.beat()
+
+    def check_lock(self) -> None:
+        """Rank 0: the lock is still this run's (:meth:`kinema.runlock.RunLock.check`); called before each
+        checkpoint write."""
+        if self._lock is not None:
+            self._lock.check()
 
     def close(self) -> None:
         """Release the lock (idempotent)."""

@@ -201,6 +201,7 @@ class Trainer:
         check_finite(self.step, {"": self.model.state_dict(), "EMA ": ema_state or {}}, self.run.last_good)
         if not self.process.is_main:
             return None
+        self.run.check_lock()
         state = trainer_state(self.step, self.optimizers, self.schedulers, self.noise_generator, self.lr_plan.anchor,
                               self.scaler, self.device)
         path = write_checkpoint(self.run.path, self.step, self.config, self.model, state, ema_state,
@@ -379,9 +380,9 @@ class Trainer:
                 if self.stop.requested():
                     path = self._save_unless_saved() if info.is_main else None
                     distributed.barrier()
-                    saved = f"checkpoint {path} saved" if path else "no checkpoint (no step was trained)"
-                    raise Interrupted(f"stopped by {self.stop.name} after step {self.step}: {saved}; continue with "
-                                      "--resume", self.stop.signum)
+                    saved = (f"checkpoint {path} saved; continue with --resume" if path else "no step was trained, "
+                             "nothing was saved: run the same command again (without --resume)")
+                    raise Interrupted(f"stopped by {self.stop.name} after step {self.step}: {saved}", self.stop.signum)
                 self.run.beat()
                 wait_start = time.perf_counter()
                 batch = next(batches).to(self.device, non_blocking=True)

@@ -255,20 +255,30 @@ def edit_config(path: Path) -> None:
     (path / "config.json").write_text(json.dumps(config))
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (lambda c: truncate(c / "model.safetensors"), "model.safetensors is truncated"),
-    (lambda c: truncate(c / "trainer_state.pt"), "trainer_state.pt cannot be loaded"),
-    (edit_config, "model.safetensors does not match the model in config.json"),
-    (lambda c: (c / "config.json").write_text("{not json"), "config.json is not a valid kinema config"),
+@pytest.mark.parametrize("damage, reason, manifest_reason", [
+    (lambda c: truncate(c / "model.safetensors"), "model.safetensors is truncated", "model.safetensors has"),
+    (lambda c: truncate(c / "trainer_state.pt"), "trainer_state.pt cannot be loaded", "trainer_state.pt has"),
+    (edit_config, "model.safetensors does not match the model in config.json", "config.json has"),
+    (lambda c: (c / "config.json").write_text("{not json"), "config.json is not a valid kinema config",
+     "config.json has"),
 ])
-def test_bad_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, straight, damage, reason):
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no-manifest"])
+def test_bad_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, straight, damage, reason,
+                                                              manifest_reason, manifest):
+    """With its manifest the damage is caught by sha256 and size; without one (checkpoints written before
+    manifests) by the checks of each file. Either way the skipped checkpoint is set aside, not deleted."""
     old, new = two_checkpoints(tmp_path)
+    if not manifest:
+        (new / "manifest.json").unlink()
     damage(new)
     t = Trainer(tiny_run_config(steps=6), tmp_path, device="cpu", resume=True, progress=False)
     assert t.step == 2
     err = capsys.readouterr().err
-    assert f"skipping checkpoint {new}: {reason}" in err and "using step_0000002" in err
+    why = manifest_reason if manifest else reason
+    assert f"skipping checkpoint {new}: {why}" in err and "using step_0000002" in err
+    assert f"set aside step_0000004 as {new.parent / 'set-aside-step_0000004'}" in err
     assert_same_weights(straight, t.fit())  # the fallback resume is exact too
+    assert (new.parent / "set-aside-step_0000004" / "model.safetensors").is_file()  # kept, as damaged as it was
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]  # steps 3-4 of the first run were dropped
     # the CLI path (config taken from the checkpoint) takes the same fallback
     assert api.resolve_run_config(None, tmp_path, resume=True).train.steps == 6

@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from kinema.system import file_mode
+
 NETWORK_KEY = "kinema_network"  # safetensors metadata: which network the file holds
 
 
@@ -30,13 +32,6 @@ def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str)
     save_file(tensors, str(path), metadata={NETWORK_KEY: network})
     os.chmod(path, file_mode())  # safetensors creates its files 0600; weights are meant to be shared
     return path
-
-
-def file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` gives a new file: 0666 less the process umask."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn.Module:
