@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 
+from kinema.arguments import checked
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
@@ -23,8 +25,9 @@ from kinema.video import save_video_grid, to_uint8, write_video
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
 
+@checked
 def resolve_run_config(
-    config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool | str = False
+    config_path: str | Path | None, out: str | Path, overrides: list[str] = (), resume: bool | Literal["auto"] = False
 ) -> RunConfig:
     """The config a ``train --dry-run`` describes: the file plus overrides, or, when resuming without a
     file, the checkpoint's own config plus overrides (read only: a training run resolves its resume point
@@ -39,18 +42,23 @@ def resolve_run_config(
 
 def describe(config: RunConfig) -> str:
     """The resolved config (TOML) and the parameter counts, as printed by ``--dry-run``."""
-    counts = build_model(config.model).parameter_counts()
+    from kinema.training.memory import check_training_memory
+
+    memory = check_training_memory(config)  # a run that cannot fit is refused here too, before building it
+    with torch.device("meta"):  # counts only: a model too large to allocate is still described
+        counts = build_model(config.model).parameter_counts()
     lines = [config.to_toml(), "# parameters"]
     lines += [f"# {name}: {count:,}" for name, count in counts.items()]
-    return "\n".join(lines)
+    return "\n".join(lines + [f"# {memory}"])
 
 
+@checked
 def train(
     config_path: str | Path | None,
-    out: str | Path,
+    out: str | Path | None,
     overrides: list[str] = (),
     steps: int | None = None,
-    resume: bool | str = False,
+    resume: bool | Literal["auto"] = False,
     device: str = "auto",
     dry_run: bool = False,
     progress: bool = True,
@@ -95,6 +103,7 @@ def _init_from(overrides: list[str]) -> str | None:
     return str(paths[-1]) if paths else None
 
 
+@checked
 def load_model_config(path: str | Path) -> RunConfig:
     """The run config stored with a checkpoint (a run folder, a checkpoint folder or ``kinema convert`` output)."""
     from kinema.runs import resolve_checkpoint
@@ -117,6 +126,7 @@ def configs() -> str:
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows)
 
 
+@checked
 def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
     """``kinema.load("runs/x")``: the model of a run's latest (or a given) checkpoint, in eval mode."""
     model, config, _ = load_model(path, device=resolve_device(device), ema=ema)
@@ -124,6 +134,7 @@ def load(path: str | Path, device: str = "cpu", ema: bool = True) -> tuple[torch
 
 
 @torch.no_grad()
+@checked
 def generate(model, num: int, seed: int = 0, batch_size: int = 16, progress: bool = False, precision: str = "fp32",
              **options) -> torch.Tensor:
     """``num`` videos ``(N, C, T, H, W)`` in [-1, 1] on the CPU; the same seed gives the same videos.
@@ -188,6 +199,7 @@ def _check_sample_memory(model, sampler, num: int, options: dict) -> None:
             "other videos)")
 
 
+@checked
 def sample(
     checkpoint: str | Path,
     out: str | Path,
@@ -218,6 +230,7 @@ def sample(
     return _write_videos(videos, out, fps)
 
 
+@checked
 def evaluate(
     checkpoint: str | Path | None,
     metrics: list[str],
@@ -306,6 +319,7 @@ def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, 
     return record
 
 
+@checked
 def prepare(
     data: str | Path,
     out: str | Path,
@@ -329,6 +343,7 @@ def prepare(
                     workers=workers, min_frames=min_frames, verify=verify, progress=progress)
 
 
+@checked
 def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | None = None,
             overrides: list[str] = (), first_stage: str | Path | None = None) -> Path:
     """``kinema convert KIND SRC OUT``: published metric-network weights -> one ``.safetensors`` file
@@ -357,6 +372,7 @@ def _step_line(ckpt: Path, config: RunConfig) -> str:
     return f"step:       {checkpoint_step(ckpt)} of {config.train.steps}"
 
 
+@checked
 def info(path: str | Path) -> str:
     """Model, checkpoint, step, parameter counts and config of a run or checkpoint directory."""
     model, config, ckpt = load_model(path, device="cpu", ema=False)

@@ -170,6 +170,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise ConfigError naming ``key`` and the allowed values."""
     origin = typing.get_origin(tp)
@@ -201,6 +204,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise error
+        if not -INT64_MAX <= value <= INT64_MAX:  # torch and numpy take 64-bit integers; past that, an overflow
+            raise ConfigError(f"{key}: {value} is out of range (integers must lie within +-{INT64_MAX:,})")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -263,6 +268,8 @@ def _validate_train(cfg: TrainConfig) -> None:
     # the protocol names of train.eval_metrics are looked up with the other names, in kinema.registry
     if cfg.keep_checkpoints < 0:
         raise ConfigError("train.keep_checkpoints must be >= 0 (0 keeps all)")
+    if not 0 <= cfg.seed < INT64_MAX:  # the sample grid's noise is seeded with seed + 1
+        raise ConfigError(f"train.seed must be in [0, {INT64_MAX - 1:,}], got {cfg.seed:,}")
 
 
 def _validate_data(cfg: DataConfig) -> None:

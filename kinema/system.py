@@ -34,6 +34,27 @@ def available_memory() -> int | None:
         return None
 
 
+def memory_room() -> tuple[int | None, str]:
+    """(bytes a new allocation can still get, what bounds it): the memory available now, or the process's
+    address-space limit (``ulimit -v``, as clusters set it) less what the process already maps, whichever is
+    smaller. ``(None, "")`` when neither is known. Past either, allocations fail -- some of them in native code
+    that answers with a segmentation fault instead of an error, hence checking before allocating."""
+    room, what = available_memory(), "memory available"
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/status") as f:
+                mapped = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:")), 0)
+            headroom = max(0, soft - mapped)
+            if room is None or headroom < room:
+                room, what = headroom, f"address space left under this process's limit, ulimit -v {soft // 1024}"
+    except (ImportError, OSError, ValueError):
+        pass
+    return room, what
+
+
 def filesystem_of(path: Path) -> str:
     """The mount point holding ``path`` (its nearest existing ancestor): the disk to name in errors."""
     path = Path(path).absolute()

@@ -10,7 +10,8 @@ What the loop does not need to know lives beside it: the run directory, its lock
 from (:mod:`~kinema.training.run_folder`), what a checkpoint holds and the disk checks
 (:mod:`~kinema.training.checkpoint`), the loggers (:mod:`~kinema.training.loggers`), stop signals
 (:mod:`~kinema.training.preemption`), optimisers and the LR schedule (:mod:`~kinema.training.schedule`),
-processes (:mod:`~kinema.training.distributed`) and the held-out real set (:mod:`kinema.metrics.evaluate`).
+processes (:mod:`~kinema.training.distributed`), the held-out real set (:mod:`kinema.metrics.evaluate`) and
+the memory a run needs at the least (:mod:`~kinema.training.memory`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from kinema.training.checkpoint import (
 from kinema.training.distributed import DrawSampler
 from kinema.training.loggers import RunLoggers
 from kinema.training.loop_utils import EMA, configure_torch
+from kinema.training.memory import check_training_memory
 from kinema.training.preemption import StopSignals
 from kinema.training.run_folder import ResumePoint, RunFolder
 from kinema.training.schedule import LRPlan, build_optimizer
@@ -110,7 +112,7 @@ class Trainer:
             )
         configure_torch(train, self.device, self.process.world_size, config.data.workers)
         torch.manual_seed(train.seed)
-
+        check_training_memory(config, world)  # before allocating: past the room there is, a crash says nothing
         self.model = build_model(config.model).to(self.device)
         if self.process.distributed and train.sync_batchnorm:
             convert_batchnorm(self.model)  # same parameter names: checkpoints load either way
@@ -134,8 +136,7 @@ class Trainer:
         self.ema = (EMA(getattr(self.model, target), train.ema_decay, train.ema_warmup, initial_ema)
                     if train.ema_decay > 0 and target else None)
         self.noise_generator = torch.Generator().manual_seed(train.seed)
-        self.step = 0
-        self.resumed_from = resume
+        self.step, self.resumed_from = 0, resume
         self._saved_step = None  # the step of the last checkpoint written (or resumed from)
         if resume is not None:
             self._load(resume.checkpoint)
@@ -157,9 +158,8 @@ class Trainer:
         else:
             self.dataset = build_dataset(config.data, frames=t, height=h, width=w, seed=train.seed, train=True,
                                          uint8=True)
-        self.fixed_noise = self.model.sample_noise(
-            train.num_samples, generator=torch.Generator().manual_seed(train.seed + 1), device=self.device
-        )
+        self.fixed_noise = self.model.sample_noise(train.num_samples, device=self.device,
+                                                   generator=torch.Generator().manual_seed(train.seed + 1))
         self._preview_real: torch.Tensor | None = None
         check_disk_space(self.run.path, need)
 

@@ -1,0 +1,96 @@
+"""Bad values refused before work, naming the value: Python API argument types, integers past 64 bits, seeds,
+and runs whose memory floor cannot fit (including under a cluster's ``ulimit -v``, where it was a segfault)."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kinema
+from kinema import api
+from kinema.cli import main
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: kinema.load("run", ema="no"), "load(): ema must be bool, got the string 'no'"),
+    (lambda: api.train("tganv2_tiny", "out", resume="yes"), "train(): resume must be bool or 'auto', got the string 'yes'"),
+    (lambda: api.train("tganv2_tiny", "out", resume="Auto"), "resume must be bool or 'auto'"),
+    (lambda: api.evaluate(None, "fvd"), "evaluate(): metrics must be a list of str, got the string 'fvd'"),
+    (lambda: api.train("tganv2_tiny", "out", overrides="train.steps=3"), "overrides must be a list of str"),
+    (lambda: api.sample("run", "out", num="4"), "sample(): num must be int, got the string '4'"),
+    (lambda: api.sample("run", "out", num=True), "num must be int, got True (bool)"),
+    (lambda: api.load(3), "load(): path must be str or a path, got 3 (int)"),
+    (lambda: api.load("run", device=0), "device must be str"),
+    (lambda: api.prepare("a", "b", resolution=(64, "x")), "resolution must be str or a pair of int"),
+    (lambda: api.info(None), "info(): path must be str or a path, got None"),
+    (lambda: api.load("run", bogus=1), "load(): got an unexpected keyword argument 'bogus'"),
+])
+def test_the_python_api_refuses_wrong_types_naming_the_argument(call, message):
+    with pytest.raises(TypeError) as info:
+        call()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: api.sample("run", "out", seed=2**70), "sample(): seed must be in [0, 4,611,686,018,427,387,904]"),
+    (lambda: api.sample("run", "out", seed=-1), "seed must be in [0,"),
+    (lambda: api.sample("run", "out", num=0), "sample(): num must be in [1,"),
+    (lambda: api.evaluate(None, ["fvd"], batch_size=0), "batch_size must be in [1,"),
+])
+def test_the_python_api_refuses_values_out_of_range(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("resume", [False, True, "auto"])
+def test_the_documented_values_still_pass(tmp_path, resume):
+    """``resume`` True / False / "auto", a Path, a tuple for a list (the defaults are tuples), a torch.device."""
+    import torch
+
+    with pytest.raises(Exception) as info:  # past the checks: the config file does not exist
+        api.train(str(tmp_path / "missing.toml"), tmp_path / "out", overrides=("train.steps=1",), resume=resume,
+                  device=torch.device("cpu"), dry_run=True)
+    assert not isinstance(info.value, TypeError) and "missing.toml" in str(info.value)
+
+
+def test_a_huge_seed_on_the_command_line_is_one_line(capsys, tmp_path):
+    assert main(["sample", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "s"),
+                 "--seed", str(2**70)]) == 2
+    assert "seed must be in [0," in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=99999999999999999999", "train.batch_size: 99999999999999999999 is out of range"),
+    ("train.seed=-1", "train.seed must be in [0,"),
+    ("model.z_dim=100000000", "make the model smaller"),
+    ("train.batch_size=100000000", "lower train.batch_size (now 100000000)"),
+])
+def test_dry_run_refuses_what_a_run_could_not_hold(capsys, override, message):
+    assert main(["train", "--config", "tganv2_tiny", "--set", override, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_dry_run_states_the_memory_floor(capsys):
+    assert main(["train", "--config", "tganv2_tiny", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# memory: at least" in out and "optimiser state" in out
+
+
+def test_a_batch_past_the_address_space_limit_is_refused_not_a_segfault(tmp_path):
+    """The issue's repro: under ``ulimit -v 8000000`` a batch of 100,000 clips died with SIGSEGV and no message."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (8_000_000 * 1024, resource.RLIM_INFINITY))
+
+    done = subprocess.run([sys.executable, "-m", "kinema", "--threads", "1", "train", "--config", "tganv2_tiny",
+                           "--set", "train.batch_size=100000", "--out", str(tmp_path / "run"), "--no-progress"],
+                          capture_output=True, text=True, preexec_fn=limit, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "address space left under this process's limit, ulimit -v 8000000" in done.stderr
+    assert "lower train.batch_size (now 100000)" in done.stderr
+    assert not list(Path(tmp_path / "run").glob("checkpoints/*"))
