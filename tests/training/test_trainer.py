@@ -26,7 +26,7 @@ def weights(ckpt):
 def test_run_writes_checkpoint_samples_and_logs(tmp_path):
     ckpt = Trainer(tiny_run_config(steps=2), tmp_path, device="cpu", progress=False).fit()
     assert ckpt == tmp_path / "checkpoints" / "step_0000002"
-    assert {p.name for p in ckpt.iterdir()} == {"config.json", "model.safetensors", "trainer_state.pt"}
+    assert {p.name for p in ckpt.iterdir()} == {"config.json", "model.safetensors", "trainer_state.pt", "manifest.json"}
     assert (tmp_path / "samples" / "step_0000002.gif").stat().st_size > 0
     assert (tmp_path / "samples" / "step_0000002.mp4").stat().st_size > 0
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
