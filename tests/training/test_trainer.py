@@ -160,6 +160,9 @@ def test_checkpoint_errors(tmp_path):
     config = json.loads((ckpt2 / "config.json").read_text())
     config["model"]["name"] = "videogpt"
     (ckpt2 / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="is damaged: config.json has .* bytes, manifest.json says"):
+        load_model(ckpt2)
+    (ckpt2 / "manifest.json").unlink()  # as written before manifests: the config itself is checked
     with pytest.raises(CheckpointError, match="unknown model.name 'videogpt'"):
         load_model(ckpt2)
     config["model"]["name"] = "tganv2"
