@@ -38,7 +38,6 @@ from torch.utils.data import Dataset
 from kinema.data.batch import Batch
 from kinema.data.cache import VideoCache
 from kinema.data.folder import DatasetError, VideoFolder
-from kinema.video.io import VideoReadError, _decode
 
 __all__ = ["SparseFrames", "build_sparse_dataset", "gap_set", "min_length", "pick_frames"]
 
@@ -177,25 +176,7 @@ class SparseFrames(Dataset):
                 continue
             length = (ds.num_frames[j] - 1) // self.stride + 1
             picks = pick_frames(rng, self.frames, self.max_gap, length)
-            raw = self._read_frames(j, picks * self.stride)
+            raw = ds.read_frames(j, picks * self.stride)  # None (recorded in ds.skipped) when the video fails
             if raw is not None:
                 return self._batch(ds._transform(raw, rng), picks)
         raise DatasetError(f"every video in {ds.root} failed to read ({len(ds.skipped)} skipped); see .skipped")
-
-    def _read_frames(self, j: int, indices: np.ndarray) -> np.ndarray | None:
-        """``uint8 (F, H0, W0, 3)``: frames ``indices`` (sorted, file frame numbers) of file ``j``, decoding up
-        to the last one and converting only those; None (recorded and warned) when the file fails."""
-        ds, path = self.base, self.base.videos[j]
-        wanted, out = set(int(x) for x in indices), []
-        try:
-            for n, frame in enumerate(_decode(path, stop=int(indices[-1]) + 1)):
-                if n in wanted:
-                    out.append(frame.to_ndarray(format="rgb24"))
-        except VideoReadError as e:
-            ds._skip(path, f"failed at read time: {e.reason}")
-            return None
-        if len(out) < len(indices):
-            ds._skip(path, f"failed at read time: frame {int(indices[-1])} not decodable, the header promised "
-                           f"{ds.num_frames[j]}")
-            return None
-        return np.stack(out)
