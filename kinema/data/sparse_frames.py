@@ -4,7 +4,8 @@ StyleGAN-V's discriminator sees 3 frames per video whose total gap is a power of
 (32), and its motion codes span up to 1024 frames; the official loader reads only the picked frames of a
 video (``src/training/dataset.py:431-449`` and ``random_frame_sampling``, ``src/training/layers.py:387-411``,
 universome/stylegan-v at commit 3fecd69). :class:`SparseFrames` does the same for kinema's folder and cache
-datasets: it wraps a :class:`~kinema.data.folder.VideoFolder` or :class:`~kinema.data.cache.VideoCache` and
+datasets: it wraps a :class:`~kinema.data.folder.VideoFolder` (or its subclasses for frame folders and HDF5
+files, which read exactly the picked frames) or :class:`~kinema.data.cache.VideoCache` and
 returns :class:`~kinema.data.batch.Batch` items whose ``clips`` are ``(C, F, H, W)`` (the ``F`` picked
 frames, sorted) and whose ``times`` are ``(F,)`` float frame indices relative to the first picked frame, in
 units of ``frame_stride`` (a model that reads only time differences, like StyleGAN-V's discriminator, sees
@@ -71,8 +72,9 @@ def build_sparse_dataset(cfg, *, height: int, width: int, seed: int, uint8: bool
     from kinema.data import build_dataset
 
     frames = int(cfg.sparse_frames)
-    if cfg.source not in ("folder", "cache"):
-        raise ValueError(f'data.sparse_frames needs data.source = "folder" or "cache", got {cfg.source!r}')
+    if cfg.source not in ("folder", "frames", "hdf5", "cache"):
+        raise ValueError(f'data.sparse_frames needs data.source = "folder", "frames", "hdf5" or "cache", '
+                         f"got {cfg.source!r}")
     base = build_dataset(cfg, frames=min_length(frames), height=height, width=width, seed=seed, train=True,
                          uint8=uint8)
     return SparseFrames(base, frames, int(cfg.sparse_max_gap))
@@ -88,7 +90,7 @@ def min_length(frames: int) -> int:
 
 class SparseFrames(Dataset):
     """``frames`` frames per item at random power-of-two gaps up to ``max_gap`` from the videos of a
-    :class:`VideoFolder` or :class:`VideoCache` (built with ``frames = min_length(frames)`` by
+    :class:`VideoFolder` (or a subclass: frames, hdf5) or :class:`VideoCache` (built with ``frames = min_length(frames)`` by
     :func:`build_sparse_dataset`, so it has already skipped the videos too short to use).
 
     ``ds.clip(i, draw)`` is a :class:`Batch` item: ``clips`` float32 ``(3, frames, H, W)`` in ``[-1, 1]``

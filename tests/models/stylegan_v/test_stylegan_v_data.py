@@ -151,7 +151,7 @@ def test_folder_items_decode_only_up_to_the_last_picked_frame(videos, monkeypatc
 
 
 def test_sparse_frames_config_errors():
-    with pytest.raises(ConfigError, match='needs data.source = "folder" or "cache"'):
+    with pytest.raises(ConfigError, match='needs data.source = "folder", "frames", "hdf5" or "cache"'):
         load_config("stylegan_v_tiny", data=dict(sparse_frames=3))
     with pytest.raises(ConfigError, match="sparse_max_gap >= sparse_frames - 1"):
         load_config("stylegan_v_tiny", data=dict(source="cache", path="x", sparse_frames=3, sparse_max_gap=1))
