@@ -14,6 +14,7 @@ from kinema.cli import main
 from kinema.config import DataConfig
 from kinema.data import DatasetError, HDF5Videos, build_dataset
 from kinema.errors import ConfigError
+from kinema.metrics.evaluate import heldout_real_set
 from kinema.registry import load_config
 
 h5py = pytest.importorskip("h5py")  # in the [test] extra; kinema itself imports it only for this source
@@ -133,6 +134,9 @@ def test_config_and_build_dataset(tmp_path):
         load_config(None, model={"name": "tganv2"}, data={"source": "hdf5"})
     with pytest.raises(ConfigError, match='data.split = \'test\' selects the videos of an HDF5 file .* remove'):
         load_config(None, model={"name": "tganv2"}, data={"source": "folder", "path": "x", "split": "test"})
+    train_key = heldout_real_set(DataConfig(source="hdf5", path=str(path)), 0, 4, 8, 8)[1]
+    test_key = heldout_real_set(DataConfig(source="hdf5", path=str(path), split="test"), 0, 4, 8, 8)[1]
+    assert (train_key["split"], test_key["split"]) == ("train", "test")  # cached real features never mix splits
     for name in ("videogpt_vqvae_bair_64", "videogpt_prior_bair_64", "videogpt_vqvae_bair_64_stride4x2x2"):
         data = load_config(name).data
         assert (data.source, data.split, data.path) == ("hdf5", "train", "data/bair/bair.hdf5")
