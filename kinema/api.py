@@ -333,7 +333,8 @@ def prepare(
     verify: bool = True,
     progress: bool = True,
 ):
-    """``kinema prepare``: decode every video under ``data`` once into the cache ``out`` (one uint8
+    """``kinema prepare``: decode every video (or, with ``layout="frames"``, every folder of frame images)
+    under ``data`` once into the cache ``out`` (one uint8
     ``(T, H, W, 3)`` ``.npy`` per video, ``index.json``, ``meta.json``); rerunning resumes. Returns a
     :class:`kinema.data.prepare.PrepareReport` (``.summary()`` lists skipped files with reasons).
     Train on it with ``data.source = "cache"``, ``data.path = out``. See :func:`kinema.data.prepare.prepare`."""

@@ -174,14 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-ema", action="store_true", help="score the raw generator weights even if EMA weights exist")
 
     prepare = sub.add_parser(
-        "prepare", help="decode a video folder or UCF-101 once into a fast cache",
+        "prepare", help="decode a video folder, frame folders or UCF-101 once into a fast cache",
         description="Decode every video once, resize it (PIL bicubic, antialiased; cover HxW keeping the aspect "
                     "ratio, then centre crop) and write one uint8 (T, H, W, 3) .npy per video plus index.json and "
                     "meta.json under --out. Train on it with data.source = \"cache\", data.path = OUT. An interrupted "
                     "run resumes when the same command is rerun; corrupt, unreadable, empty and too-short videos are "
                     "skipped and listed. See docs/data.md.")
     prepare.add_argument("--data", required=True,
-                         help="folder of videos (searched recursively; a top-level sub-folder is a class), or with "
+                         help="folder of videos (searched recursively; a top-level sub-folder is a class), with "
+                              "--layout frames a tree of frame folders (one folder of images per video), or with "
                               "--layout ucf101 the UCF-101 folder (class folders, directly or in DATA/UCF-101)")
     prepare.add_argument("--out", required=True, help="cache folder to write (created; rerun to resume)")
     prepare.add_argument("--resolution", default="192x256",
@@ -190,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--frames-per-second", type=float, default=None, metavar="F",
                          help="resample every video to F frames per second by timestamp (frames dropped or repeated); "
                               "default: keep each video's own frame rate")
-    prepare.add_argument("--layout", choices=["folder", "ucf101", "kth"], default="folder",
-                         help="folder: any folder of videos; ucf101: UCF-101/<Class>/v_<Class>_gXX_cYY.avi with the "
+    prepare.add_argument("--layout", choices=["folder", "frames", "ucf101", "kth"], default="folder",
+                         help="folder: any folder of videos; frames: every folder holding image files (png, jpg, "
+                              "...) is one video, its images the frames in natural order (frame_2 before frame_10; "
+                              "no --frames-per-second); ucf101: UCF-101/<Class>/v_<Class>_gXX_cYY.avi with the "
                               "official ucfTrainTestlist/ (labels from classInd.txt, groups checked); kth: KTH's "
                               "personPP_<action>_dS_uncomp.avi videos (labels = actions); default folder")
     prepare.add_argument("--split", default=None,

@@ -27,9 +27,14 @@ from kinema.errors import ConfigError, TrainingError
 class DataConfig:
     """Where training clips come from. Clip shape (frames, height, width) follows the model."""
 
+    # "folder": video files; "frames": one folder of images per video; "hdf5": VideoGPT's HDF5 file (BAIR);
     # "cache": a folder written by `kinema prepare` (decoded once, read by memory map; see docs/data.md)
-    source: Literal["synthetic", "folder", "cache"] = "synthetic"
-    path: str = ""  # folder of videos (searched recursively) for "folder"; the cache folder for "cache"
+    source: Literal["synthetic", "folder", "frames", "hdf5", "cache"] = "synthetic"
+    # folder of videos (searched recursively) for "folder"; the tree of frame folders for "frames"; the .hdf5
+    # file for "hdf5"; the cache folder for "cache"
+    path: str = ""
+    # hdf5 only: which videos of the file, {split}_data / {split}_idx (VideoGPT's BAIR file has train and test)
+    split: Literal["train", "test"] = "train"
     family: Literal["bouncing_shapes", "rotating_bars", "moving_digits", "moving_digits_stochastic",
                     "action_switch_digits", "captioned_shapes"] = "bouncing_shapes"
     num_clips: int = 10_000  # length of a synthetic dataset (one epoch)
@@ -280,6 +285,15 @@ def _validate_data(cfg: DataConfig) -> None:
         raise ConfigError(f"data.crop_margin must be >= 0 (pixels), got {cfg.crop_margin}")
     if cfg.source == "folder" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "folder" needs a folder of videos')
+    if cfg.source == "frames" and not cfg.path:
+        raise ConfigError('data.path is empty: data.source = "frames" needs a folder of frame folders (one folder '
+                          "of image files per video)")
+    if cfg.source == "hdf5" and not cfg.path:
+        raise ConfigError('data.path is empty: data.source = "hdf5" needs an HDF5 file in VideoGPT\'s layout, e.g. '
+                          "bair.hdf5 from the authors' scripts/preprocess/bair/create_bair_dataset.sh")
+    if cfg.split != "train" and cfg.source != "hdf5":
+        raise ConfigError(f'data.split = {cfg.split!r} selects the videos of an HDF5 file (data.source = "hdf5"); '
+                          f"data.source = {cfg.source!r} has no splits: remove data.split")
     if cfg.labels and cfg.source != "cache":
         raise ConfigError(
             f'data.labels = true needs labelled clips, which only data.source = "cache" provides (a cache '
@@ -288,7 +302,8 @@ def _validate_data(cfg: DataConfig) -> None:
         raise ConfigError(f"data.sparse_frames must be 0 (off) or >= 2 with data.sparse_max_gap >= sparse_frames - 1; "
                           f"got {cfg.sparse_frames} and {cfg.sparse_max_gap}")
     if cfg.sparse_frames and cfg.source == "synthetic":
-        raise ConfigError('data.sparse_frames reads frames of long videos: it needs data.source = "folder" or "cache"')
+        raise ConfigError('data.sparse_frames reads frames of long videos: it needs data.source = "folder", '
+                          '"frames", "hdf5" or "cache"')
     if cfg.source == "cache" and not cfg.path:
         raise ConfigError('data.path is empty: data.source = "cache" needs the folder written by '
                           "`kinema prepare --out DIR` (see docs/data.md)")

@@ -1,4 +1,5 @@
-"""Datasets of video clips: procedural (synthetic), folders of video files, prepared caches.
+"""Datasets of video clips: procedural (synthetic), folders of video files or of frame images,
+VideoGPT's HDF5 files, prepared caches.
 
 Every dataset returns float32 clips ``(3, T, H, W)`` in ``[-1, 1]``.
 """
@@ -15,6 +16,8 @@ from kinema.data.captioned import CaptionedShapes
 from kinema.data.action_switch import ActionSwitchDigits
 from kinema.data.digits import MovingDigits, MovingDigitsStochastic
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder
+from kinema.data.frames import IMAGE_EXTENSIONS, FrameFolder
+from kinema.data.hdf5 import HDF5Videos
 from kinema.data.synthetic import (
     SYNTHETIC_FAMILIES,
     BouncingShapes,
@@ -40,6 +43,9 @@ __all__ = [
     "CaptionedShapes",
     "DatasetError",
     "Draws",
+    "FrameFolder",
+    "HDF5Videos",
+    "IMAGE_EXTENSIONS",
     "MovingDigits",
     "MovingDigitsStochastic",
     "RotatingBars",
@@ -49,7 +55,7 @@ __all__ = [
     "build_dataset",
 ]
 
-DATA_SOURCES = ("synthetic", "folder", "cache")
+DATA_SOURCES = ("synthetic", "folder", "frames", "hdf5", "cache")
 
 
 def _field(cfg: Any, name: str, source: str) -> Any:
@@ -65,9 +71,9 @@ def build_dataset(
     float in ``[-1, 1]`` -- or uint8 in ``[0, 255]`` where the source supports ``uint8=True`` (the
     cache), for a consumer that converts on its device (the trainer does).
 
-    ``cfg`` is any object with the attributes ``source`` (``"synthetic"``, ``"folder"`` or ``"cache"``),
-    ``family`` and ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder, cache),
-    ``crop_margin`` (cache: a folder written by ``kinema prepare``).
+    ``cfg`` is any object with the attributes ``source`` (one of :data:`DATA_SOURCES`), ``family`` and
+    ``num_clips`` (synthetic), ``path``, ``frame_stride`` and ``flip`` (folder, frames, hdf5, cache),
+    ``split`` (hdf5: ``"train"`` or ``"test"``), ``crop_margin`` (cache: a folder written by ``kinema prepare``).
     Synthetic data ignores ``train``, ``frame_stride`` and ``flip``: its clips are fixed by
     ``seed``, so pass a different seed for a held-out set.
     """
@@ -87,6 +93,26 @@ def build_dataset(
             raise ValueError("data.source='folder' needs data.path set to a folder of videos, but it is empty")
         return VideoFolder(
             path, frames, height, width,
+            frame_stride=getattr(cfg, "frame_stride", 1), train=train,
+            flip=getattr(cfg, "flip", False), seed=seed,
+        )
+    if source == "frames":
+        path = _field(cfg, "path", source)
+        if not path:
+            raise ValueError("data.source='frames' needs data.path set to a folder of frame folders (one folder of "
+                             "images per video), but it is empty")
+        return FrameFolder(
+            path, frames, height, width,
+            frame_stride=getattr(cfg, "frame_stride", 1), train=train,
+            flip=getattr(cfg, "flip", False), seed=seed,
+        )
+    if source == "hdf5":
+        path = _field(cfg, "path", source)
+        if not path:
+            raise ValueError("data.source='hdf5' needs data.path set to an HDF5 file in VideoGPT's layout "
+                             "(e.g. bair.hdf5), but it is empty")
+        return HDF5Videos(
+            path, frames, height, width, split=getattr(cfg, "split", "train"),
             frame_stride=getattr(cfg, "frame_stride", 1), train=train,
             flip=getattr(cfg, "flip", False), seed=seed,
         )

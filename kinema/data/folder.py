@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, get_worker_info
 
-from kinema.video.io import VideoReadError, from_uint8, probe_num_frames, read_video
+from kinema.video.io import VideoReadError, _decode, from_uint8, probe_num_frames
 
 __all__ = ["VIDEO_EXTENSIONS", "VideoFolder", "find_files"]
 
@@ -87,7 +87,14 @@ class VideoFolder(Dataset):
     another extension are ignored. A file that probed fine but fails when a clip is read is
     warned about once, added to ``skipped`` and replaced by the next usable file, so a long run
     does not crash; with DataLoader workers this bookkeeping lives in each worker's copy.
+
+    Other stores of videos (:class:`~kinema.data.frames.FrameFolder`, folders of image files;
+    :class:`~kinema.data.hdf5.HDF5Videos`, VideoGPT's HDF5 file) subclass this and override only
+    how videos are found (``_candidates``), counted (``_probe``) and read (``_read_frames``): clip
+    sampling, resizing, cropping, flipping and the skip bookkeeping are this class's, shared.
     """
+
+    noun = "video files"  # what one candidate is, in messages
 
     def __init__(
         self,
@@ -114,12 +121,12 @@ class VideoFolder(Dataset):
         self.skipped: dict[str, str] = {}
         self._calls = 0
 
-        candidates = self._discover()
-        self.videos: list[Path] = []
+        candidates = self._candidates()
+        self.videos: list = []  # one id per usable video (a Path here; str(id) keys ``skipped``)
         self.num_frames: list[int] = []
         for path in candidates:
             try:
-                n = probe_num_frames(path)
+                n = self._probe(path)
             except VideoReadError as e:
                 self._skip(path, e.reason)
                 continue
@@ -133,7 +140,7 @@ class VideoFolder(Dataset):
         if not self.videos:
             reasons = "; ".join(f"{Path(p).name}: {r}" for p, r in list(self.skipped.items())[:3])
             raise DatasetError(
-                f"no usable video in {self.root}: all {len(candidates)} video files were skipped "
+                f"no usable video in {self.root}: all {len(candidates)} {self.noun} were skipped "
                 f"(first reasons: {reasons}). Fix or remove them, or lower model.frames / data.frame_stride "
                 "if they are too short"
             )
@@ -143,7 +150,8 @@ class VideoFolder(Dataset):
         else:
             log.info(self.summary())
 
-    def _discover(self) -> list[Path]:
+    def _candidates(self) -> list[Path]:
+        """Every video to probe (here: the files under ``root`` with a video extension)."""
         if not self.root.exists():
             raise FileNotFoundError(
                 f"video folder {self.root} does not exist: data.path must point to a folder of videos "
@@ -161,13 +169,39 @@ class VideoFolder(Dataset):
             )
         return files
 
-    def _skip(self, path: Path, reason: str) -> None:
+    def _probe(self, video: Path) -> int:
+        """Number of frames of ``video``; raises VideoReadError (with the reason) for an unusable one."""
+        return probe_num_frames(video)
+
+    def _read_frames(self, j: int, indices: np.ndarray) -> np.ndarray:
+        """``uint8 (len(indices), H0, W0, 3)``: frames ``indices`` (sorted frame numbers) of video ``j``.
+        Decodes from frame 0 up to the last one (no seeking: FFmpeg's seek is not frame-exact for
+        variable frame rate files) and converts only those. Raises VideoReadError."""
+        path, wanted, out, seen = self.videos[j], set(int(x) for x in indices), [], 0
+        for frame in _decode(path, stop=int(indices[-1]) + 1):
+            if seen in wanted:
+                out.append(frame.to_ndarray(format="rgb24"))
+            seen += 1
+        if len(out) < len(indices):
+            raise VideoReadError(path, f"only {seen} frames decodable, the header promised {self.num_frames[j]}")
+        return np.stack(out)
+
+    def read_frames(self, j: int, indices: np.ndarray) -> np.ndarray | None:
+        """``uint8 (len(indices), H0, W0, 3)``: frames ``indices`` (sorted) of video ``j``, or None when the
+        video fails (then recorded in ``skipped`` with a warning, so callers move on to another video)."""
+        try:
+            return self._read_frames(j, np.asarray(indices))
+        except VideoReadError as e:
+            self._skip(self.videos[j], f"failed at read time: {e.reason}")
+            return None
+
+    def _skip(self, path, reason: str) -> None:
         self.skipped[str(path)] = reason
-        warnings.warn(f"VideoFolder: skipping {path}: {reason}", stacklevel=3)
+        warnings.warn(f"{type(self).__name__}: skipping {path}: {reason}", stacklevel=3)
 
     def summary(self) -> str:
-        """One line: how many files are usable and how many were skipped."""
-        return (f"VideoFolder {self.root}: {len(self.videos)} of {self._total} video files usable, "
+        """One line: how many videos are usable and how many were skipped."""
+        return (f"{type(self).__name__} {self.root}: {len(self.videos)} of {self._total} {self.noun} usable, "
                 f"{len(self.skipped)} skipped (see .skipped for reasons)")
 
     def __len__(self) -> int:
@@ -207,19 +241,9 @@ class VideoFolder(Dataset):
         return np.random.default_rng([self.seed, i, self._calls, worker_seed])
 
     def _read_clip(self, j: int, rng: np.random.Generator) -> np.ndarray | None:
-        """``uint8 (frames, H0, W0, 3)`` from file ``j``, or None (recorded and warned) on failure."""
-        path = self.videos[j]
+        """``uint8 (frames, H0, W0, 3)`` from video ``j``, or None (recorded and warned) on failure."""
         start = int(rng.integers(0, self.num_frames[j] - self.span + 1)) if self.train else 0
-        try:
-            raw = read_video(path, max_frames=self.span, start=start)
-        except VideoReadError as e:
-            self._skip(path, f"failed at read time: {e.reason}")
-            return None
-        if len(raw) < self.span:
-            self._skip(path, f"failed at read time: only {start + len(raw)} frames decodable, "
-                             f"the header promised {self.num_frames[j]}")
-            return None
-        return raw[:: self.frame_stride]
+        return self.read_frames(j, start + self.frame_stride * np.arange(self.frames))
 
     def _transform(self, raw: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
         x = from_uint8(raw).transpose(0, 1)  # (T, 3, H0, W0): frames as the batch for interpolate

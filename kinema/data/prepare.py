@@ -38,6 +38,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from kinema.data.folder import DatasetError
+from kinema.data.frames import decode_frame_folder
 from kinema.data.ucf101 import list_videos
 from kinema.system import available_memory, filesystem_of, free_bytes
 from kinema.version import __version__
@@ -227,7 +228,10 @@ def _prepare_one(task: dict[str, Any]) -> dict[str, Any]:
     source, final = task["path"], Path(task["file_abs"])
     record = {"source": task["source"]}
     try:
-        frames, fps = decode_resized(source, task["height"], task["width"], task["fps"])
+        if task.get("images"):  # a frame folder (--layout frames): no frame rate to keep or resample
+            frames, fps = decode_frame_folder(source, task["height"], task["width"]), 0.0
+        else:
+            frames, fps = decode_resized(source, task["height"], task["width"], task["fps"])
     except VideoReadError as exc:
         return record | {"status": "skipped", "reason": exc.reason}
     except (MemoryError, RuntimeError, ValueError) as exc:  # anything else the decoder throws: skip, never crash
@@ -275,7 +279,7 @@ def _recover(task: dict[str, Any]) -> dict[str, Any]:
     except (OSError, ValueError):  # cut short by a crash below os.replace (rare): decode it again
         return {"source": task["source"], "status": "redo"}
     try:
-        fps = task["fps"] or _native_rate(Path(task["path"])) or 0.0
+        fps = task["fps"] or (0.0 if task.get("images") else _native_rate(Path(task["path"]))) or 0.0
     except VideoReadError:
         fps = 0.0
     return {"source": task["source"], "status": "ok", "frames": int(array.shape[0]), "height": int(array.shape[1]),
@@ -360,7 +364,8 @@ def prepare(
     """Decode every video under ``data`` once into the cache ``out``; returns a :class:`PrepareReport`.
 
     ``resolution`` is ``(H, W)`` or ``"HxW"``; ``fps`` resamples the frame rate (None keeps each
-    video's own); ``layout`` is ``"folder"`` (any folder) or ``"ucf101"`` with an optional official
+    video's own); ``layout`` is ``"folder"`` (any folder), ``"frames"`` (one folder of image files per
+    video, :mod:`kinema.data.frames`; no frame rate, so ``fps`` must be None) or ``"ucf101"`` with an optional official
     ``split`` (``trainlist01`` ...) and ``splits`` (the ``ucfTrainTestlist`` folder), or ``"kth"`` with an
     optional person ``split`` (``train``/``test``, :mod:`kinema.data.kth`). ``workers``
     processes decode in parallel (default: all CPUs; 1 decodes in this process). Videos with fewer
@@ -380,7 +385,17 @@ def prepare(
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if layout == "kth":  # persons' action videos (kinema.data.kth): split train/test = persons 1-20 / 21-25
+    if layout == "frames":  # one folder of images per video (kinema.data.frames)
+        from kinema.data.frames import frame_folder_videos
+
+        if fps is not None:
+            raise ValueError("--frames-per-second needs timestamps, and image files have none: leave it out with "
+                             "--layout frames (every image is one frame; thin them later with data.frame_stride)")
+        if split is not None or splits is not None:
+            raise DatasetError("--split / --splits are for --layout ucf101 and kth; a tree of frame folders has no "
+                               "split lists (prepare each split's folder on its own)")
+        video_root, entries = frame_folder_videos(data)
+    elif layout == "kth":  # persons' action videos (kinema.data.kth): split train/test = persons 1-20 / 21-25
         from kinema.data.kth import kth_videos
 
         if splits is not None:
@@ -428,7 +443,7 @@ def prepare(
     for entry in entries:
         task = {"source": entry.source, "path": str(Path(video_root) / entry.source),
                 "file_abs": str(out / _cache_file(entry.source)), "height": height, "width": width,
-                "fps": settings["fps"], "min_frames": int(min_frames)}
+                "fps": settings["fps"], "min_frames": int(min_frames), "images": layout == "frames"}
         tasks[entry.source] = task
         if Path(task["file_abs"]).is_file():
             if entry.source not in journal:

@@ -4,7 +4,8 @@ StyleGAN-V's discriminator sees 3 frames per video whose total gap is a power of
 (32), and its motion codes span up to 1024 frames; the official loader reads only the picked frames of a
 video (``src/training/dataset.py:431-449`` and ``random_frame_sampling``, ``src/training/layers.py:387-411``,
 universome/stylegan-v at commit 3fecd69). :class:`SparseFrames` does the same for kinema's folder and cache
-datasets: it wraps a :class:`~kinema.data.folder.VideoFolder` or :class:`~kinema.data.cache.VideoCache` and
+datasets: it wraps a :class:`~kinema.data.folder.VideoFolder` (or its subclasses for frame folders and HDF5
+files, which read exactly the picked frames) or :class:`~kinema.data.cache.VideoCache` and
 returns :class:`~kinema.data.batch.Batch` items whose ``clips`` are ``(C, F, H, W)`` (the ``F`` picked
 frames, sorted) and whose ``times`` are ``(F,)`` float frame indices relative to the first picked frame, in
 units of ``frame_stride`` (a model that reads only time differences, like StyleGAN-V's discriminator, sees
@@ -38,7 +39,6 @@ from torch.utils.data import Dataset
 from kinema.data.batch import Batch
 from kinema.data.cache import VideoCache
 from kinema.data.folder import DatasetError, VideoFolder
-from kinema.video.io import VideoReadError, _decode
 
 __all__ = ["SparseFrames", "build_sparse_dataset", "gap_set", "min_length", "pick_frames"]
 
@@ -72,8 +72,9 @@ def build_sparse_dataset(cfg, *, height: int, width: int, seed: int, uint8: bool
     from kinema.data import build_dataset
 
     frames = int(cfg.sparse_frames)
-    if cfg.source not in ("folder", "cache"):
-        raise ValueError(f'data.sparse_frames needs data.source = "folder" or "cache", got {cfg.source!r}')
+    if cfg.source not in ("folder", "frames", "hdf5", "cache"):
+        raise ValueError(f'data.sparse_frames needs data.source = "folder", "frames", "hdf5" or "cache", '
+                         f"got {cfg.source!r}")
     base = build_dataset(cfg, frames=min_length(frames), height=height, width=width, seed=seed, train=True,
                          uint8=uint8)
     return SparseFrames(base, frames, int(cfg.sparse_max_gap))
@@ -89,7 +90,7 @@ def min_length(frames: int) -> int:
 
 class SparseFrames(Dataset):
     """``frames`` frames per item at random power-of-two gaps up to ``max_gap`` from the videos of a
-    :class:`VideoFolder` or :class:`VideoCache` (built with ``frames = min_length(frames)`` by
+    :class:`VideoFolder` (or a subclass: frames, hdf5) or :class:`VideoCache` (built with ``frames = min_length(frames)`` by
     :func:`build_sparse_dataset`, so it has already skipped the videos too short to use).
 
     ``ds.clip(i, draw)`` is a :class:`Batch` item: ``clips`` float32 ``(3, frames, H, W)`` in ``[-1, 1]``
@@ -177,25 +178,7 @@ class SparseFrames(Dataset):
                 continue
             length = (ds.num_frames[j] - 1) // self.stride + 1
             picks = pick_frames(rng, self.frames, self.max_gap, length)
-            raw = self._read_frames(j, picks * self.stride)
+            raw = ds.read_frames(j, picks * self.stride)  # None (recorded in ds.skipped) when the video fails
             if raw is not None:
                 return self._batch(ds._transform(raw, rng), picks)
         raise DatasetError(f"every video in {ds.root} failed to read ({len(ds.skipped)} skipped); see .skipped")
-
-    def _read_frames(self, j: int, indices: np.ndarray) -> np.ndarray | None:
-        """``uint8 (F, H0, W0, 3)``: frames ``indices`` (sorted, file frame numbers) of file ``j``, decoding up
-        to the last one and converting only those; None (recorded and warned) when the file fails."""
-        ds, path = self.base, self.base.videos[j]
-        wanted, out = set(int(x) for x in indices), []
-        try:
-            for n, frame in enumerate(_decode(path, stop=int(indices[-1]) + 1)):
-                if n in wanted:
-                    out.append(frame.to_ndarray(format="rgb24"))
-        except VideoReadError as e:
-            ds._skip(path, f"failed at read time: {e.reason}")
-            return None
-        if len(out) < len(indices):
-            ds._skip(path, f"failed at read time: frame {int(indices[-1])} not decodable, the header promised "
-                           f"{ds.num_frames[j]}")
-            return None
-        return np.stack(out)

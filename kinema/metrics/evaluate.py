@@ -65,6 +65,8 @@ def heldout_real_set(data: DataConfig, seed: int, frames: int, height: int,
     key = {"source": data.source, "path": str(Path(data.path).resolve()) if data.path else "",
            "family": data.family, "num_clips": data.num_clips, "frame_stride": data.frame_stride,
            "size": [frames, height, width], "seed": real_seed}
+    if data.source == "hdf5":  # one file holds two sets of videos; other sources keep their earlier keys
+        key["split"] = data.split
     return dataset, key
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from videodata import numbered_frames, write_avi
 
-import kinema.data.sparse_frames as sparse_module
+import kinema.data.folder as folder_module
 from kinema.config import DataConfig
 from kinema.data import Batch, Draws, VideoCache, VideoFolder, build_dataset
 from kinema.data.prepare import prepare
@@ -129,13 +129,13 @@ def test_evaluation_gets_whole_clips_and_uint8_items_match_float(videos):
 def test_folder_items_decode_only_up_to_the_last_picked_frame(videos, monkeypatch):
     src, _ = videos
     decoded = []
-    original = sparse_module._decode
+    original = folder_module._decode  # VideoFolder.read_frames decodes for SparseFrames
 
     def counting(path, stop):
         decoded.append(stop)
         yield from original(path, stop)
 
-    monkeypatch.setattr(sparse_module, "_decode", counting)
+    monkeypatch.setattr(folder_module, "_decode", counting)
     with pytest.warns(UserWarning):
         ds = build_sparse_dataset(DataConfig(source="folder", path=str(src), sparse_frames=3, flip=False), height=H,
                                   width=W, seed=1)
@@ -151,7 +151,7 @@ def test_folder_items_decode_only_up_to_the_last_picked_frame(videos, monkeypatc
 
 
 def test_sparse_frames_config_errors():
-    with pytest.raises(ConfigError, match='needs data.source = "folder" or "cache"'):
+    with pytest.raises(ConfigError, match='needs data.source = "folder", "frames", "hdf5" or "cache"'):
         load_config("stylegan_v_tiny", data=dict(sparse_frames=3))
     with pytest.raises(ConfigError, match="sparse_max_gap >= sparse_frames - 1"):
         load_config("stylegan_v_tiny", data=dict(source="cache", path="x", sparse_frames=3, sparse_max_gap=1))
