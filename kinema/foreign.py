@@ -18,6 +18,7 @@ import fnmatch
 import io
 from dataclasses import dataclass, field
 import pickle
+import re
 import struct
 import types
 import zipfile
@@ -156,6 +157,45 @@ def _make_unpickler(inert: tuple[str, ...], source: str) -> type[pickle.Unpickle
                 "expected kind, its format has a class the converter does not know yet (please report it)")
 
     return RestrictedUnpickler
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in kinema's words (torch's own message
+    advises ``weights_only=False``, i.e. running the file's code: never what a user should do here)."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it stores the Python object {found.group(1)}, not only tensors"
+    if isinstance(exc, OSError):  # unreadable, not unparsable
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return first[:200]
+    # Everything else is the unpickler failing on the bytes: torch's UnpicklingError, but a damaged stream
+    # can also stop in an opcode (random bytes starting with b"e" raise IndexError: pop from empty list).
+    return "not a tensor-only PyTorch file: a foreign or damaged pickle"
+
+
+def load_tensor_file(path: str | Path, expected: str, error: type[Exception] = CheckpointError) -> dict:
+    """A state dict of tensors from a ``.safetensors`` file or a tensor-only ``torch.save`` file (read with
+    ``weights_only``: no code in the file runs). ``error`` (naming the file, what is wrong and ``expected``, the
+    file that belongs here) for anything else."""
+    import warnings
+
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            with warnings.catch_warnings():  # torch's pickle-protocol notes are noise here
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch and safetensors raise several types for foreign or unsafe files
+        raise error(f"cannot read {path} as a state dict of tensors ({load_failure(exc)}); expected {expected}. "
+                    "kinema reads only tensors from weight files and never runs code stored in one") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise error(f"{path} is not a state dict of tensors; expected {expected}")
+    return state
 
 
 def load_foreign(path: str | Path, inert: Iterable[str] = ()) -> Any:

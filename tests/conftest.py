@@ -64,3 +64,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def unverified_metric_weights(monkeypatch):
+    """Accept metric networks with random weights (pipeline tests): kinema refuses any I3D / C3D / Inception
+    weights but the published ones unless KINEMA_UNVERIFIED_METRIC_WEIGHTS=1 (scores are then meaningless)."""
+    monkeypatch.setenv("KINEMA_UNVERIFIED_METRIC_WEIGHTS", "1")

@@ -94,3 +94,36 @@ def test_a_batch_past_the_address_space_limit_is_refused_not_a_segfault(tmp_path
     assert "address space left under this process's limit, ulimit -v 8000000" in done.stderr
     assert "lower train.batch_size (now 100000)" in done.stderr
     assert not list(Path(tmp_path / "run").glob("checkpoints/*"))
+
+
+def test_a_pickled_object_as_weights_is_refused_without_advising_weights_only_false(tmp_path):
+    import argparse
+
+    import torch
+
+    from kinema.errors import ConfigError
+    from kinema.metrics.lpips import LPIPS, LPIPSError
+    from kinema.objectives.nuwa import VGG16Features
+
+    path = tmp_path / "weights.pth"
+    torch.save({"net.0.weight": torch.zeros(1), "args": argparse.Namespace(a=1)}, path)
+    for load, error in [(LPIPS.from_file, LPIPSError), (VGG16Features.from_file, ConfigError)]:
+        with pytest.raises(error) as info:
+            load(path)
+        text = str(info.value)
+        assert "it stores the Python object argparse.Namespace, not only tensors" in text, text
+        assert "weights_only" not in text and "never runs code" in text
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(LPIPSError, match="cannot read .*empty.pth as a state dict of tensors"):
+        LPIPS.from_file(tmp_path / "empty.pth")
+
+
+def test_a_folder_given_as_i3d_weights_is_named_as_a_folder(tmp_path, capsys):
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "i3d.safetensors").write_bytes(b"")
+    from kinema.metrics.networks.i3d import load_i3d
+    from kinema.metrics.networks.weights import WeightsError
+
+    with pytest.raises(WeightsError, match=r"weights is a folder; pass the converted .safetensors file itself "
+                                           r"\(it holds i3d.safetensors\)"):
+        load_i3d(tmp_path / "weights")

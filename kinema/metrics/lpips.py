@@ -66,12 +66,9 @@ class LPIPS(nn.Module):
         file = Path(path)
         if not file.is_file():
             raise LPIPSError(f"LPIPS weights {path}: no such file; write one with {MAKE_FILE}")
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from kinema.foreign import load_tensor_file
 
-            state = load_file(file)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_tensor_file(file, f"an AlexNet LPIPS state dict; write one with {MAKE_FILE}", LPIPSError)
         model = cls()
         wanted = {k for k in model.state_dict() if k.startswith(("net.", "lin"))}
         missing = sorted(wanted - set(state))

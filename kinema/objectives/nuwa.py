@@ -67,12 +67,10 @@ class VGG16Features(nn.Module):
             raise ConfigError(f"objective.perceptual_weights = {path!r} is not a file; give a VGG16 state dict "
                               "(torchvision vgg16 keys features.N.weight/bias, .pth or .safetensors) or leave it empty "
                               "for L1/L2 + GAN only")
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from kinema.foreign import load_tensor_file
 
-            state = load_file(file)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_tensor_file(file, "a torchvision VGG16 state dict (keys features.N.weight/bias) for "
+                                       f"objective.perceptual_weights = {path!r}", ConfigError)
         state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         model = cls()
         try:

@@ -132,7 +132,7 @@ def test_restricted_unpickler_refuses_code(tmp_path):
     assert restricted_unpickle(ok)["params"]["w"].shape == (2, 2)
 
 
-def test_kinema_evaluate_end_to_end_with_random_weight_i3d(tmp_path, capsys):
+def test_kinema_evaluate_end_to_end_with_random_weight_i3d(tmp_path, capsys, unverified_metric_weights):
     """A tiny 16-frame checkpoint scored by FVD and KVD with a random-weight I3D (real I3D shape)."""
     from kinema.metrics.networks.i3d import InceptionI3d
     from kinema.metrics.networks.weights import save_weights
@@ -197,7 +197,7 @@ def test_frame_fid_api_and_protocol_count_frames(tiny_model, monkeypatch):
     assert result["num"] == 20 and result["value"] > 0  # 20 frames = 3 clips of 8, truncated
 
 
-def test_fvd_entry_point_on_raw_uint8_videos(tmp_path):
+def test_fvd_entry_point_on_raw_uint8_videos(tmp_path, unverified_metric_weights):
     from kinema.metrics import fvd
     from kinema.metrics.networks.i3d import InceptionI3d
     from kinema.metrics.networks.weights import save_weights

