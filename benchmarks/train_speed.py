@@ -73,6 +73,64 @@ def ratio_stats(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def peak_rss() -> int:
+    """Peak resident set of this process so far, bytes (Linux reports ``ru_maxrss`` in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def ask(proc: subprocess.Popen, cmd: str) -> dict:
+    """One command to a server process (a line on its stdin), its JSON answer (a line on its stdout)."""
+    proc.stdin.write(cmd + "\n")
+    proc.stdin.flush()
+    return json.loads(proc.stdout.readline())
+
+
+def quit_servers(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        p.stdin.write("quit\n")
+        p.stdin.flush()
+        p.wait(timeout=60)
+
+
+def kinema_server(args, tree: Path | str | None = None, extra_sets: list[str] = ()) -> subprocess.Popen:
+    """A ``--serve`` process (a Trainer waiting for ``bare`` / ``go`` / ``rss``) of ``args.config`` + ``args.set``
+    run from source tree ``tree`` (default: the one holding this script); its first line is read here."""
+    here = Path(__file__).resolve()
+    cmd = [sys.executable, str(here), "--serve", "--config", args.config, "--batch", str(args.batch),
+           "--device", args.device, "--precision", args.precision, "--threads", str(args.threads or 0)]
+    for s in [*args.set, *extra_sets]:
+        cmd += ["--set", s]
+    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve() if tree else here.parent.parent))
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    print("kinema", proc.stdout.readline().strip(), file=sys.stderr)
+    return proc
+
+
+def alternate_with_kinema(kin: subprocess.Popen, name: str, other_step, rounds: int) -> list[dict]:
+    """``rounds`` rounds of one bare step + one ``kinema train`` step of the server ``kin`` and one call of
+    ``other_step()`` (seconds, recorded as ``name``), the order swapped every round. Waits first for the
+    kinema loop to reach step 1.
+
+    A trainer step's period (start of its objective step to the start of the next) is known only when the
+    loop reaches the next step: the answer to "go" in round r is the period of round r - 1's step."""
+    json.loads(kin.stdout.readline())  # the kinema loop has reached step 1
+    got_rounds = [{} for _ in range(rounds)]
+    for r, got in enumerate(got_rounds):
+        for who in (("kinema", name) if r % 2 == 0 else (name, "kinema")):
+            if who == "kinema":
+                got["kinema_bare"] = ask(kin, "bare")["bare"]
+                cli = ask(kin, "go")["cli"]
+                if r:
+                    got_rounds[r - 1]["kinema_cli"] = cli
+            else:
+                got[name] = other_step()
+        print(f"round {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in got.items() if v is not None), file=sys.stderr)
+    got_rounds[-1]["kinema_cli"] = ask(kin, "go")["cli"]
+    return got_rounds
+
+
 class StepTimer:
     """Wraps a Trainer so its loop's per-step periods and their parts are recorded, and runs
     ``between()`` (untimed) before every objective step."""
@@ -357,42 +415,14 @@ def run_port(args) -> dict:
     """Alternate a kinema server (this tree) and a port server, one step at a time, order swapped each round."""
     here = Path(__file__).resolve()
     common = ["--batch", str(args.batch), "--device", args.device, "--threads", str(args.threads or 0)]
-    kin_cmd = [sys.executable, str(here), "--serve", "--config", args.config, "--precision", args.precision, *common]
-    for s in args.set:
-        kin_cmd += ["--set", s]
+    kin = kinema_server(args)
     port_cmd = [sys.executable, str(here), "--serve-port", "--port", args.port, *common]
-    env = dict(os.environ, PYTHONPATH=str(here.parent.parent))
-    kin = subprocess.Popen(kin_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     port = subprocess.Popen(port_cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    print("kinema", kin.stdout.readline().strip(), file=sys.stderr)
     port_info = json.loads(port.stdout.readline())
     print("port", port_info, file=sys.stderr)
-    json.loads(kin.stdout.readline())  # the kinema loop has reached step 1
-
-    def ask(p, cmd):
-        p.stdin.write(cmd + "\n")
-        p.stdin.flush()
-        return json.loads(p.stdout.readline())
-
-    # A trainer step's period (start of its objective step to the start of the next) is known only when
-    # the loop reaches the next step: the answer to "go" in round r is the period of round r - 1's step.
-    rounds = [{} for _ in range(args.warmup + args.rounds)]
-    for r, got in enumerate(rounds):
-        for who in (("kinema", "port") if r % 2 == 0 else ("port", "kinema")):
-            if who == "kinema":
-                got["kinema_bare"] = ask(kin, "bare")["bare"]
-                cli = ask(kin, "go")["cli"]
-                if r:
-                    rounds[r - 1]["kinema_cli"] = cli
-            else:
-                got["port"] = ask(port, "step")["port"]
-        print(f"round {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in got.items() if v is not None), file=sys.stderr)
-    rounds[-1]["kinema_cli"] = ask(kin, "go")["cli"]
+    rounds = alternate_with_kinema(kin, "port", lambda: ask(port, "step")["port"], args.warmup + args.rounds)
     res = {k: [got[k] for got in rounds[args.warmup:]] for k in ("kinema_bare", "kinema_cli", "port")}
-    for p in (kin, port):
-        p.stdin.write("quit\n")
-        p.stdin.flush()
-        p.wait(timeout=60)
+    quit_servers(kin, port)
     record = {"config": args.config, "set": args.set, "batch": args.batch, "device": args.device,
               "precision": args.precision, "threads": args.threads, "port": args.port,
               "port_parameters": port_info["parameters"], "rounds": args.rounds,
@@ -408,10 +438,11 @@ def run_port(args) -> dict:
 
 
 def serve(args) -> None:
-    """Server for --ab: a Trainer whose loop waits for a command before each step.
+    """Server for --ab, --port and benchmarks/reference.py: a Trainer whose loop waits for a command before each step.
 
-    Commands on stdin: ``bare`` (one bare step, prints its time) and ``go`` (lets the loop run one
-    trainer step; prints the period of the previous one once it is known, else ``nan``)."""
+    Commands on stdin: ``bare`` (one bare step, prints its time), ``go`` (lets the loop run one
+    trainer step; prints the period of the previous one once it is known, else ``nan``) and ``rss``
+    (prints this process's peak resident set so far, bytes)."""
     import kinema
 
     print(json.dumps({"kinema": kinema.__file__}), flush=True)
@@ -427,6 +458,8 @@ def serve(args) -> None:
                 line = sys.stdin.readline().strip()
                 if line == "bare":
                     print(json.dumps({"bare": bare()}), flush=True)
+                elif line == "rss":
+                    print(json.dumps({"rss": peak_rss()}), flush=True)
                 elif line == "go":
                     return
                 else:
@@ -437,23 +470,8 @@ def serve(args) -> None:
 
 
 def run_ab(args) -> dict:
-    here = Path(__file__).resolve()
-    base_cmd = [sys.executable, str(here), "--serve", "--config", args.config, "--batch", str(args.batch),
-                "--device", args.device, "--precision", args.precision, "--threads", str(args.threads or 0)]
-    for s in args.set:
-        base_cmd += ["--set", s]
-    procs = {}
-    for name, tree in (("A", args.ab[0]), ("B", args.ab[1])):
-        env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
-        cmd = base_cmd + [a for s in (args.set_b if name == "B" else []) for a in ("--set", s)]
-        procs[name] = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        print(name, procs[name].stdout.readline().strip(), file=sys.stderr)
-
-    def ask(name, cmd):
-        p = procs[name]
-        p.stdin.write(cmd + "\n")
-        p.stdin.flush()
-        return json.loads(p.stdout.readline())
+    procs = {name: kinema_server(args, tree, args.set_b if name == "B" else [])
+             for name, tree in (("A", args.ab[0]), ("B", args.ab[1]))}
 
     for name in procs:  # first `between`: the loop has reached step 1
         json.loads(procs[name].stdout.readline())
@@ -461,17 +479,14 @@ def run_ab(args) -> dict:
     for r in range(args.warmup + args.rounds):
         order = ("A", "B") if r % 2 == 0 else ("B", "A")
         for name in order:
-            b = ask(name, "bare")["bare"]
-            cli = ask(name, "go")  # runs a trainer step; answers when the loop reaches the next one
+            b = ask(procs[name], "bare")["bare"]
+            cli = ask(procs[name], "go")  # runs a trainer step; answers when the loop reaches the next one
             if r >= args.warmup:
                 res[name]["bare"].append(b)
                 res[name]["cli"].append(cli["cli"])
         print(f"round {r}: " + ", ".join(f"{n} bare {res[n]['bare'][-1]:.3f} cli {res[n]['cli'][-1]:.3f}"
                                         for n in procs if res[n]["bare"]), file=sys.stderr)
-    for p in procs.values():
-        p.stdin.write("quit\n")
-        p.stdin.flush()
-        p.wait(timeout=60)
+    quit_servers(*procs.values())
     record = {"config": args.config, "set": args.set, "batch": args.batch, "device": args.device,
               "precision": args.precision, "threads": args.threads, "trees": {"A": args.ab[0], "B": args.ab[1]},
               "set_b": args.set_b,

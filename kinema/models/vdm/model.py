@@ -194,7 +194,11 @@ class Attention(nn.Module):
                 )
             q, k, v = rearrange(qkv, "b (n g d) t h w -> n (b h w) g t d", n=3, g=self.heads)
             bias = self.time_bias(t, mask, x.device).to(q.dtype)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[None])
+            # softmax(q k^T / sqrt(d) + bias) v written out, as SDPA's math backend computes it: a learned bias
+            # rules out the fused CPU kernel, and on these short sequences (T frames) the explicit form avoids
+            # SDPA's math-path overhead (~25% less time, forward + backward, at T = 16 on one CPU thread).
+            scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)) + bias
+            out = torch.matmul(scores.softmax(dim=-1), v)
             out = rearrange(out, "(b h w) g t d -> b (g d) t h w", b=b, h=h)
         return x + self.proj(out)
 

@@ -331,3 +331,22 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_temporal_attention_matches_sdpa():
+    """The written-out temporal attention is SDPA's maths: same output (float64) with bias and image mask."""
+    import torch.nn.functional as F
+    from einops import rearrange
+
+    from kinema.models.vdm.model import Attention, temporal_mask
+
+    torch.manual_seed(0)
+    attn = Attention(32, 16, 32, "time", 16).double()
+    torch.nn.init.normal_(attn.proj.weight)
+    torch.nn.init.normal_(attn.relative_bias)
+    x = torch.randn(2, 32, 10, 4, 4, dtype=torch.float64)
+    mask = temporal_mask(8, 2)
+    q, k, v = rearrange(attn.qkv(attn.norm(x)), "b (n g d) t h w -> n (b h w) g t d", n=3, g=attn.heads)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.time_bias(10, mask, x.device)[None])
+    expected = x + attn.proj(rearrange(sdpa, "(b h w) g t d -> b (g d) t h w", b=2, h=4))
+    torch.testing.assert_close(attn(x, mask), expected, rtol=1e-12, atol=1e-12)
