@@ -63,13 +63,15 @@ def train(
     dry_run: bool = False,
     progress: bool = True,
     dist_backend: str = "auto",
+    command: str | None = None,
 ) -> Path | str:
     """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory.
 
     ``resume``: True continues the run in ``out`` (error if it has no checkpoint); ``"auto"``
     continues it when it has one and starts it otherwise -- what the restarted workers of
     ``torchrun --max-restarts`` need, since they rerun the same command. Under ``torchrun`` every
-    process calls this; see ``docs/distributed.md``.
+    process calls this; see ``docs/distributed.md``. ``command``: the command line recorded in the run's
+    ``commands.jsonl`` (the CLI passes its own; None: this process's).
     """
     from kinema.training import distributed
 
@@ -86,8 +88,8 @@ def train(
         config = load_config(config_path, overrides) if config_path is not None else None
     if not dry_run:
         try:
-            trainer = Trainer(config, out, device=device, resume=resume, progress=progress,
-                              dist_backend=dist_backend, overrides=overrides if config is None else ())
+            trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
+                              overrides=overrides if config is None else (), command=command)
             return trainer.fit()
         finally:
             distributed.teardown()
@@ -365,12 +367,41 @@ def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | No
 def _step_line(ckpt: Path, config: RunConfig) -> str:
     import json
 
-    from kinema.runs import CONVERTED_FILE
+    from kinema.runs import CONVERTED_FILE, EXPORT_FILE
 
     if (ckpt / CONVERTED_FILE).is_file():  # `kinema convert` output: no training step of kinema's
         record = json.loads((ckpt / CONVERTED_FILE).read_text())
         return f"converted:  {record.get('kind')} from {record.get('source')} (sha256 {str(record.get('sha256'))[:12]})"
+    if (ckpt / EXPORT_FILE).is_file():  # `kinema export` output: weights for inference, no trainer state
+        record = json.loads((ckpt / EXPORT_FILE).read_text())
+        return (f"exported:   step {record.get('step')} of {config.train.steps}, {record.get('weights')} weights, "
+                f"from {record.get('source')}")
     return f"step:       {checkpoint_step(ckpt)} of {config.train.steps}"
+
+
+@checked
+def export(source: str | Path, out: str | Path, raw: bool = False, num_samples: int = 16,
+           push_to_hub: str | None = None, private: bool = False, progress: bool = False) -> Path:
+    """``kinema export``: the inference folder of a run or checkpoint (config, EMA weights -- ``raw`` for the
+    trained ones --, model card, sample grid; :mod:`kinema.sharing`), optionally uploaded to the Hugging Face
+    Hub repository ``push_to_hub``. Returns the folder."""
+    from kinema import sharing
+
+    folder = sharing.export(source, out, raw=raw, num_samples=num_samples, progress=progress)
+    if push_to_hub:
+        sharing.push_to_hub(folder, push_to_hub, private=private)
+    return folder
+
+
+@checked
+def from_pretrained(name_or_path: str | Path, device: str = "cpu", revision: str | None = None,
+                    cache_dir: str | Path | None = None, ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
+    """``(model, config)`` from an export, run or checkpoint folder, or a Hugging Face Hub repository id
+    (:func:`kinema.sharing.from_pretrained`; the Hub's cache and ``HF_HUB_OFFLINE`` are honoured)."""
+    from kinema import sharing
+
+    return sharing.from_pretrained(name_or_path, device=resolve_device(device), revision=revision,
+                                   cache_dir=cache_dir, ema=ema)
 
 
 @checked
@@ -390,5 +421,5 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckpointError", "convert", "describe", "evaluate", "generate", "info", "load", "prepare", "sample",
-           "sample_options", "train"]
+__all__ = ["CheckpointError", "convert", "describe", "evaluate", "export", "from_pretrained", "generate", "info", "load",
+           "prepare", "sample", "sample_options", "train"]

