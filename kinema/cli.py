@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one config value, TOML syntax (repeatable), e.g. --set train.batch_size=8 "
                             "--set 'model.gen_channels=[64,32,16]'")
+    train.add_argument("--init-from", metavar="PATH",
+                       help="fine-tune: start step 0 from the weights (and EMA) of an export, run or checkpoint folder "
+                            "with a fresh optimiser; without --config its config is used (same as --set "
+                            "train.init_from=PATH)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest complete checkpoint in --out (same config required, "
                             "except train.steps and logging cadence)")
@@ -347,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             resume = "auto" if args.auto_resume else args.resume
-            result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=resume,
+            overrides = args.overrides + ([f"train.init_from={json.dumps(args.init_from)}"] if args.init_from else [])
+            result = api.train(args.config, args.out, overrides, steps=args.steps, resume=resume,
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
                                dist_backend=args.dist_backend,
                                command=shlex.join(["kinema", *(sys.argv[1:] if argv is None else argv)]))

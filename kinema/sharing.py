@@ -138,7 +138,7 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
         'model, config = kinema.from_pretrained("THIS_FOLDER_OR_HUB_REPO")',
         "videos = api.generate(model, num=4, seed=0)  # (N, C, T, H, W) in [-1, 1]", "```", "",
         "```sh", "kinema sample --checkpoint THIS_FOLDER --out samples/",
-        "kinema train --out runs/finetune --set train.init_from=THIS_FOLDER  # its config, a fresh optimiser",
+        "kinema train --out runs/finetune --init-from THIS_FOLDER  # its config, a fresh optimiser",
         "```", "",
         "## Config", "", "```toml", config.to_toml().rstrip(), "```", "",
     ]

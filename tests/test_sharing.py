@@ -82,9 +82,9 @@ def test_the_card_samples_are_what_kinema_sample_gives(exported, tmp_path):
 
 def test_fine_tuning_starts_from_the_export(exported, tmp_path):
     out = tmp_path / "ft"
-    assert main(["train", "--out", str(out), "--set", f"train.init_from={exported}", "--steps", "1",
-                 "--no-progress"]) == 0
+    assert main(["train", "--out", str(out), "--init-from", str(exported), "--steps", "1", "--no-progress"]) == 0
     assert (out / "checkpoints" / "step_0000001").is_dir()
+    assert f'init_from = "{exported}"' in (out / "config.toml").read_text()
 
 
 def hub_cache(root: Path, repo: str, folder: Path) -> Path:
