@@ -1,4 +1,6 @@
-"""kinema side by side with the reference PyTorch implementations: VDM and NÜWA (issue 31).
+"""kinema side by side with the reference PyTorch implementations (issue 31): VDM and NÜWA against lucidrains'
+packages, VideoGPT and StyleGAN-V against the authors' repositories (``--official CHECKOUT``; their side is
+``benchmarks/reference_authors.py``, docs/benchmarks.md says what is matched and which shims are used).
 
 Per family, two kinds of rounds, each side in its own process, alternating one at a time with the order
 swapped every round (so drift of a shared machine cancels in the per-round ratio kinema / reference):
@@ -32,6 +34,10 @@ before importing them (``install_torchvision_stub``). ``nuwa-pytorch`` needs ``v
 
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family vdm --out benchmarks/results/reference_vdm.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family nuwa --out benchmarks/results/reference_nuwa.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family videogpt --official VIDEOGPT_CHECKOUT \
+        --out benchmarks/results/reference_videogpt.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family stylegan_v --official STYLEGAN_V_CHECKOUT \
+        --official-python SGV_VENV/bin/python --out benchmarks/results/reference_stylegan_v.json
 """
 
 from __future__ import annotations
