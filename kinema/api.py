@@ -16,7 +16,8 @@ from kinema.arguments import checked
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
-from kinema.runs import append_record, checkpoint_step
+from kinema.runs import checkpoint_step
+from kinema.training.loggers import append_record
 from kinema.training.loop_utils import resolve_device
 from kinema.training.run_folder import ResumePoint
 from kinema.training.trainer import Trainer

@@ -1,7 +1,7 @@
 """Run directories: where a run keeps its checkpoints, and finding them (no model loading here).
 
 A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.jsonl`` (one JSON record a
-line: :func:`append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
+line: :func:`kinema.training.loggers.append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
 
     config.json          the full run config; enough to rebuild the model
     model.safetensors    every parameter and buffer of the model
@@ -50,12 +50,6 @@ STEP_PREFIX = "step_"
 STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
 # Folders save_checkpoint writes before its os.replace; left behind only by a killed write.
 TEMP_PREFIXES = (".tmp-", ".old-")
-
-
-def append_record(path: Path, record: dict) -> None:
-    """One JSON line at the end of ``path`` (a run's ``metrics.jsonl``, or ``kinema evaluate --out``)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
@@ -313,16 +307,29 @@ def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
     return None
 
 
+def run_model_name(run_dir: Path) -> str | None:
+    """The model a run folder trains, from its ``config.toml`` (None when it has none or it cannot be read:
+    then every checkpoint's own config is taken at its word)."""
+    import tomllib
+
+    try:
+        with open(Path(run_dir) / "config.toml", "rb") as f:
+            model = tomllib.load(f).get("model", {})
+    except (OSError, ValueError):
+        return None
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def resume_checkpoint(run_dir: Path, resume: bool | str,
-                      warn: Callable[[str], None] | None = _stderr_warning,
-                      model_name: str | None = None) -> Path | None:
+                      warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
     """The checkpoint a training run in ``run_dir`` continues from, or None for a new run.
 
     ``resume`` True: the newest checkpoint that loads (:func:`latest_valid_checkpoint`; TrainingError when there
     is none); ``"auto"``: the same when ``run_dir`` holds a checkpoint, else None (what the restarted workers
     of ``torchrun --max-restarts`` need: they rerun the same command); False: None, and a folder that holds
-    checkpoints is refused (a new run would mix with them). ``model_name``: the run's model (its
-    ``config.toml``); a checkpoint of another model dropped into the folder is skipped.
+    checkpoints is refused (a new run would mix with them). A checkpoint of another model than the run's
+    ``config.toml`` names (:func:`run_model_name`), dropped into the folder, is skipped.
     """
     existing = list_checkpoints(run_dir)
     if resume == "auto":
@@ -332,7 +339,7 @@ def resume_checkpoint(run_dir: Path, resume: bool | str,
             raise TrainingError(f"{run_dir} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
                                 "continue that run, or choose another --out")
         return None
-    ckpt = latest_valid_checkpoint(run_dir, warn=warn, model_name=model_name)
+    ckpt = latest_valid_checkpoint(run_dir, warn=warn, model_name=run_model_name(run_dir))
     if ckpt is None:
         raise TrainingError(f"--resume: {run_dir}/checkpoints holds no complete checkpoint to resume from; "
                             "drop --resume to start a new run")

@@ -11,6 +11,7 @@ later with ``wandb sync OUT/wandb/offline-run-*``).
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from kinema.config import RunConfig
 from kinema.errors import ConfigError
-from kinema.runs import COMMANDS_FILE, append_record
+from kinema.runs import COMMANDS_FILE
 
 WANDB_ID_FILE = "kinema_run_id"
 
@@ -46,6 +47,12 @@ def _wandb_run_id(folder: Path) -> str:
     run_id = uuid.uuid4().hex[:12]
     path.write_text(run_id + "\n")
     return run_id
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line at the end of ``path`` (a run's ``metrics.jsonl``, or ``kinema evaluate --out``)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 class WandbLogger:
