@@ -258,7 +258,6 @@ def evaluate(
     are appended to the run's ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to
     ``out`` (JSON lines). ``fake``: score a folder of generated videos instead of a checkpoint (then
     ``data`` is required; clips are taken at the fake videos' own resolution)."""
-    from kinema.config import DataConfig
     from kinema.metrics.evaluate import default_cache_dir, evaluate_model, heldout_real_set, resolve_protocols
     from kinema.metrics.evaluate import weights_path
 
@@ -272,9 +271,7 @@ def evaluate(
     weights = {network: weights_path(network, path) for network, path in given.items()}
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
-        # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos
-        source = "cache" if data and (Path(data) / "meta.json").is_file() else "folder"
-        data_cfg = DataConfig(source=source, path=str(data)) if data else config.data
+        data_cfg = _real_data(data) if data else config.data
         _, _, height, width = model.video_shape
         frames = max(p.frames or model.video_shape[1] for p in protocols if p.needs_real)
         dataset, dataset_key = heldout_real_set(data_cfg, config.train.seed, frames, height, width)
@@ -287,6 +284,17 @@ def evaluate(
     for target in ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else []):
         append_record(target, record)
     return record
+
+
+def _real_data(data: str | Path):
+    """``--data``: a cache written by `kinema prepare` (it has meta.json), VideoGPT's HDF5 file (its test
+    split: the videos held out from training), or a folder of videos."""
+    from kinema.config import DataConfig
+
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
+        return DataConfig(source="hdf5", path=str(path), split="test", flip=False)
+    return DataConfig(source="cache" if (path / "meta.json").is_file() else "folder", path=str(path), flip=False)
 
 
 def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:
@@ -309,8 +317,7 @@ def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, 
     frames = max(p.frames or first.shape[0] for p in protocols)  # motion protocols: the videos' own length
     fake_set = build_dataset(DataConfig(source="folder", path=str(fake), flip=False), frames=frames, height=height,
                              width=width, seed=seed, train=False)
-    source = "cache" if (Path(data) / "meta.json").is_file() else "folder"
-    real_set, key = heldout_real_set(DataConfig(source=source, path=str(data), flip=False), seed, frames, height, width)
+    real_set, key = heldout_real_set(_real_data(data), seed, frames, height, width)
     weights = {"i3d": weights_path("i3d", i3d)}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     results = evaluate_model(None, protocols, weights, dataset=real_set, dataset_key=key, num=num or len(fake_set),

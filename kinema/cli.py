@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names: " + ", ".join(protocol_names()))
-    evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache: the real clips of "
+    evaluate.add_argument("--data", help="folder of real videos, a `kinema prepare` cache, or VideoGPT's .hdf5 file "
+                                         "(its test split): the real clips of "
                                          "FVD/KVD/FID, and the clips a prediction or frame-conditional model "
                                          "continues (default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
