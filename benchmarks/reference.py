@@ -57,7 +57,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import alternate_with_kinema, ask, kinema_server, peak_rss, quit_servers, ratio_stats  # noqa: E402
+from train_speed import (  # noqa: E402
+    HALF_WIDTH,
+    PORT_D,
+    PORT_G,
+    alternate_with_kinema,
+    ask,
+    kinema_server,
+    peak_rss,
+    quit_servers,
+    ratio_stats,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +141,28 @@ FAMILIES = {
                       "min_period_len": 4, "max_period_len": 64, "max_num_frames": 64, "concat_res": 8,
                       "mbstd_group_size": 4, "map_layers": 2, "fp32": True},
         "python": "omegaconf==2.0.6 (hydra-core 1.0.7's pin)",
+    },
+    # The TGAN-ODE authors' repository (Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation):
+    # their PyTorch TGANv2 port, through train_speed.py --port's machinery (train_speed.build_port_tganv2)
+    "tganv2": {
+        "checkout": "Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation",
+        "config": "tganv2_ucf101_192",
+        # train_speed.DEFAULT_SETS: the half-width network of the port's constructor defaults (PORT_G / PORT_D)
+        "set": [*HALF_WIDTH, "data.source=synthetic", "data.workers=0"],
+        "batch": 8,
+        "sample_batch": 2,
+        "sample_steps": 0,
+        "reference": {"gen": PORT_G, "dis": PORT_D},
+    },
+    # their 64x64 TGAN-ODE ("tgan SVC ODE lin UCF101.py": z through the MLP, then the RK4 ODE; WGAN + SVC)
+    "tgan_ode": {
+        "checkout": "Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation",
+        "config": "tgan_ode",
+        "set": ["data.source=synthetic", "data.workers=0"],
+        "batch": 32,  # the script's batch; its VideoDiscriminator reshapes to a hard-coded 32
+        "sample_batch": 8,
+        "sample_steps": 0,
+        "reference": {"gen": {"linear": True}, "dis": {}},
     },
 }
 
