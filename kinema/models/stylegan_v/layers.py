@@ -225,8 +225,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     input channels by ``styles``, convolve with the shared weight, scale the outputs by the demodulation
     coefficients. ``fused=True`` (the official inference path in fp32): per-sample weights
     ``W * s * dcoef`` and one grouped convolution with ``groups = N`` (``networks.py:76-86``). The same map,
-    equal up to float rounding; on CPU the non-fused form is the faster one at every shape measured, so
-    kinema uses it for sampling too."""
+    equal up to float rounding (``tests/models/stylegan_v``). kinema's layers use the non-fused form for
+    sampling too; ``fused`` is here for that equality check, not timed as a sampling option."""
     n = x.shape[0]
     c_out, c_in = weight.shape[:2]
     assert_shape(styles, [n, c_in], "styles (N, C_in)")
