@@ -1,6 +1,7 @@
 """kinema side by side with the reference PyTorch implementations (issue 31): VDM and NÜWA against lucidrains'
-packages, VideoGPT and StyleGAN-V against the authors' repositories (``--official CHECKOUT``; their side is
-``benchmarks/reference_authors.py``, docs/benchmarks.md says what is matched and which shims are used).
+packages, VideoGPT, StyleGAN-V, TGANv2 and TGAN-ODE against the authors' repositories (``--official
+CHECKOUT``; their side is ``benchmarks/reference_authors.py``, docs/benchmarks.md says what is matched and
+which shims are used).
 
 Per family, two kinds of rounds, each side in its own process, alternating one at a time with the order
 swapped every round (so drift of a shared machine cancels in the per-round ratio kinema / reference):
@@ -38,6 +39,16 @@ before importing them (``install_torchvision_stub``). ``nuwa-pytorch`` needs ``v
         --out benchmarks/results/reference_videogpt.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family stylegan_v --official STYLEGAN_V_CHECKOUT \
         --official-python SGV_VENV/bin/python --out benchmarks/results/reference_stylegan_v.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family tganv2 --official TGAN_ODE_CHECKOUT \
+        --out benchmarks/results/reference_tganv2.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family tgan_ode --official TGAN_ODE_CHECKOUT \
+        --rounds 3 --sample-rounds 2 --out benchmarks/results/reference_tgan_ode.json
+
+``tganv2`` and ``tgan_ode`` time kinema against the TGAN-ODE authors' repository
+(Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation): their PyTorch TGANv2 port through
+``train_speed.py --port``'s machinery (``train_speed.build_port_tganv2``: the port at ``PORT_G`` / ``PORT_D``,
+the loop body of ``tganv2 UCF101.py``) and their 64x64 TGAN-ODE with the loop body of ``tgan SVC ODE lin
+UCF101.py`` (``reference_authors.build_tgan_ode``).
 """
 
 from __future__ import annotations
@@ -57,7 +68,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_speed import alternate_with_kinema, ask, kinema_server, peak_rss, quit_servers, ratio_stats  # noqa: E402
+from train_speed import (  # noqa: E402
+    HALF_WIDTH,
+    PORT_D,
+    PORT_G,
+    alternate_with_kinema,
+    ask,
+    kinema_server,
+    peak_rss,
+    quit_servers,
+    ratio_stats,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,6 +152,28 @@ FAMILIES = {
                       "min_period_len": 4, "max_period_len": 64, "max_num_frames": 64, "concat_res": 8,
                       "mbstd_group_size": 4, "map_layers": 2, "fp32": True},
         "python": "omegaconf==2.0.6 (hydra-core 1.0.7's pin)",
+    },
+    # The TGAN-ODE authors' repository (Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation):
+    # their PyTorch TGANv2 port, through train_speed.py --port's machinery (train_speed.build_port_tganv2)
+    "tganv2": {
+        "checkout": "Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation",
+        "config": "tganv2_ucf101_192",
+        # train_speed.DEFAULT_SETS: the half-width network of the port's constructor defaults (PORT_G / PORT_D)
+        "set": [*HALF_WIDTH, "data.source=synthetic", "data.workers=0"],
+        "batch": 2,  # train_speed.py --port's default (docs/benchmarks.md's port rows)
+        "sample_batch": 2,
+        "sample_steps": 0,
+        "reference": {"gen": PORT_G, "dis": PORT_D},
+    },
+    # their 64x64 TGAN-ODE ("tgan SVC ODE lin UCF101.py": z through the MLP, then the RK4 ODE; WGAN + SVC)
+    "tgan_ode": {
+        "checkout": "Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation",
+        "config": "tgan_ode",
+        "set": ["data.source=synthetic", "data.workers=0"],
+        "batch": 32,  # the script's batch; its VideoDiscriminator reshapes to a hard-coded 32
+        "sample_batch": 8,
+        "sample_steps": 0,
+        "reference": {"gen": {"linear": True}, "dis": {}},
     },
 }
 
@@ -496,7 +539,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], help="extra kinema config override (repeatable)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every process (default 1)")
     ap.add_argument("--out", help="write the JSON record here")
-    ap.add_argument("--official", help="the authors' repositories (videogpt, ...): a checkout of it, run unmodified")
+    ap.add_argument("--official", help="the authors' repositories (videogpt, stylegan_v, tganv2, tgan_ode): a "
+                    "checkout of it, run unmodified")
     ap.add_argument("--official-python",
                     help="the Python that runs the authors' code (a venv with its old pins); default: this one")
     # for the servers

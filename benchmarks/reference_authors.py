@@ -174,3 +174,101 @@ def build_stylegan_v(official: Path, spec: dict, work: Path, x: torch.Tensor):
 
     params = {"G": sum(p.numel() for p in G.parameters()), "D": sum(p.numel() for p in D.parameters())}
     return G, step, sample, params
+
+
+# ------------------------------------------- TGANv2 and TGAN-ODE (Zasder3/Latent-Neural-Differential-Equations-...)
+
+
+def build_tganv2(official: Path, spec: dict, work: Path, x: torch.Tensor):
+    """The TGAN-ODE authors' TGANv2 port (``models/tganv2_gen.py``, ``models/tganv2_dis.py``) at
+    ``train_speed.PORT_G`` / ``PORT_D`` and its ``tganv2 UCF101.py`` loop body, both from
+    ``train_speed.build_port_tganv2`` (the machinery of ``train_speed.py --port``), on the data tensor ``x``
+    (their layout (N, T, C, H, W)). Sampling: ``gen(z, test=True)`` under ``no_grad`` as the script's
+    ``genSamples`` calls it (the generator left in train mode, z uniform in [-1, 1]^256): every frame dense."""
+    import train_speed
+
+    gen, dis, step_timed, counts = train_speed.build_port_tganv2(official, x.shape[0], torch.device("cpu"),
+                                                                 real=x.transpose(1, 2).contiguous())
+
+    @torch.no_grad()
+    def sample(n):
+        return gen(torch.rand((n, 256)) * 2 - 1, test=True)
+
+    return gen, lambda: step_timed(), sample, {"G": counts[0], "D": counts[1]}
+
+
+def build_tgan_ode(official: Path, spec: dict, work: Path, x: torch.Tensor):
+    """The 64x64 TGAN-ODE of ``tgan SVC ODE lin UCF101.py`` (``models/tgan_ode.VideoGenerator(linear=True)``:
+    z through the 4-layer MLP, then ``odeint_adjoint(rk4)`` of ``tanh(Linear(100, 100))``; kinema's ODE
+    generator is this "lin" variant) and ``models/tgan.VideoDiscriminator``, and the script's loop body
+    (lines 79-114): RMSprop 5e-5 both, a WGAN critic step on a no-grad fake, a G step on a fresh draw, and on
+    every 5th iteration the singular value clipping of every D conv weight and the BN gain clamp. Its epoch
+    counter starts at 1 here, so the clips fall after iterations 5, 10, ... as kinema's ``clip_every = 5`` does
+    (the script clips after 0, 5, ...). ``x``: kinema's (N, C, T, H, W) is the script's ``real.transpose(1, 2)``
+    already. Sampling: ``gen(z)`` in eval mode under ``no_grad`` (the script's ``genSamples``)."""
+    import numpy as np
+    from torch import nn
+
+    for p in (str(official),):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import models.tgan as tgan
+    import models.tgan_ode as tgan_ode
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    batch = x.shape[0]
+    dis = tgan.VideoDiscriminator()
+    gen = tgan_ode.VideoGenerator(linear=True)
+    dis_opt = torch.optim.RMSprop(dis.parameters(), lr=5e-5)
+    gen_opt = torch.optim.RMSprop(gen.parameters(), lr=5e-5)
+    real_x = x.float()
+    state = {"epoch": 1}
+
+    def singular_value_clip(w):  # the script's lines 19-26
+        with torch.no_grad():
+            dim = w.shape
+            if len(dim) > 2:
+                w = w.reshape(dim[0], -1)
+            u, s, v = torch.linalg.svd(w, full_matrices=False)
+            s[s > 1] = 1
+            return (u @ torch.diag(s) @ v).view(dim)
+
+    def step():
+        dis_opt.zero_grad()
+        pr = dis(real_x)
+        with torch.no_grad():
+            fake = gen(torch.rand((batch, 100)) * 2 - 1)
+        pf = dis(fake)
+        dis_loss = torch.mean(-pr) + torch.mean(pf)
+        dis_loss.backward()
+        dis_opt.step()
+        gen_opt.zero_grad()
+        fake = gen(torch.rand((batch, 100)) * 2 - 1)
+        pf = dis(fake)
+        gen_loss = torch.mean(-pf)
+        gen_loss.backward()
+        gen_opt.step()
+        if state["epoch"] % 5 == 0:
+            for module in list(dis.model3d.children()) + [dis.conv2d]:
+                if type(module) == nn.Conv3d or type(module) == nn.Conv2d:  # noqa: E721 (the script's test)
+                    module.weight.data = singular_value_clip(module.weight)
+                elif type(module) == nn.BatchNorm3d:  # noqa: E721
+                    with torch.no_grad():
+                        gamma = module.weight.data
+                        std = torch.sqrt(module.running_var)
+                        gamma[gamma > std] = std[gamma > std]
+                        gamma[gamma < 0.01 * std] = 0.01 * std[gamma < 0.01 * std]
+                        module.weight.data = gamma
+        state["epoch"] += 1
+
+    @torch.no_grad()
+    def sample(n):
+        gen.eval()
+        try:
+            return gen(torch.rand((n, 100)) * 2 - 1)
+        finally:
+            gen.train()
+
+    params = {"G": sum(p.numel() for p in gen.parameters()), "D": sum(p.numel() for p in dis.parameters())}
+    return gen, step, sample, params

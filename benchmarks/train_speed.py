@@ -352,29 +352,31 @@ PORT_G = dict(tempc=512, upchannels=[256, 128, 64], subchannels=[32, 16, 16], su
 PORT_D = dict(channels=[32, 64, 128, 256, 512])
 
 
-def serve_port(args) -> None:
-    """Server for --port: one iteration of the port's training loop per ``step`` command (prints its time).
-
-    The loop body of the port's ``tganv2 UCF101.py`` (lambda 0.5, softplus loss, Adam 1e-4 (0, 0.9),
-    linear LR decay), on ``args.device`` instead of ``.cuda()``, batch ``args.batch``, 16 frames, 192 px."""
+def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: torch.Tensor | None = None):
+    """The TGAN-ODE authors' TGANv2 port (``PORT_G`` / ``PORT_D``, imported from ``port``'s ``models/``) and one
+    iteration of its training loop: returns ``(gen, dis, step, parameter counts)``; ``step()`` runs it and returns
+    its seconds. The loop body of the port's ``tganv2 UCF101.py`` (lambda 0.5, softplus loss, Adam 1e-4 (0, 0.9),
+    linear LR decay), on ``device`` instead of ``.cuda()``, batch ``batch``, 16 frames, 192 px; ``real``: its
+    real batch (N, T, C, H, W) in [-1, 1] (default uniform noise, as fixed data)."""
     import numpy as np
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(Path(args.port).resolve()))
+    if str(Path(port).resolve()) not in sys.path:
+        sys.path.insert(0, str(Path(port).resolve()))
     from models.tganv2_dis import DisMultiResNet
     from models.tganv2_gen import Generator_CLSTM
 
     torch.manual_seed(0)
     np.random.seed(0)
-    device = torch.device(args.device)
     gen, dis = Generator_CLSTM(**PORT_G).to(device), DisMultiResNet(**PORT_D).to(device)
     counts = [sum(p.numel() for p in m.parameters()) for m in (gen, dis)]
-    print(json.dumps({"port": args.port, "parameters": counts}), flush=True)
     dis_opt = torch.optim.Adam(dis.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
     gen_opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
     dis_sched = torch.optim.lr_scheduler.LambdaLR(dis_opt, lambda e: 1 - e / 100000)
     gen_sched = torch.optim.lr_scheduler.LambdaLR(gen_opt, lambda e: 1 - e / 100000)
-    real_batch = torch.rand(args.batch, 16, 3, 192, 192, device=device) * 2 - 1  # (N, T, C, H, W), as its loader
+    if real is None:
+        real = torch.rand(batch, 16, 3, 192, 192) * 2 - 1  # (N, T, C, H, W), as its loader
+    real_batch = real.to(device)
 
     def subsample_real(h, frames=2):
         return h[:, np.random.randint(min(frames, h.shape[1]))::frames]
@@ -400,14 +402,14 @@ def serve_port(args) -> None:
                                     create_graph=True, retain_graph=True)
         dis_loss = sum(torch.sum(torch.square(g)) for g in grads) * 0.5
         with torch.no_grad():
-            fake = gen(torch.rand((args.batch, 256), device=device) * 2 - 1)
+            fake = gen(torch.rand((batch, 256), device=device) * 2 - 1)
         pf = dis(fake)
         dis_loss = dis_loss + torch.mean(F.softplus(-pr)) + torch.mean(F.softplus(pf))
         dis_loss.backward()
         dis_opt.step()
         dis_sched.step()
         gen_opt.zero_grad()
-        fake = gen(torch.rand((args.batch, 256), device=device) * 2 - 1)
+        fake = gen(torch.rand((batch, 256), device=device) * 2 - 1)
         gen_loss = torch.mean(F.softplus(-dis(fake)))
         gen_loss.backward()
         gen_opt.step()
@@ -415,6 +417,13 @@ def serve_port(args) -> None:
         sync(device)
         return time.perf_counter() - t
 
+    return gen, dis, step, counts
+
+
+def serve_port(args) -> None:
+    """Server for --port: one iteration of the port's training loop per ``step`` command (prints its time)."""
+    _, _, step, counts = build_port_tganv2(args.port, args.batch, torch.device(args.device))
+    print(json.dumps({"port": args.port, "parameters": counts}), flush=True)
     while True:
         line = sys.stdin.readline().strip()
         if line != "step":

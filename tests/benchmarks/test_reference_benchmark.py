@@ -4,7 +4,8 @@ when it is installed.
 
 The authors' checkouts are found through environment variables (the tests skip without them):
 ``KINEMA_OFFICIAL_VIDEOGPT`` (wilson1yan/VideoGPT), ``KINEMA_OFFICIAL_STYLEGAN_V`` (universome/stylegan-v) and
-``KINEMA_OFFICIAL_STYLEGAN_V_PYTHON`` (a Python with omegaconf 2.0.6)."""
+``KINEMA_OFFICIAL_STYLEGAN_V_PYTHON`` (a Python with omegaconf 2.0.6); ``KINEMA_OFFICIAL_TGAN_ODE``
+(Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation) for the TGANv2 port and TGAN-ODE."""
 
 from __future__ import annotations
 
@@ -40,6 +41,24 @@ def test_family_defaults_and_overrides():
     assert not bench.reference_available("videogpt", None)
     sgv = bench.parse_args(["--family", "stylegan_v"])
     assert sgv.config == "stylegan_v_cpu16" and sgv.batch == 16 and "model.dt_embed_dim=256" in sgv.set
+
+
+def test_tgan_families_match_the_port_and_the_script():
+    """tganv2: train_speed's half-width network against the port's constructor arguments (PORT_G / PORT_D);
+    tgan_ode: the script's batch 32 and RMSprop 5e-5, kinema's "lin" ODE generator. A checkout is needed."""
+    from kinema.registry import load_config
+
+    tv2 = bench.parse_args(["--family", "tganv2", "--official", "/nonexistent"])
+    assert tv2.config == "tganv2_ucf101_192" and tv2.batch == 2 and tv2.sample_batch == 2
+    assert tv2.set[:2] == bench.HALF_WIDTH and bench.FAMILIES["tganv2"]["reference"]["gen"] == bench.PORT_G
+    assert not bench.reference_available("tganv2", tv2.official)
+    m = load_config(tv2.config, tv2.set).model
+    assert list(m.gen_channels) == [512, 256, 128, 64, 32, 16, 16] and m.resolution == 192 and m.frames == 16
+    ode = bench.parse_args(["--family", "tgan_ode"])
+    cfg = load_config(ode.config, ode.set)
+    assert ode.batch == 32 and cfg.train.optimizer == "rmsprop" and cfg.train.lr == 5e-5
+    assert (cfg.model.temporal, cfg.model.z_dim, cfg.model.resolution, cfg.model.frames) == ("ode", 100, 64, 16)
+    assert cfg.objective.clip_every == 5
 
 
 def test_alternate_swaps_the_order_every_round():
@@ -167,3 +186,23 @@ def test_one_tiny_vdm_round(tmp_path):
         assert len(record[key]) == 1 and record[key][0] > 0
     rss = record["peak_rss_bytes"]
     assert all(rss[phase][who] > 0 for phase in ("train", "sample") for who in ("kinema", "reference"))
+
+
+def test_authors_tgan_ode_matches_kinema_parameter_counts():
+    """The TGAN-ODE authors' 64x64 "lin" TGAN-ODE built by the benchmark has kinema's G and D parameter counts
+    (construction only; the step is not run: 20+ s at the script's batch 32)."""
+    import torch
+
+    official = _checkout("tgan_ode")
+    pytest.importorskip("torchdiffeq")
+    pytest.importorskip("torchsde")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reference_authors
+
+    from kinema.registry import build_model, load_config
+
+    _, _, _, params = reference_authors.build_tgan_ode(official, bench.FAMILIES["tgan_ode"]["reference"], Path("."),
+                                                       torch.zeros(32, 3, 16, 64, 64))
+    counts = build_model(load_config("tgan_ode", bench.parse_args(["--family", "tgan_ode"]).set).model
+                         ).parameter_counts()
+    assert params == {"G": counts["generator"], "D": counts["discriminator"]}

@@ -6,9 +6,10 @@ The official code (universome/stylegan-v, commit 3fecd69) runs NVIDIA's ``upfird
 - :func:`upfirdn2d` is the plugin's reference path (``src/torch_utils/ops/upfirdn2d.py``, ``_upfirdn2d_ref``):
   zero-insertion upsampling, padding, a depthwise FIR convolution with the flipped filter times ``gain``,
   then striding. With the separable ``[1, 3, 3, 1]`` filter normalised to sum 1 it is the same filter.
-- :func:`conv2d_resample` follows ``conv2d_resample.py``'s padding arithmetic: upsampling convolutions run
-  "upfirdn (up 2, gain 4) then convolve (weights flipped)", downsampling ones "FIR then strided convolve",
-  1x1 downsampling "FIR with down 2 then 1x1".
+- :func:`conv2d_resample` follows ``conv2d_resample.py``'s padding arithmetic and fast paths: upsampling
+  convolutions run "transposed stride-2 convolution, then FIR (gain 4)" (``conv2d_resample.py:124-142``: the
+  convolution on the small input, a quarter of the multiply-adds of convolving the zero-stuffed upsampled
+  grid), downsampling ones "FIR then strided convolve", 1x1 downsampling "FIR with down 2 then 1x1".
 - :func:`bias_act` is ``bias_act`` with ``linear`` (gain 1) or ``lrelu`` (slope 0.2, gain sqrt 2) and the
   optional clamp.
 
@@ -19,6 +20,7 @@ Equalised learning rate: weights are stored as ``randn / lr_multiplier`` and sca
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -59,27 +61,54 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
     return upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
 
 
+UpsampleImpl = Literal["transpose", "upfirdn"]
+
+
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None, up: int = 1, down: int = 1,
-                    padding: int = 0) -> torch.Tensor:
-    """``conv2d_resample.conv2d_resample`` with ``flip_weight = (up == 1)`` as every caller sets it."""
-    kh, kw = w.shape[-2:]
+                    padding: int = 0, up_impl: UpsampleImpl = "transpose", groups: int = 1) -> torch.Tensor:
+    """``conv2d_resample.conv2d_resample`` with ``flip_weight = (up == 1)`` as every caller sets it
+    (``networks.py:136``).
+
+    ``up_impl`` picks how an upsampling convolution is computed; both are the same linear map (equal within
+    float rounding, ``tests/models/stylegan_v``):
+
+    - ``"transpose"`` (default): the official fast path (``conv2d_resample.py:124-142``): a transposed
+      stride-``up`` convolution of the input with the weight as is (``flip_weight`` False turned into the
+      transposed call's correlation), then the FIR filter (gain ``up**2``) with the remaining padding. The
+      convolution runs on the input grid: ``up**2`` times fewer multiply-adds, forward and backward.
+    - ``"upfirdn"``: the generic fallback (``conv2d_resample.py:149-153``): zero-stuffed upsampling and FIR
+      first, then a true convolution (weights flipped) on the upsampled grid.
+    """
+    c_out, c_in_group, kh, kw = w.shape
     if up == 1 and down == 1:
-        return F.conv2d(x, w, padding=padding)
+        return F.conv2d(x, w, padding=padding, groups=groups)
     fw = f.shape[-1]
     p0 = p1 = padding
     if up > 1:
         p0 += (fw + up - 1) // 2
         p1 += (fw - up) // 2
         assert down == 1, "StyleGAN-V never up- and downsamples in one layer"
+        if up_impl == "transpose":
+            p0 -= kw - 1
+            p1 -= kw - up
+            pt = max(min(-p0, -p1), 0)
+            assert kh == kw, "square kernels only"
+            # (O, I/g, k, k) -> (I, O/g, k, k) per group (conv2d_resample.py:126-131)
+            wt = w.reshape(groups, c_out // groups, c_in_group, kh, kw).transpose(1, 2)
+            wt = wt.reshape(groups * c_in_group, c_out // groups, kh, kw)
+            x = F.conv_transpose2d(x, wt, stride=up, padding=pt, groups=groups)
+            return upfirdn2d(x, f, padding=(p0 + pt, p1 + pt, p0 + pt, p1 + pt), gain=up * up)
+        if up_impl != "upfirdn":
+            raise ValueError(f"unknown up_impl {up_impl!r} (transpose, upfirdn)")
         x = upfirdn2d(x, f, up=up, padding=(p0, p1, p0, p1), gain=up * up)
-        return F.conv2d(x, w.flip([2, 3]))  # flip_weight=False for upsampling layers: a true convolution
+        return F.conv2d(x, w.flip([2, 3]), groups=groups)  # flip_weight=False for upsampling layers: a true convolution
     p0 += (fw - down + 1) // 2
     p1 += (fw - down) // 2
     if kh == 1 and kw == 1:
         x = upfirdn2d(x, f, down=down, padding=(p0, p1, p0, p1))
-        return F.conv2d(x, w)
+        return F.conv2d(x, w, groups=groups)
     x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
-    return F.conv2d(x, w, stride=down)
+    return F.conv2d(x, w, stride=down, groups=groups)
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, act: str = "linear", gain: float | None = None,
@@ -165,19 +194,54 @@ class Conv2dLayer(nn.Module):
         return bias_act(x, self.bias, self.activation, act_gain, clamp)
 
 
+DemodImpl = Literal["factored", "per_sample"]
+
+
+def demod_coefficients(weight: torch.Tensor, styles: torch.Tensor,
+                       impl: DemodImpl = "factored") -> torch.Tensor:
+    """StyleGAN2's demodulation coefficients ``rsqrt(sum_{i,k} (W[o,i,k] s[n,i])^2 + 1e-8)`` (N, O)
+    (``networks.py:59-62``). ``weight`` (O, I, kh, kw), ``styles`` (N, I).
+
+    - ``"factored"`` (default): the same sum as ``sum_i s[n,i]^2 sum_k W[o,i,k]^2`` -- one (N, I) x (I, O)
+      matmul; nothing of size N x O x I x kh x kw is formed, forward or backward.
+    - ``"per_sample"``: the official code as written: the per-sample weights ``W * s`` (N, O, I, kh, kw),
+      squared and summed.
+    Equal up to float rounding (summation order); ``tests/models/stylegan_v`` checks both.
+    """
+    if impl == "factored":
+        return (styles.square().matmul(weight.square().sum(dim=[2, 3]).t()) + 1e-8).rsqrt()
+    if impl != "per_sample":
+        raise ValueError(f"unknown demodulation impl {impl!r} (factored, per_sample)")
+    w = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)  # (N, O, I, k, k)
+    return (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, f: torch.Tensor | None = None,
-                     up: int = 1, padding: int = 0, demodulate: bool = True) -> torch.Tensor:
-    """StyleGAN2 modulated convolution in its non-fused form (``networks.py:30-74``, the path the official
-    code takes while training): scale the input channels by ``styles`` (N, C_in), convolve with the shared
-    weight, scale the outputs by the demodulation coefficients. ``x``: (N, C_in, H, W)."""
+                     up: int = 1, padding: int = 0, demodulate: bool = True, fused: bool = False,
+                     up_impl: UpsampleImpl = "transpose", demod_impl: DemodImpl = "factored") -> torch.Tensor:
+    """StyleGAN2 modulated convolution (``networks.py:30-86``). ``x``: (N, C_in, H, W), ``styles`` (N, C_in).
+
+    ``fused=False`` (default; the path the official code takes while training, ``networks.py:232``): scale the
+    input channels by ``styles``, convolve with the shared weight, scale the outputs by the demodulation
+    coefficients. ``fused=True`` (the official inference path in fp32): per-sample weights
+    ``W * s * dcoef`` and one grouped convolution with ``groups = N`` (``networks.py:76-86``). The same map,
+    equal up to float rounding (``tests/models/stylegan_v``). kinema's layers use the non-fused form for
+    sampling too; ``fused`` is here for that equality check, not timed as a sampling option."""
     n = x.shape[0]
     c_out, c_in = weight.shape[:2]
     assert_shape(styles, [n, c_in], "styles (N, C_in)")
-    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
-    x = conv2d_resample(x, weight.to(x.dtype), f, up=up, padding=padding)
-    if demodulate:
+    dcoefs = demod_coefficients(weight, styles, demod_impl) if demodulate else None  # (N, O)
+    if fused:
         w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # (N, O, I, k, k)
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # (N, O)
+        if dcoefs is not None:
+            w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+        x = x.reshape(1, -1, *x.shape[2:])
+        w = w.reshape(-1, c_in, *weight.shape[2:]).to(x.dtype)
+        x = conv2d_resample(x, w, f, up=up, padding=padding, up_impl=up_impl, groups=n)
+        return x.reshape(n, -1, *x.shape[2:])
+    x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+    x = conv2d_resample(x, weight.to(x.dtype), f, up=up, padding=padding, up_impl=up_impl)
+    if dcoefs is not None:
         x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
     return x
 

@@ -12,7 +12,14 @@ from tiny import one_batch
 from kinema.cli import main
 from kinema.errors import ConfigError, SamplingError
 from kinema.models.stylegan_v import StyleGANV, StyleGANVConfig
-from kinema.models.stylegan_v.layers import setup_filter, upfirdn2d, upsample2d
+from kinema.models.stylegan_v.layers import (
+    conv2d_resample,
+    demod_coefficients,
+    modulated_conv2d,
+    setup_filter,
+    upfirdn2d,
+    upsample2d,
+)
 from kinema.nn.batch import BatchRows
 from kinema.objectives.gan import GANConfig, GANObjective
 from kinema.registry import load_config
@@ -301,6 +308,50 @@ def test_fir_resampling_is_the_official_1_3_3_1_filter():
     torch.testing.assert_close(up[0, 0, 8, 2:6], torch.tensor([0.75, 1.25, 1.75, 2.25]))
     down = upfirdn2d(torch.ones(1, 1, 8, 8), f, down=2, padding=(1, 1, 1, 1))
     assert down.shape == (1, 1, 4, 4) and torch.allclose(down[0, 0, 1:3, 1:3], torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("c_in, c_out, k, size", [(8, 6, 3, 4), (5, 7, 3, 5), (4, 3, 1, 6)])
+def test_upsampling_conv_transposed_fast_path_equals_the_upfirdn_fallback(c_in, c_out, k, size):
+    """conv2d_resample.py:124-142 (transposed conv, then FIR) against the generic path (FIR, then conv)."""
+    g = torch.Generator().manual_seed(0)
+    f = setup_filter().double()
+    x = torch.randn(3, c_in, size, size, generator=g, dtype=torch.float64)
+    w = torch.randn(c_out, c_in, k, k, generator=g, dtype=torch.float64)
+    a = conv2d_resample(x, w, f, up=2, padding=k // 2, up_impl="transpose")
+    b = conv2d_resample(x, w, f, up=2, padding=k // 2, up_impl="upfirdn")
+    assert a.shape == b.shape == (3, c_out, 2 * size, 2 * size)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_modulated_conv_fused_equals_non_fused_and_every_impl_agrees(up, demodulate):
+    """Fused (grouped, per-sample weights: the official fp32 inference path) and non-fused (the training
+    path) modulated convolutions, the transposed / fallback upsampling and the factored / per-sample
+    demodulation: all equal in float32 to 1e-5, gradients to 1e-5 of their largest entry."""
+    g = torch.Generator().manual_seed(1)
+    f = setup_filter()
+    x0 = torch.randn(4, 16, 8, 8, generator=g)
+    w0 = torch.randn(12, 16, 3, 3, generator=g)
+    s0 = torch.randn(4, 16, generator=g) + 1
+    outs, grads = [], []
+    for fused in (False, True):
+        for up_impl in ("transpose", "upfirdn"):
+            for demod_impl in ("factored", "per_sample"):
+                x, w, s = (t.clone().requires_grad_() for t in (x0, w0, s0))
+                y = modulated_conv2d(x, w, s, f, up=up, padding=1, demodulate=demodulate, fused=fused,
+                                     up_impl=up_impl, demod_impl=demod_impl)
+                (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+                outs.append(y.detach())
+                grads.append((x.grad, w.grad, s.grad))
+    assert outs[0].shape == (4, 12, 8 * up, 8 * up)
+    for y, gr in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(y, outs[0], rtol=1e-5, atol=1e-5)
+        for a, b in zip(gr, grads[0]):  # sums over many terms: to 1e-5 of the largest entry
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    w64, s64 = w0.double(), s0.double()
+    torch.testing.assert_close(demod_coefficients(w64, s64, "factored"), demod_coefficients(w64, s64, "per_sample"),
+                               rtol=1e-12, atol=0)
 
 
 def test_paper_config_parameter_counts_on_the_meta_device():
