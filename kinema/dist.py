@@ -75,23 +75,29 @@ def broadcast_module_(module: torch.nn.Module, src: int = 0) -> None:
             dist.broadcast(t.data, src)
 
 
-def average_gradients(params: list[torch.nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
-    """Average ``.grad`` over processes in flat buckets (one collective per ~25 MB).
+def average_gradients(params: list[torch.nn.Parameter], also: torch.Tensor | None = None,
+                      bucket_bytes: int = 25 * 2**20) -> torch.Tensor | None:
+    """Average ``.grad`` over processes in flat buckets (one collective per ~25 MB); ``also`` (the step's loss
+    values) rides in the last bucket and is returned averaged (itself with one process): the loss check then
+    needs no collective of its own. NaN anywhere -> NaN everywhere.
 
     Accumulation needs no ``no_sync``: gradients are only reduced once, after the last micro-step.
     """
     if world_size() == 1:
-        return
+        return also
+    also = also.clone() if also is not None else None
+    tensors = [p.grad for p in params if p.grad is not None] + ([also] if also is not None else [])
     bucket: list[torch.Tensor] = []
     size = 0
-    for grad in (p.grad for p in params if p.grad is not None):
-        if bucket and (grad.dtype != bucket[0].dtype or size >= bucket_bytes):
+    for tensor in tensors:
+        if bucket and (tensor.dtype != bucket[0].dtype or tensor.device != bucket[0].device or size >= bucket_bytes):
             _all_reduce_mean_(bucket)
             bucket, size = [], 0
-        bucket.append(grad)
-        size += grad.numel() * grad.element_size()
+        bucket.append(tensor)
+        size += tensor.numel() * tensor.element_size()
     if bucket:
         _all_reduce_mean_(bucket)
+    return also
 
 
 def _all_reduce_mean_(tensors: list[torch.Tensor]) -> None:

@@ -1,7 +1,7 @@
 """Run directories: where a run keeps its checkpoints, and finding them (no model loading here).
 
 A run directory (``kinema train --out RUN``) holds ``config.toml``, ``metrics.jsonl`` (one JSON record a
-line: :func:`append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
+line: :func:`kinema.training.loggers.append_record`), ``samples/``, ``tensorboard/`` and ``checkpoints/step_{step:07d}/``. One checkpoint directory holds::
 
     config.json          the full run config; enough to rebuild the model
     model.safetensors    every parameter and buffer of the model
@@ -13,7 +13,8 @@ A checkpoint kinema decides not to use (a resume skips it as damaged, edited or 
 deleted or overwritten: it is renamed ``set-aside-step_N`` beside the others, a name no command reads.
 
 ``kinema convert`` writes the same folder without ``trainer_state.pt`` and with ``converted.json``
-(the source file, its sha256 and the hyper-parameters read from it).
+(the source file, its sha256 and the hyper-parameters read from it); ``kinema export`` one with ``export.json``
+(the checkpoint it came from), a ``README.md`` model card and sample videos.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ MANIFEST_FILE = "manifest.json"
 # What trainer_state.pt must hold for a resume (kinema.training.checkpoint.trainer_state writes it).
 TRAINER_STATE_KEYS = ("step", "optimizers", "schedulers", "rng_torch", "noise_generator")
 SET_ASIDE_PREFIX = "set-aside-"
+# OUT/commands.jsonl: each start of `kinema train` in the run folder (time, step, command line).
+COMMANDS_FILE = "commands.jsonl"
+# A folder written by `kinema export`: config.json and the (EMA) weights for inference, plus this record and a
+# model card; like convert's output it holds no trainer state (fine-tune from it with train.init_from).
+EXPORT_FILE = "export.json"
 # A checkpoint folder written by `kinema convert` from another project's file: config.json and the
 # weights, plus this record of where they came from; no trainer state (fine-tune with train.init_from).
 CONVERTED_FILE = "converted.json"
@@ -44,12 +50,6 @@ STEP_PREFIX = "step_"
 STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
 # Folders save_checkpoint writes before its os.replace; left behind only by a killed write.
 TEMP_PREFIXES = (".tmp-", ".old-")
-
-
-def append_record(path: Path, record: dict) -> None:
-    """One JSON line at the end of ``path`` (a run's ``metrics.jsonl``, or ``kinema evaluate --out``)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def truncate_metrics(run_dir: Path, step: int) -> None:
@@ -86,6 +86,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted((p for p in found if is_complete(p)), key=checkpoint_step)
 
 
+def is_weights_only(path: Path) -> bool:
+    """A folder of weights for inference and fine-tuning, no trainer state: ``kinema convert`` or ``kinema export``
+    output."""
+    return (Path(path) / CONVERTED_FILE).is_file() or (Path(path) / EXPORT_FILE).is_file()
+
+
 def is_complete(path: Path) -> bool:
     return all((Path(path) / name).is_file() for name in REQUIRED_FILES)
 
@@ -105,9 +111,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
                               "(written by `kinema train --out`) or one of its checkpoints/step_* folders")
     if not path.is_dir():
         raise CheckpointError(f"checkpoint path {path} is a file; pass a run directory or a checkpoint directory")
-    if (path / "config.json").is_file() and (path / "model.safetensors").exists():
-        if not (path / CONVERTED_FILE).is_file() and not is_complete(path):  # convert's output: nothing to resume
-            missing = [n for n in REQUIRED_FILES if not (path / n).is_file()]
+    weights_only = is_weights_only(path)
+    if (path / "config.json").is_file() and ((path / "model.safetensors").exists() or weights_only):
+        required = ("config.json", "model.safetensors") if weights_only else REQUIRED_FILES
+        missing = [n for n in required if not (path / n).is_file()]
+        if missing:
             raise CheckpointError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
         problem = manifest_problem(path)
         if problem:
@@ -299,16 +307,29 @@ def latest_valid_checkpoint(run_dir: Path, trainer_state: bool = True,
     return None
 
 
+def run_model_name(run_dir: Path) -> str | None:
+    """The model a run folder trains, from its ``config.toml`` (None when it has none or it cannot be read:
+    then every checkpoint's own config is taken at its word)."""
+    import tomllib
+
+    try:
+        with open(Path(run_dir) / "config.toml", "rb") as f:
+            model = tomllib.load(f).get("model", {})
+    except (OSError, ValueError):
+        return None
+    name = model.get("name") if isinstance(model, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def resume_checkpoint(run_dir: Path, resume: bool | str,
-                      warn: Callable[[str], None] | None = _stderr_warning,
-                      model_name: str | None = None) -> Path | None:
+                      warn: Callable[[str], None] | None = _stderr_warning) -> Path | None:
     """The checkpoint a training run in ``run_dir`` continues from, or None for a new run.
 
     ``resume`` True: the newest checkpoint that loads (:func:`latest_valid_checkpoint`; TrainingError when there
     is none); ``"auto"``: the same when ``run_dir`` holds a checkpoint, else None (what the restarted workers
     of ``torchrun --max-restarts`` need: they rerun the same command); False: None, and a folder that holds
-    checkpoints is refused (a new run would mix with them). ``model_name``: the run's model (its
-    ``config.toml``); a checkpoint of another model dropped into the folder is skipped.
+    checkpoints is refused (a new run would mix with them). A checkpoint of another model than the run's
+    ``config.toml`` names (:func:`run_model_name`), dropped into the folder, is skipped.
     """
     existing = list_checkpoints(run_dir)
     if resume == "auto":
@@ -318,7 +339,7 @@ def resume_checkpoint(run_dir: Path, resume: bool | str,
             raise TrainingError(f"{run_dir} already holds checkpoints (latest {existing[-1].name}); pass --resume to "
                                 "continue that run, or choose another --out")
         return None
-    ckpt = latest_valid_checkpoint(run_dir, warn=warn, model_name=model_name)
+    ckpt = latest_valid_checkpoint(run_dir, warn=warn, model_name=run_model_name(run_dir))
     if ckpt is None:
         raise TrainingError(f"--resume: {run_dir}/checkpoints holds no complete checkpoint to resume from; "
                             "drop --resume to start a new run")

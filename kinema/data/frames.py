@@ -33,7 +33,7 @@ from PIL import Image
 
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder, find_files
 from kinema.data.ucf101 import VideoEntry
-from kinema.video.io import VideoReadError
+from kinema.video.io import VideoReadError, resize_frame
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolder", "check_frames", "find_frame_folders", "frame_folder_videos",
            "natural_key", "read_frame"]
@@ -189,10 +189,8 @@ def frame_folder_videos(root: str | os.PathLike) -> tuple[Path, list[VideoEntry]
 
 def decode_frame_folder(folder: str | os.PathLike, height: int, width: int) -> np.ndarray:
     """Every frame of one frame folder, resized as ``kinema prepare`` resizes video frames
-    (:func:`kinema.data.prepare.resize_frame`): ``uint8 (T, height, width, 3)``. Raises VideoReadError for
+    (:func:`kinema.video.io.resize_frame`): ``uint8 (T, height, width, 3)``. Raises VideoReadError for
     an unreadable image, frames of different sizes, or a folder without images."""
-    from kinema.data.prepare import resize_frame
-
     folder = Path(folder)
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
                     and p.is_file()), key=lambda p: natural_key(p.name))

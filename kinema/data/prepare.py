@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from kinema.data.folder import DatasetError
@@ -48,6 +47,7 @@ from kinema.video.io import (
     _decode,
     _open,
     _video_stream,
+    resize_frame,
 )
 
 __all__ = ["CACHE_FORMAT", "FILTER", "PrepareError", "PrepareReport", "parse_resolution", "prepare", "resize_frame"]
@@ -116,25 +116,6 @@ def check_memory(height: int, width: int, min_frames: int, workers: int) -> None
             f"--resolution {height}x{width} needs at least {need / 2**30:.1f} GiB of memory ({workers} workers x 2 x "
             f"{min_frames} frames x {height}x{width}x3 bytes; longer videos need more), but only "
             f"{free / 2**30:.1f} GiB is available: lower --resolution or --workers")
-
-
-def resize_frame(image: Image.Image | np.ndarray, height: int, width: int) -> np.ndarray:
-    """One RGB frame (PIL image or ``uint8 (H0, W0, 3)``) -> ``uint8 (height, width, 3)``.
-
-    Bicubic (PIL, antialiased when shrinking) to the smallest size that covers ``height x width``
-    with the aspect ratio kept, then the centre ``height x width``. This is the preparation's resize.
-    """
-    if isinstance(image, np.ndarray):
-        image = Image.fromarray(image)
-    w0, h0 = image.size
-    scale = max(height / h0, width / w0)
-    size = (max(width, round(w0 * scale)), max(height, round(h0 * scale)))  # PIL: (w, h)
-    if size != (w0, h0):
-        image = image.resize(size, Image.BICUBIC)
-    left, top = (size[0] - width) // 2, (size[1] - height) // 2
-    if (left, top) != (0, 0) or size != (width, height):
-        image = image.crop((left, top, left + width, top + height))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _native_rate(path: Path) -> float | None:

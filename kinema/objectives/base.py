@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 
 from kinema.data.batch import Batch
-from kinema.dist import all_reduce_mean, average_gradients
+from kinema.dist import average_gradients
 from kinema.errors import ConfigError
 from kinema.models.base import VideoModel
 from kinema.nn.batch import BatchRows
@@ -35,18 +35,22 @@ class NonFiniteLossError(FloatingPointError):
         self.value = value
 
 
-def check_finite(losses: dict[str, torch.Tensor]) -> None:
-    """Raise :class:`NonFiniteLossError` for the first NaN/inf entry of ``losses``.
-
-    One host-device synchronisation for all entries (it must happen before the optimiser step).
-    With several processes the values are averaged over them first, so a NaN on one process
-    stops all of them at the same step.
-    """
+def loss_values(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The losses as one float vector (detached), in the order of ``losses``."""
     device = next(iter(losses.values())).device
-    values = all_reduce_mean(torch.stack([v.detach().float().reshape(()).to(device) for v in losses.values()]))
+    return torch.stack([v.detach().float().reshape(()).to(device) for v in losses.values()])
+
+
+def check_finite(names: list[str], values: torch.Tensor) -> None:
+    """Raise :class:`NonFiniteLossError` for the first NaN/inf of ``values`` (named by ``names``).
+
+    One host-device synchronisation for all entries (it must happen before the optimiser step). With
+    several processes ``values`` are already averaged over them (:func:`kinema.dist.average_gradients`), so a
+    NaN on one process stops all of them at the same step.
+    """
     if bool(torch.isfinite(values).all()):
         return
-    for name, v in zip(losses, values.tolist()):
+    for name, v in zip(names, values.tolist()):
         if not math.isfinite(v):
             raise NonFiniteLossError(name, v)
 
@@ -128,15 +132,16 @@ class StepContext:
         non-finite losses raise.
         """
         optimizer, params = self.optimizers[name], self.params(name)
-        average_gradients(params)
+        values = loss_values(losses)
+        values = average_gradients(params, also=values)  # the losses ride in the gradients' collective
         if self.scaler is None:
-            norm = gradient_norm(params)
-            check_finite({**losses, f"{name} gradient norm": norm})
+            norm = gradient_norm(params)  # of the averaged gradients: the same on every process
+            check_finite([*losses, f"{name} gradient norm"], torch.cat([values, norm.reshape(1).to(values)]))
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
         else:
-            check_finite(losses)
+            check_finite(list(losses), values)
             self.scaler.unscale_(optimizer)
             if self.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)

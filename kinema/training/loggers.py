@@ -11,12 +11,16 @@ later with ``wandb sync OUT/wandb/offline-run-*``).
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
+import time
 import uuid
 from pathlib import Path
 
 from kinema.config import RunConfig
 from kinema.errors import ConfigError
-from kinema.runs import append_record
+from kinema.runs import COMMANDS_FILE
 
 WANDB_ID_FILE = "kinema_run_id"
 
@@ -43,6 +47,12 @@ def _wandb_run_id(folder: Path) -> str:
     run_id = uuid.uuid4().hex[:12]
     path.write_text(run_id + "\n")
     return run_id
+
+
+def append_record(path: Path, record: dict) -> None:
+    """One JSON line at the end of ``path`` (a run's ``metrics.jsonl``, or ``kinema evaluate --out``)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 class WandbLogger:
@@ -74,10 +84,11 @@ class WandbLogger:
 
 
 class RunLoggers:
-    """The run's loggers. ``out`` None (ranks other than 0): every call does nothing."""
+    """The run's loggers. ``out`` None (ranks other than 0): every call does nothing. ``command``: the command line
+    that started the run (recorded in ``commands.jsonl``; None: this process's own)."""
 
-    def __init__(self, out: Path | None) -> None:
-        self.out = out
+    def __init__(self, out: Path | None, command: str | None = None) -> None:
+        self.out, self.command = out, command
         self._writer = None  # TensorBoard, between open() and close()
         self._wandb: WandbLogger | None = None
 
@@ -86,6 +97,11 @@ class RunLoggers:
         killed run, are purged."""
         if self.out is None:
             return
+        # How the run was started, each time it was (a resume adds a line): what `kinema export` cites in the
+        # model card. The CLI hands down its arguments; from Python, the script's command line stands for it.
+        line = self.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        append_record(self.out / COMMANDS_FILE, {"time": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                                                 "step": resumed_step or 0, "command": line})
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -49,27 +49,13 @@ class ResumePoint:
         it (only resumable keys may differ); ``(None, requested)`` for a new run. ``resume``: see
         :func:`kinema.runs.resume_checkpoint`. Read only; a training run calls it under its lock
         (:meth:`RunFolder.start`), ``kinema train --dry-run`` without one."""
-        ckpt = resume_checkpoint(Path(out), resume, warn=warn, model_name=run_model_name(Path(out)))
+        ckpt = resume_checkpoint(Path(out), resume, warn=warn)
         if ckpt is None:
             return None, requested
         saved = load_config_json(ckpt / "config.json")
         if requested is None:  # the checkpoint's own config, with the --set overrides
             requested = load_config(None, list(overrides), **saved.to_dict())
         return cls(ckpt, saved), resumed_config(saved, requested)
-
-
-def run_model_name(out: Path) -> str | None:
-    """The model a run folder trains, from its ``config.toml`` (None when it has none or it cannot be read:
-    then every checkpoint's own config is taken at its word)."""
-    import tomllib
-
-    try:
-        with open(out / "config.toml", "rb") as f:
-            model = tomllib.load(f).get("model", {})
-    except (OSError, ValueError):
-        return None
-    name = model.get("name") if isinstance(model, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def prepare_out_dir(out: Path) -> None:

@@ -79,12 +79,13 @@ class Trainer:
         progress: bool = True,
         dist_backend: str = "auto",
         overrides: list[str] = (),
+        command: str | None = None,
     ) -> None:
         self.device, self.process = distributed.setup(device, dist_backend)
         self.progress = progress and self.process.is_main
         self.stop = StopSignals(self.process.is_main, self.process.distributed, self.device)
         self.run = RunFolder(out_dir, self.process.is_main, warn=self._warn)
-        self.loggers = RunLoggers(self.run.path if self.process.is_main else None)
+        self.loggers = RunLoggers(self.run.path if self.process.is_main else None, command)
         try:
             config, point = self.run.start(config, resume, overrides)
             self._build(config, point)
@@ -101,8 +102,7 @@ class Trainer:
             tqdm.write(f"kinema: warning: {message}", file=sys.stderr)
 
     def _build(self, config: RunConfig, resume: ResumePoint | None) -> None:
-        self.config = config
-        train = config.train
+        self.config, train = config, config.train
         world = self.process.world_size
         if train.batch_size % (world * train.accumulate):
             raise TrainingError(

@@ -251,6 +251,25 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8) -> 
     return p
 
 
+def resize_frame(image: Image.Image | np.ndarray, height: int, width: int) -> np.ndarray:
+    """One RGB frame (PIL image or ``uint8 (H0, W0, 3)``) -> ``uint8 (height, width, 3)``.
+
+    Bicubic (PIL, antialiased when shrinking) to the smallest size that covers ``height x width``
+    with the aspect ratio kept, then the centre ``height x width``. This is the preparation's resize.
+    """
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    w0, h0 = image.size
+    scale = max(height / h0, width / w0)
+    size = (max(width, round(w0 * scale)), max(height, round(h0 * scale)))  # PIL: (w, h)
+    if size != (w0, h0):
+        image = image.resize(size, Image.BICUBIC)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    if (left, top) != (0, 0) or size != (width, height):
+        image = image.crop((left, top, left + width, top + height))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """``(C, T, H, W)`` float in ``[-1, 1]`` -> ``uint8 (T, H, W, C)`` (rounded, clamped)."""
     if not isinstance(video, torch.Tensor) or video.ndim != 4:

@@ -1,10 +1,18 @@
-"""benchmarks/reference.py: argument defaults per family, and one tiny VDM round against
-video-diffusion-pytorch when it is installed."""
+"""benchmarks/reference.py: argument defaults per family, the kinema side of each authors'-repository
+comparison against the authors' constructor arguments, and one tiny VDM round against video-diffusion-pytorch
+when it is installed.
+
+The authors' checkouts are found through environment variables (the tests skip without them):
+``KINEMA_OFFICIAL_VIDEOGPT`` (wilson1yan/VideoGPT), ``KINEMA_OFFICIAL_STYLEGAN_V`` (universome/stylegan-v) and
+``KINEMA_OFFICIAL_STYLEGAN_V_PYTHON`` (a Python with omegaconf 2.0.6)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +33,113 @@ def test_family_defaults_and_overrides():
     assert nuwa.config == "nuwa_cpu16" and nuwa.batch == 4 and nuwa.sample_steps == 0
     assert not any(s.startswith("model.sampling_steps") for s in nuwa.set)
     with pytest.raises(SystemExit):
-        bench.parse_args(["--family", "videogpt"])
+        bench.parse_args(["--family", "dvg"])
+    vg = bench.parse_args(["--family", "videogpt", "--official", "/nonexistent"])
+    assert vg.config == "videogpt_prior_cpu16" and vg.batch == 8 and vg.sample_batch == 4
+    assert not bench.reference_available("videogpt", vg.official)  # a checkout is needed, not a package
+    assert not bench.reference_available("videogpt", None)
+    sgv = bench.parse_args(["--family", "stylegan_v"])
+    assert sgv.config == "stylegan_v_cpu16" and sgv.batch == 16 and "model.dt_embed_dim=256" in sgv.set
+
+
+def test_alternate_swaps_the_order_every_round():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name) or 1.0) for name in ("a", "b", "c")}
+    rounds = bench.alternate(fns, 2)
+    assert calls == ["a", "b", "c", "c", "b", "a"] and rounds == [{"a": 1.0, "b": 1.0, "c": 1.0}] * 2
+
+
+def test_peak_rss_is_this_process_own():
+    """A child started by a larger process reports its own peak, not the parent's (ru_maxrss would)."""
+    big = bytearray(300 * 2**20)
+    big[::4096] = b"\x01" * len(big[::4096])
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); from train_speed import peak_rss; "
+            "print(peak_rss())")
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert child < 250 * 2**20
+    del big
+
+
+def test_matched_videogpt_configuration():
+    """kinema's prior config has the widths the authors' VideoGPT(args) gets (FAMILIES['videogpt'])."""
+    from kinema.registry import load_config
+
+    ref = bench.FAMILIES["videogpt"]["reference"]
+    m = load_config("videogpt_prior_cpu16", bench.parse_args(["--family", "videogpt"]).set).model
+    p, vq = ref["prior"], ref["vqvae"]
+    assert (m.hidden, m.heads, m.layers, m.dropout, m.attn_dropout) == (
+        p["hidden_dim"], p["heads"], p["layers"], p["dropout"], p["attn_dropout"])
+    assert m.attention == p["attn_type"] and m.cond_frames == 0 and m.num_classes == 0
+    assert (m.frames, m.resolution, list(m.downsample), m.codebook_size) == (
+        vq["sequence_length"], vq["resolution"], vq["downsample"], vq["n_codes"])
+    vq_cfg = load_config("videogpt_vqvae_cpu16").model  # the config whose widths the authors' VQ-VAE gets
+    assert (vq_cfg.hidden, vq_cfg.codebook_size, vq_cfg.embedding_dim, vq_cfg.res_layers) == (
+        vq["n_hiddens"], vq["n_codes"], vq["embedding_dim"], vq["n_res_layers"])
+
+
+def test_matched_stylegan_v_configuration():
+    """kinema's config has the sizes the authors' networks are composed with (FAMILIES['stylegan_v'])."""
+    from kinema.registry import load_config
+
+    ref = bench.FAMILIES["stylegan_v"]["reference"]
+    m = load_config("stylegan_v_cpu16", bench.parse_args(["--family", "stylegan_v"]).set).model
+    assert m.resolution == ref["resolution"] and m.channel_base == ref["fmaps"] * 32768
+    assert (m.channel_max, m.z_dim, m.w_dim, m.motion_z_dim, m.motion_u_dim, m.motion_kernel) == (
+        ref["channel_max"], ref["z_dim"], ref["w_dim"], ref["motion_z_dim"], ref["motion_v_dim"], ref["kernel_size"])
+    assert (m.time_enc_dim, m.min_period_len, m.max_period_len, m.max_num_frames) == (
+        ref["time_enc_dim"], ref["min_period_len"], ref["max_period_len"], ref["max_num_frames"])
+    assert m.motion_z_distance == ref["min_period_len"]  # the authors' ${model.generator.time_enc.min_period_len}
+    assert (m.concat_res, m.mbstd_group_size, m.mapping_layers) == (
+        ref["concat_res"], ref["mbstd_group_size"], ref["map_layers"])
+    assert m.dt_embed_dim == 256 and m.conv_clamp == 0 and m.augment_p == 0 and m.augment_target == 0
+
+
+def _checkout(family: str) -> Path:
+    path = os.environ.get(f"KINEMA_OFFICIAL_{family.upper()}")
+    if not path or not Path(path).is_dir():
+        pytest.skip(f"no checkout of the authors' {family} repository (set KINEMA_OFFICIAL_{family.upper()})")
+    return Path(path)
+
+
+def test_authors_videogpt_matches_kinema_parameter_count(tmp_path):
+    """The authors' VideoGPT built by the benchmark has kinema's trained parameter count, exactly."""
+    import torch
+
+    official = _checkout("videogpt")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import reference_authors
+
+    from kinema.registry import build_model, load_config
+
+    ref = bench.FAMILIES["videogpt"]["reference"]
+    sets = reference_authors.prepare_videogpt(official, ref, tmp_path)
+    x = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    _, step, _, params = reference_authors.build_videogpt(official, ref, tmp_path, x)
+    step()
+    model = build_model(load_config("videogpt_prior_cpu16", bench.parse_args(["--family", "videogpt"]).set + sets).model)
+    assert params == model.parameter_counts()["transformer (trained)"]
+
+
+def test_authors_stylegan_v_matches_kinema_parameter_counts():
+    """The authors' G and D built by the benchmark (in the Python with their omegaconf pin) have kinema's
+    parameter counts, exactly."""
+    official = _checkout("stylegan_v")
+    python = os.environ.get("KINEMA_OFFICIAL_STYLEGAN_V_PYTHON", sys.executable)
+    code = ("import sys, json, torch; from pathlib import Path; "
+            f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import reference, reference_authors; "
+            "ref = reference.FAMILIES['stylegan_v']['reference']; "
+            f"out = reference_authors.build_stylegan_v(Path({str(official)!r}), ref, Path('.'), "
+            "torch.rand(2, 3, 16, 32, 32) * 2 - 1); print(json.dumps(out[3]))")
+    got = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if got.returncode and "omegaconf" in got.stderr:
+        pytest.skip("omegaconf 2.0.6 is not installed for the authors' code (KINEMA_OFFICIAL_STYLEGAN_V_PYTHON)")
+    assert got.returncode == 0, got.stderr[-2000:]
+    params = json.loads(got.stdout.strip().splitlines()[-1])
+    from kinema.registry import build_model, load_config
+
+    counts = build_model(load_config("stylegan_v_cpu16", bench.parse_args(["--family", "stylegan_v"]).set).model
+                         ).parameter_counts()
+    assert params == {"G": counts["generator"], "D": counts["discriminator"]}
 
 
 def test_matched_vdm_configuration_builds():

@@ -143,10 +143,16 @@ def test_config_and_build_dataset(tmp_path):
 
 
 def test_train_on_hdf5_through_the_cli(tmp_path):
-    path = write_videogpt_hdf5(tmp_path / "bair.hdf5", height=16, width=16)
+    path = write_videogpt_hdf5(tmp_path / "bair.hdf5", height=16, width=16, test_lengths=(30,) * 4)
     config = tmp_path / "tiny.toml"
     config.write_text(tiny_run_config(steps=2).to_toml())
     code = main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress",
                  "--set", "data.source=hdf5", "--set", f"data.path={path}", "--set", "data.workers=1"])
     assert code == 0
     assert (tmp_path / "run" / "checkpoints" / "step_0000002").is_dir()
+    # `kinema evaluate --data FILE.hdf5` scores against the file's held-out videos: its test split
+    from kinema.api import _real_data
+
+    data = _real_data(path)
+    assert (data.source, data.split) == ("hdf5", "test")
+    assert len(heldout_real_set(data, 0, 4, 16, 16)[0]) == 4

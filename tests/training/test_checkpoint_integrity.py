@@ -185,3 +185,17 @@ def test_a_run_whose_lock_is_deleted_stops_before_its_next_checkpoint(tmp_path):
     with pytest.raises(TrainingError, match=f"the lock {out / LOCK_NAME} of this run was deleted or replaced"):
         t.fit()
     assert [p.name for p in list_checkpoints(out)] == ["step_0000002"]
+
+
+def test_a_signal_before_the_first_step_says_to_rerun_without_resume(tmp_path):
+    """It advised --resume, which then failed: there was no checkpoint to resume from."""
+    import signal
+
+    from kinema.errors import Interrupted
+
+    t = Trainer(tiny_run_config(steps=4), tmp_path / "run", device="cpu", progress=False)
+    t.write_samples = lambda: os.kill(os.getpid(), signal.SIGTERM)  # arrives while the untrained grid renders
+    with pytest.raises(Interrupted) as info:
+        t.fit()
+    assert "no step was trained, nothing was saved: run the same command again (without --resume)" in str(info.value)
+    assert "continue with --resume" not in str(info.value) and not list_checkpoints(tmp_path / "run")

@@ -90,6 +90,9 @@ def test_prior_on_another_vqvae_is_refused(vq_dir, tmp_path):
     from safetensors.torch import save_file
 
     save_file(state, other / "model.safetensors", metadata={"step": "0"})
+    from kinema.runs import write_manifest
+
+    write_manifest(other)  # a sound folder of another VQ-VAE, as its own conversion would write it
     with pytest.raises(ConfigError, match="not the VQ-VAE this transformer was trained on.*codebook.embeddings"):
         convert("videogpt_prior", FIXTURE / "official_prior_full.ckpt", tmp_path / "p", first_stage=other)
 
