@@ -1,4 +1,9 @@
-"""The ``kinema`` command line: parses arguments and calls :mod:`kinema.api`. No logic lives here."""
+"""The ``kinema`` command line: parses arguments and calls :mod:`kinema.api`. No logic lives here.
+
+Building the parser imports neither torch nor the registry's families: ``kinema --help`` and a typo answer in
+a tenth of a second. What does need them (``kinema sample``'s per-model flags, ``convert``'s list of kinds,
+``evaluate``'s protocol names) is added to that subcommand's parser when it is used (:class:`DeferredParser`).
+"""
 
 from __future__ import annotations
 
@@ -80,6 +85,49 @@ def add_sampling_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(option.flag, **kwargs)
 
 
+class DeferredParser(argparse.ArgumentParser):
+    """A subcommand parser that ``complete(parser)`` finishes (adds flags, an epilog, help text) the first
+    time it parses arguments or formats its help, so the other subcommands and ``kinema --help`` never
+    import what it needs (the registry's families, torch)."""
+
+    def __init__(self, *args, complete=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._complete = complete
+
+    def completed(self) -> DeferredParser:
+        if self._complete is not None:
+            complete, self._complete = self._complete, None
+            complete(self)
+        return self
+
+    # argparse calls parse_known_args on a subcommand's parser (_parse_known_args in some versions)
+    def parse_known_args(self, *args, **kwargs):
+        return super(DeferredParser, self.completed()).parse_known_args(*args, **kwargs)
+
+    def _parse_known_args(self, *args, **kwargs):
+        return super(DeferredParser, self.completed())._parse_known_args(*args, **kwargs)
+
+    def format_help(self) -> str:
+        return super(DeferredParser, self.completed()).format_help()
+
+    def format_usage(self) -> str:
+        return super(DeferredParser, self.completed()).format_usage()
+
+
+def _complete_sample(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = sampling_epilog()
+    add_sampling_options(parser)
+
+
+def _complete_convert(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = converter_help()
+
+
+def _complete_evaluate(parser: argparse.ArgumentParser) -> None:
+    metrics = next(action for action in parser._actions if action.dest == "metrics")
+    metrics.help += ": " + ", ".join(protocol_names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kinema", description="Train, sample and inspect video generative models.",
@@ -91,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads PyTorch may use (default: all cores, or cores / processes under torchrun "
                              "and with DataLoader workers); 1-2 is much faster when other processes share the cores")
-    sub = parser.add_subparsers(dest="command", required=True,
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=DeferredParser,
                                 metavar="{train,sample,evaluate,prepare,convert,export,demo,info,configs}")
 
     train = sub.add_parser("train", help="train a model from a TOML config",
@@ -128,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="generate videos from a checkpoint",
                             description="Generate videos with a trained model (EMA weights when the checkpoint has "
                                         "them). Options beyond --num/--seed depend on the model: see below.",
-                            epilog=sampling_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+                            complete=_complete_sample, formatter_class=argparse.RawDescriptionHelpFormatter)
     sample.add_argument("--checkpoint", required=True,
                         help="run directory (uses its latest checkpoint) or one checkpoints/step_* directory")
     sample.add_argument("--num", type=int, default=16, help="number of videos (default 16)")
@@ -143,18 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
                         help="sample under autocast in this precision (weights stay fp32): bf16 for CPUs and "
                              "recent GPUs, fp16 for GPUs; videos differ slightly from fp32 (default fp32)")
-    add_sampling_options(sample)
 
     evaluate = sub.add_parser(
         "evaluate", help="score a checkpoint with FVD / KVD / IS / prediction protocols",
         description="Score a checkpoint under named protocols (see docs/metrics.md). Results are printed, "
-                    "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.")
+                    "appended to the run's metrics.jsonl and, with --out, to a JSON-lines file.",
+        complete=_complete_evaluate)
     evaluate.add_argument("--checkpoint", help="run directory (latest checkpoint) or checkpoint directory")
     evaluate.add_argument("--fake", metavar="DIR",
                           help="score a folder of generated videos (e.g. written by `kinema sample --out DIR`) instead "
                                "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
-                          help="comma-separated protocol names: " + ", ".join(protocol_names()))
+                          help="comma-separated protocol names")  # the names: _complete_evaluate
     evaluate.add_argument("--data", help="folder of real videos, a `kinema prepare` cache, or VideoGPT's .hdf5 file "
                                          "(its test split): the real clips of "
                                          "FVD/KVD/FID, and the clips a prediction or frame-conditional model "
@@ -228,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "authors' code becomes a kinema checkpoint folder (config.json + safetensors) that "
                     "`kinema sample`, `evaluate`, `info` and train.init_from accept. Files are read as data "
                     "only: a pickle that names any class outside the converter's allow-list is refused, never run.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=converter_help())
+        formatter_class=argparse.RawDescriptionHelpFormatter, complete=_complete_convert)
     convert.add_argument("kind", metavar="KIND", help="what SRC is (the list below)")
     convert.add_argument("src", help="the file to convert")
     convert.add_argument("out", help="output: a .safetensors path (metric networks) or a new checkpoint folder")

@@ -1,21 +1,23 @@
 """The registry: ``model.name`` / ``objective.name`` -> classes, and everything that needs those names.
 
-This is the top floor of the library: it imports every model family and objective, so nothing
-below it does. A new model is one family folder plus one line in :data:`MODELS`; a new objective
-one module plus one line in :data:`OBJECTIVES`. Building a run config from its sections (a TOML file read
+This is the top floor of the library: it names every model family and objective, so nothing below it
+does. A registry line names its classes by module and attribute and imports them when first used (see
+:class:`Deferred`): building a ``tganv2`` imports TGANv2's module and no other family's, and importing
+this module costs neither torch nor any family (``kinema --help`` and ``import kinema.api`` stay fast). A
+new model is one family folder plus one line in :data:`MODELS`; a new objective one module plus one line
+in :data:`OBJECTIVES`. Building a run config from its sections (a TOML file read
 by :mod:`kinema.config`, or a checkpoint's ``config.json``) and a checkpoint's model live here because
 both must look names up -- model, objective and evaluation protocol names.
 """
 
 from __future__ import annotations
 
-import json
 import dataclasses
-from dataclasses import dataclass, field
+import importlib
+import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from kinema.config import (  # noqa: F401  (config-file readers re-exported: callers import them from here)
     CONFIG_DIR,
@@ -32,66 +34,123 @@ from kinema.config import (  # noqa: F401  (config-file readers re-exported: cal
     shipped_configs,
 )
 from kinema.errors import CheckpointError, ConfigError, TrainingError
-from kinema.metrics.protocols import PROTOCOLS
-from kinema.models.base import VideoModel
-from kinema.models.dvg import DVG, DVGConfig, DVGSampler
-from kinema.models.nuwa import NUWA, NUWAVQGAN, NUWAConfig, NUWASampler, NUWAVQGANConfig
-from kinema.models.stylegan_v import StyleGANV, StyleGANVConfig, StyleGANVSampler
-from kinema.models.tgan import TGAN, TGANConfig
-from kinema.models.tganv2 import TGANv2, TGANv2Config
-from kinema.models.vdm import VDM, VDMConfig, VDMSampler
-from kinema.models.videogpt import PriorSampler, VideoGPTPrior, VideoGPTPriorConfig, VideoGPTVQVAE, VideoGPTVQVAEConfig
-from kinema.objectives.dvg import DVGObjective, DVGObjectiveConfig
-from kinema.objectives.diffusion import DiffusionConfig, DiffusionObjective
-from kinema.objectives.gan import GANConfig, GANObjective
-from kinema.objectives.likelihood import LikelihoodConfig, LikelihoodObjective
-from kinema.objectives.nuwa import NUWAObjective, NUWAObjectiveConfig, NUWAVQGANObjective, NUWAVQGANObjectiveConfig
-from kinema.objectives.vqvae import VQVAEConfig, VQVAEObjective
-from kinema.objectives.wgan import WGANConfig, WGANObjective
 from kinema import runs
 from kinema.runs import resolve_checkpoint
-from kinema.sampling import ContinuousTimeSampler, Sampler
+
+if TYPE_CHECKING:
+    import torch
+
+    from kinema.models.base import VideoModel
+    from kinema.sampling import Sampler
 
 
 @dataclass(frozen=True)
-class ModelEntry:
+class Deferred:
+    """A registry value imported on first use: ``load()`` returns it (a class, or a sampler instance).
+
+    Importing a family costs torch and its own dependencies (TGAN's ODE solvers, ...); deferring lets the
+    registry list every name while only the family a run uses is imported."""
+
+    load: Callable[[], Any]
+    what: str  # for the entry's repr, e.g. "kinema.models.tganv2:TGANv2"
+
+
+def deferred(module: str, attribute: str) -> Deferred:
+    """``module.attribute``, imported when the registry line is first used."""
+    return Deferred(lambda: getattr(importlib.import_module(module), attribute), f"{module}:{attribute}")
+
+
+def deferred_instance(module: str, attribute: str, *args: Any) -> Deferred:
+    """An instance ``module.attribute(*args)`` (a family's sampler), made when first used."""
+    return Deferred(lambda: getattr(importlib.import_module(module), attribute)(*args), f"{module}:{attribute}()")
+
+
+class _Entry:
+    """A registry line whose values may be :class:`Deferred`: reading one (``entry.model``) imports it once
+    and keeps it, so ``MODELS[name].model`` is the class itself, as if it had been imported up front."""
+
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self, *values: Any) -> None:
+        if len(values) != len(self._fields):
+            raise TypeError(f"{type(self).__name__} takes {len(self._fields)} values ({', '.join(self._fields)}), "
+                            f"got {len(values)}")
+        self._values = dict(zip(self._fields, values))
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values", {})
+        if name not in values:
+            raise AttributeError(f"{type(self).__name__} has no {name!r}")
+        value = values[name]
+        if isinstance(value, Deferred):
+            value = values[name] = value.load()
+        return value
+
+    def __repr__(self) -> str:
+        shown = {k: v.what if isinstance(v, Deferred) else getattr(v, "__qualname__", repr(v))
+                 for k, v in self._values.items()}
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in shown.items())})"
+
+
+class ModelEntry(_Entry):
     """One registry line: the config dataclass, the model class (built as ``model(config)``) and the
-    family's sampler (its ``kinema sample`` options)."""
+    family's sampler (its ``kinema sample`` options; default: plain samples). Each may be the object or a
+    :class:`Deferred` (``deferred(module, name)``)."""
 
-    config: type
-    model: type[VideoModel]
-    sampler: Sampler = field(default_factory=Sampler)
+    _fields = ("config", "model", "sampler")
+
+    def __init__(self, config: type | Deferred, model: type | Deferred, sampler: Sampler | Deferred | None = None):
+        if sampler is None:  # the plain Sampler: no options beyond --num / --seed
+            sampler = deferred_instance("kinema.sampling", "Sampler")
+        super().__init__(config, model, sampler)
 
 
-@dataclass(frozen=True)
-class ObjectiveEntry:
-    config: type  # a dataclass with a ``name`` field
-    objective: type  # built as ``objective(model, config)``
+class ObjectiveEntry(_Entry):
+    """``config``: a dataclass with a ``name`` field; ``objective``: built as ``objective(model, config)``.
+    Either may be a :class:`Deferred`."""
+
+    _fields = ("config", "objective")
+
+    def __init__(self, config: type | Deferred, objective: type | Deferred):
+        super().__init__(config, objective)
 
 
 _TEMPORAL_HINT = 'set model.temporal = "ode" or "sde"'
 
+
+def _family(module: str, config: str, model: str, sampler: Deferred | None = None) -> ModelEntry:
+    return ModelEntry(deferred(module, config), deferred(module, model), sampler)
+
+
+def _objective(module: str, config: str, objective: str) -> ObjectiveEntry:
+    return ObjectiveEntry(deferred(module, config), deferred(module, objective))
+
+
+_CONTINUOUS_TIME = deferred_instance("kinema.sampling", "ContinuousTimeSampler", _TEMPORAL_HINT)
+
 MODELS: dict[str, ModelEntry] = {
-    "tganv2": ModelEntry(TGANv2Config, TGANv2, ContinuousTimeSampler(_TEMPORAL_HINT)),
-    "tgan": ModelEntry(TGANConfig, TGAN, ContinuousTimeSampler(_TEMPORAL_HINT)),
-    "stylegan_v": ModelEntry(StyleGANVConfig, StyleGANV, StyleGANVSampler()),
-    "vdm": ModelEntry(VDMConfig, VDM, VDMSampler()),
-    "videogpt_vqvae": ModelEntry(VideoGPTVQVAEConfig, VideoGPTVQVAE),
-    "videogpt_prior": ModelEntry(VideoGPTPriorConfig, VideoGPTPrior, PriorSampler()),
-    "dvg": ModelEntry(DVGConfig, DVG, DVGSampler()),
-    "nuwa_vqgan": ModelEntry(NUWAVQGANConfig, NUWAVQGAN),
-    "nuwa": ModelEntry(NUWAConfig, NUWA, NUWASampler()),
+    "tganv2": _family("kinema.models.tganv2", "TGANv2Config", "TGANv2", _CONTINUOUS_TIME),
+    "tgan": _family("kinema.models.tgan", "TGANConfig", "TGAN", _CONTINUOUS_TIME),
+    "stylegan_v": _family("kinema.models.stylegan_v", "StyleGANVConfig", "StyleGANV",
+                          deferred_instance("kinema.models.stylegan_v", "StyleGANVSampler")),
+    "vdm": _family("kinema.models.vdm", "VDMConfig", "VDM", deferred_instance("kinema.models.vdm", "VDMSampler")),
+    "videogpt_vqvae": _family("kinema.models.videogpt", "VideoGPTVQVAEConfig", "VideoGPTVQVAE"),
+    "videogpt_prior": _family("kinema.models.videogpt", "VideoGPTPriorConfig", "VideoGPTPrior",
+                              deferred_instance("kinema.models.videogpt", "PriorSampler")),
+    "dvg": _family("kinema.models.dvg", "DVGConfig", "DVG", deferred_instance("kinema.models.dvg", "DVGSampler")),
+    "nuwa_vqgan": _family("kinema.models.nuwa", "NUWAVQGANConfig", "NUWAVQGAN"),
+    "nuwa": _family("kinema.models.nuwa", "NUWAConfig", "NUWA", deferred_instance("kinema.models.nuwa", "NUWASampler")),
 }
 
 OBJECTIVES: dict[str, ObjectiveEntry] = {
-    "gan": ObjectiveEntry(GANConfig, GANObjective),
-    "diffusion": ObjectiveEntry(DiffusionConfig, DiffusionObjective),
-    "dvg": ObjectiveEntry(DVGObjectiveConfig, DVGObjective),
-    "likelihood": ObjectiveEntry(LikelihoodConfig, LikelihoodObjective),
-    "nuwa_vqgan": ObjectiveEntry(NUWAVQGANObjectiveConfig, NUWAVQGANObjective),
-    "nuwa": ObjectiveEntry(NUWAObjectiveConfig, NUWAObjective),
-    "vqvae": ObjectiveEntry(VQVAEConfig, VQVAEObjective),
-    "wgan": ObjectiveEntry(WGANConfig, WGANObjective),
+    "gan": _objective("kinema.objectives.gan", "GANConfig", "GANObjective"),
+    "diffusion": _objective("kinema.objectives.diffusion", "DiffusionConfig", "DiffusionObjective"),
+    "dvg": _objective("kinema.objectives.dvg", "DVGObjectiveConfig", "DVGObjective"),
+    "likelihood": _objective("kinema.objectives.likelihood", "LikelihoodConfig", "LikelihoodObjective"),
+    "nuwa_vqgan": _objective("kinema.objectives.nuwa", "NUWAVQGANObjectiveConfig", "NUWAVQGANObjective"),
+    "nuwa": _objective("kinema.objectives.nuwa", "NUWAObjectiveConfig", "NUWAObjective"),
+    "vqvae": _objective("kinema.objectives.vqvae", "VQVAEConfig", "VQVAEObjective"),
+    "wgan": _objective("kinema.objectives.wgan", "WGANConfig", "WGANObjective"),
 }
 
 
@@ -146,6 +205,8 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         data=build_dataclass(DataConfig, raw.get("data", {}), "data"),
         train=build_dataclass(TrainConfig, raw.get("train", {}), "train"),
     )
+    from kinema.metrics.protocols import PROTOCOLS  # here: the metrics package imports torch
+
     unknown = [m for m in config.train.eval_metrics if m not in PROTOCOLS]
     if unknown:
         raise ConfigError(f"train.eval_metrics: unknown protocol(s) {unknown}; available: {', '.join(PROTOCOLS)}")
@@ -386,6 +447,8 @@ def weights_match_config(ckpt: Path, tensors: dict) -> str | None:
         config = load_config_json(Path(ckpt) / "config.json")
     except Exception as exc:  # ConfigError, KeyError, TypeError ...
         return f"config.json is not a valid kinema config ({type(exc).__name__}: {exc})"
+    import torch
+
     try:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             expected = {k: list(v.shape) for k, v in build_model(config.model).state_dict().items()}

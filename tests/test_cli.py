@@ -141,6 +141,7 @@ def test_help_explains_every_flag():
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
     for name, sub in subparsers.items():
+        sub.format_help()  # a deferred subcommand adds its registry-dependent flags when used
         for action in sub._actions:
             assert action.help, f"kinema {name} {action.option_strings} has no help text"
 

@@ -36,21 +36,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torchsde
 from torch import nn
-from torchdiffeq import odeint, odeint_adjoint
-from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
-from torchdiffeq._impl.solvers import FixedGridODESolver
 
 from kinema.errors import ConfigError
 from kinema.nn import ConvLSTM, assert_shape
 
-# torchdiffeq has no public list of methods: SOLVERS is the dict odeint checks `method` against.
+# torchdiffeq's methods, written out rather than read from torchdiffeq._impl.odeint.SOLVERS: importing
+# torchdiffeq pulls in scipy.integrate (~0.4 s), and every config load validates `solver`. torchdiffeq and
+# torchsde are imported only when an ODE / SDE generator integrates. tests/nn/test_temporal.py checks these
+# lists against the installed torchdiffeq (SOLVERS, and FixedGridODESolver for the fixed-step ones).
 # scipy_solver is left out: it leaves autograd (numpy), so a generator could not be trained with it.
-ODE_SOLVERS = tuple(sorted(name for name in _TORCHDIFFEQ_SOLVERS if name != "scipy_solver"))
-FIXED_STEP_SOLVERS = tuple(
-    name for name in ODE_SOLVERS if issubclass(_TORCHDIFFEQ_SOLVERS[name], FixedGridODESolver)
-)
+ODE_SOLVERS = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "euler", "explicit_adams", "fehlberg2", "fixed_adams",
+               "heun2", "heun3", "implicit_adams", "midpoint", "rk4")
+FIXED_STEP_SOLVERS = ("euler", "explicit_adams", "fixed_adams", "heun2", "heun3", "implicit_adams", "midpoint", "rk4")
 SDE_METHODS = ("euler", "milstein", "srk")  # torchsde's methods for Ito SDEs with diagonal noise
 KINDS = ("conv1d", "lstm", "gru", "convlstm", "ode", "sde")
 
@@ -363,6 +361,8 @@ class ODEGenerator(TemporalGenerator):
         return self.init(z)
 
     def _solve(self, y0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        from torchdiffeq import odeint, odeint_adjoint  # here, not at import: it loads scipy (see ODE_SOLVERS)
+
         options = None
         if self.solver in FIXED_STEP_SOLVERS:
             # Steps are anchored at t0 with a fixed size, so shared time points get identical steps
@@ -446,6 +446,8 @@ class SDEGenerator(TemporalGenerator):
         self.diffusion = _stack(sizes, activation, spatial, nn.Sigmoid())
 
     def _solver(self, seed: int, shape: torch.Size) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        import torchsde  # here, not at import: only SDE generators need it (and it loads scipy)
+
         def solve(y0: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
             backward = bool(grid[-1] < grid[0])
             ts = grid[0] - grid if backward else grid  # increasing either way

@@ -12,11 +12,14 @@ import os
 import uuid
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 import torch
 from PIL import Image
+
+if TYPE_CHECKING:
+    import av
 
 __all__ = [
     "WRITE_SUFFIXES",
@@ -32,9 +35,20 @@ __all__ = [
 
 WRITE_SUFFIXES = (".mp4", ".gif")
 
-# PyAV raises its own FFmpegError (a ValueError) for most failures, OSError subclasses for I/O,
-# and ValueError from frame conversion; all of them mean "this file cannot be decoded".
-_DECODE_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+
+def _av():
+    """PyAV, imported on first use: loading FFmpeg's libraries costs ~70 ms of every ``import kinema.api``,
+    and most commands (``configs``, ``info``, ``--dry-run``) never touch a video file."""
+    import av
+
+    return av
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    """PyAV raises its own FFmpegError for most failures, OSError subclasses for I/O, and ValueError
+    from frame conversion; all of them mean "this file cannot be decoded". (A function, so that PyAV
+    is imported only when a file is opened: an ``except`` clause evaluates it only on an exception.)"""
+    return (_av().FFmpegError, OSError, ValueError, EOFError)
 
 
 class VideoReadError(RuntimeError):
@@ -59,8 +73,8 @@ def _check_readable(path: str | os.PathLike) -> Path:
 
 def _open(p: Path) -> av.container.InputContainer:
     try:
-        return av.open(str(p), mode="r")
-    except _DECODE_ERRORS as e:
+        return _av().open(str(p), mode="r")
+    except _decode_errors() as e:
         raise VideoReadError(
             p,
             f"not a readable video container ({e}). The file is not a video, or it is corrupt "
@@ -118,7 +132,7 @@ def _decode(path: str | os.PathLike, stop: int | None):
                 yield frame
                 if stop is not None and seen >= stop:
                     break
-        except _DECODE_ERRORS as e:
+        except _decode_errors() as e:
             raise VideoReadError(p, f"corrupt or truncated: decoding failed after {seen} frames ({e})") from e
     if seen == 0:
         raise VideoReadError(p, "the video stream has no decodable frames")
@@ -176,6 +190,7 @@ def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
     _, h, w, _ = frames.shape
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     # faststart puts the index up front: players stream it, and a truncated copy stays readable.
+    av = _av()
     with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
@@ -194,13 +209,13 @@ def _gif_palette_frame(x: np.ndarray) -> av.VideoFrame:
     palette = np.zeros((256, 4), dtype=np.uint8)  # ARGB, opaque
     palette[:, 0] = 255
     palette[: len(rgb), 1:] = rgb
-    return av.VideoFrame.from_ndarray((np.asarray(quantized, dtype=np.uint8), palette), format="pal8")
+    return _av().VideoFrame.from_ndarray((np.asarray(quantized, dtype=np.uint8), palette), format="pal8")
 
 
 def _write_gif(tmp: Path, frames: np.ndarray, fps: float) -> None:
     # FFmpeg's encoder, not Pillow's GIF writer: Pillow merges identical consecutive frames,
     # which would change T.
-    with av.open(str(tmp), mode="w", format="gif", options={"loop": "0"}) as container:
+    with _av().open(str(tmp), mode="w", format="gif", options={"loop": "0"}) as container:
         stream = container.add_stream("gif", rate=Fraction(fps).limit_denominator(100))
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "pal8"

@@ -12,6 +12,8 @@ from torchdiffeq import odeint
 from kinema.config import build_dataclass
 from kinema.errors import ConfigError
 from kinema.nn.temporal import (
+    FIXED_STEP_SOLVERS,
+    ODE_SOLVERS,
     ODEGenerator,
     SDEGenerator,
     TemporalConfig,
@@ -215,6 +217,16 @@ def test_config_errors_name_the_key(key, values):
         TemporalConfig(**values).validate()
     with pytest.raises(ConfigError, match=rf"temporal\.{key}\b"):
         build_temporal(TemporalConfig(**values), D, T)
+
+
+def test_solver_lists_match_installed_torchdiffeq():
+    """kinema.nn.temporal writes torchdiffeq's methods out (importing torchdiffeq costs scipy at start-up);
+    a torchdiffeq that adds, drops or re-kinds a method shows here."""
+    from torchdiffeq._impl.odeint import SOLVERS
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    assert set(ODE_SOLVERS) == set(SOLVERS) - {"scipy_solver"}
+    assert set(FIXED_STEP_SOLVERS) == {name for name in ODE_SOLVERS if issubclass(SOLVERS[name], FixedGridODESolver)}
 
 
 def test_config_loads_through_build_dataclass():
