@@ -287,7 +287,7 @@ def evaluate(
 
 
 def _real_data(data: str | Path):
-    """``--data``: a cache written by `kinema prepare` (it has meta.json), VideoGPT's HDF5 file (its test
+    """``--data``: a cache written by `kinema prepare` (it has meta.json), an HDF5 video file (its test
     split: the videos held out from training), or a folder of videos."""
     from kinema.config import DataConfig
 

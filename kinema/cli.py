@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "of a checkpoint; needs --data")
     evaluate.add_argument("--metrics", required=True,
                           help="comma-separated protocol names")  # the names: _complete_evaluate
-    evaluate.add_argument("--data", help="folder of real videos, a `kinema prepare` cache, or VideoGPT's .hdf5 file "
+    evaluate.add_argument("--data", help="folder of real videos, a `kinema prepare` cache, or an .hdf5 video file "
                                          "(its test split): the real clips of "
                                          "FVD/KVD/FID, and the clips a prediction or frame-conditional model "
                                          "continues (default: the run's own data config)")
