@@ -6,7 +6,9 @@ Each takes plain Python values, so ``kinema.api.train(...)`` from a notebook doe
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -159,10 +161,13 @@ def sample_options() -> dict[str, list]:
 
 def _prepare_output(out: str | Path) -> Path:
     """Check ``--out`` (a .mp4/.gif file, or a folder) and create its folder -- before any sampling."""
+    from kinema.runs import refuse_inside_weights
+
     out = Path(out)
     is_file = out.suffix.lower() in VIDEO_SUFFIXES
     if out.suffix and not is_file:
         raise ValueError(f"--out {out}: use a .mp4 or .gif file, or a folder (no suffix)")
+    refuse_inside_weights(out, "--out")
     target_dir = out.parent if is_file else out
     try:
         target_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +267,8 @@ def evaluate(
     from kinema.metrics.evaluate import weights_path
 
     protocols = resolve_protocols(metrics)  # unknown names fail before any work
+    if out is not None:
+        _check_records_file(out)
     if fake is not None:
         return _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out)
     if checkpoint is None:
@@ -281,7 +288,10 @@ def evaluate(
                              workers=config.data.workers if not data else workers)
     record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
-    for target in ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else []):
+    targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])
+    if len(targets) == 2 and _same_file(*targets):  # --out RUN/metrics.jsonl: the record once, not twice
+        targets = targets[:1]
+    for target in targets:
         append_record(target, record)
     return record
 
@@ -295,6 +305,40 @@ def _real_data(data: str | Path):
     if path.is_file() and path.suffix.lower() in (".hdf5", ".h5"):
         return DataConfig(source="hdf5", path=str(path), split="test", flip=False)
     return DataConfig(source="cache" if (path / "meta.json").is_file() else "folder", path=str(path), flip=False)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:  # one does not exist yet
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_records_file(out: str | Path) -> None:
+    """``evaluate --out``: a JSON-lines file the record can be appended to, checked before the (long) scoring.
+    Appending to a checkpoint's weights or any other file would corrupt it; a folder cannot take it."""
+    from kinema.runs import refuse_inside_weights
+
+    path = Path(out)
+    refuse_inside_weights(path, "--out")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a JSON-lines file to append the results to (e.g. "
+                         f"{Path(out) / 'eval.jsonl'})")
+    if path.exists():
+        if not path.is_file():
+            raise ValueError(f"--out {out} is not a regular file; give a JSON-lines file to append the results to")
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+        first, newline, _ = head.partition(b"\n")
+        try:  # a first line longer than what was read is judged by its start
+            ok = not head.strip() or (isinstance(json.loads(first), dict) if newline else head.lstrip()[:1] == b"{")
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"--out {out} exists and is not a JSON-lines file of records (its first line is not a "
+                             "JSON object); appending would damage it. Give a new file or one `--out` wrote before")
+    elif not path.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {path.parent} does not exist")
 
 
 def _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out) -> dict:

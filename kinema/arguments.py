@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import os
 import types
 import typing
@@ -94,11 +95,16 @@ def checked(func):
             bound = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(f"{func.__name__}(): {exc}") from None
-        for name, value in bound.arguments.items():
+        for name, value in list(bound.arguments.items()):
             if name not in hints or signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
                 continue
             if name == "device" and type(value).__name__ == "device":  # a torch.device
                 continue
+            if _is_numpy_integer(value) and _matches(0, hints[name]):  # np.int64(3) is the integer 3
+                value = bound.arguments[name] = int(value)
+            if isinstance(value, str) and not value.strip() and _matches(Path(), hints[name]):
+                # pathlib reads "" as the current folder: an empty path would silently mean "here"
+                raise ValueError(f"{func.__name__}(): {name} is an empty string; give a path")
             if not _matches(value, hints[name]):
                 shown = f"the string {value!r}" if isinstance(value, str) else f"{value!r} ({type(value).__name__})"
                 raise TypeError(f"{func.__name__}(): {name} must be {_describe(hints[name])}, got {shown}")
@@ -110,6 +116,11 @@ def checked(func):
                                      f"{high:,}], got {value:,}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{func.__name__}(): {name} must be a finite number, got {value!r}")
-        return func(*args, **kwargs)
+        return func(*bound.args, **bound.kwargs)
 
     return wrapper
+
+
+def _is_numpy_integer(value: Any) -> bool:
+    """A NumPy integer scalar (``np.int64(3)``; not a bool): what indexing and ``np.arange`` hand out."""
+    return type(value).__module__ == "numpy" and isinstance(value, numbers.Integral) and not isinstance(value, bool)

@@ -352,6 +352,17 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         if not names:
             return (f"--metrics {args.metrics!r} names no metric; give one or more comma-separated protocol names: "
                     + ", ".join(protocol_names()))
+    if command == "demo" and not 0 <= args.port <= 65535:
+        return f"--port must be in 0..65535 (0 picks a free one), got {args.port}"
+    # an empty path is the current folder to pathlib: `--out ""` would write (and overwrite) there
+    paths = {"sample": ("checkpoint", "out"), "evaluate": ("checkpoint", "out", "data", "fake"), "info": ("path",),
+             "export": ("source", "out"), "demo": ("source",), "prepare": ("data", "out"),
+             "convert": ("src", "out"), "train": ("out", "config", "init_from")}
+    for name in paths.get(command, ()):
+        value = getattr(args, name, None)
+        if value is not None and not value.strip():
+            positional = name in ("path", "source", "src") or (command in ("export", "convert") and name == "out")
+            return f"{name.upper() if positional else '--' + name.replace('_', '-')} is empty; give a path"
     rates = {"sample": ("fps", "--fps"), "prepare": ("frames_per_second", "--frames-per-second")}
     if command in rates:
         value = getattr(args, rates[command][0])
@@ -395,7 +406,17 @@ def main(argv: list[str] | None = None) -> int:
         print("kinema train: error: --out is required (the run directory), except with --dry-run", file=sys.stderr)
         return 2
     from kinema import api
-    from kinema.errors import CheckpointError, ConfigError, SamplingError, TrainingError
+    from kinema.errors import CheckpointError, ConfigError, Interrupted, SamplingError, TrainingError
+
+    if args.command in ("export", "sample", "evaluate", "convert"):
+        # SIGTERM (a scheduler's stop, `kill`) unwinds like Ctrl-C: the half-written export or checkpoint folder is
+        # removed by the code that writes it, instead of the process vanishing and leaving it behind
+        import signal
+
+        def stop(signum, frame):
+            raise Interrupted(f"stopped by {signal.Signals(signum).name}; nothing half-written was kept", signum)
+
+        signal.signal(signal.SIGTERM, stop)
     from kinema.metrics.networks.weights import WeightsError
     from kinema.data.prepare import PrepareError
     from kinema.video import VideoReadError

@@ -321,9 +321,13 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     if section not in SECTIONS:
         raise ConfigError(f"--set {text!r}: unknown section {section!r}; allowed: {', '.join(SECTIONS)}")
     try:
-        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        parsed = tomllib.loads(f"v = {raw.strip()}")
     except tomllib.TOMLDecodeError:
-        value = raw.strip()
+        parsed = {"v": raw.strip()}
+    if set(parsed) != {"v"}:  # "3\ntrain.lr=5" parses as two keys: the second would be dropped without a word
+        raise ConfigError(f"--set {text!r}: the value spans several lines; give one value per --set (repeat --set "
+                          "for more keys)")
+    value = parsed["v"]
     return section, key.strip(), value
 
 
@@ -358,8 +362,8 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     path = resolve_config_path(path)
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: `extends` forms a loop ({' -> '.join(str(p) for p in _seen)})")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the TOML
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
@@ -368,15 +372,18 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     parent = data.pop("extends", None)
+    for section, values in data.items():  # checked here, so a file that others extend is checked too
+        if not isinstance(values, dict):
+            kind = "an array of tables ([[...]])" if isinstance(values, list) else f"the value {values!r}"
+            raise ConfigError(f"{path}: top-level key {section!r} is {kind}, not a [section]; only `extends` may be "
+                              "top-level")
     if parent is None:
         return data
-    if not isinstance(parent, str):
-        raise ConfigError(f"{path}: extends must be a config name or path (a string), got {parent!r}")
+    if not isinstance(parent, str) or not parent.strip():
+        raise ConfigError(f"{path}: extends must be a config name or path (a non-empty string), got {parent!r}")
     relative = path.parent / parent
     base = read_config_file(relative if relative.is_file() else parent, (*_seen, path.resolve()))
     for section, values in data.items():
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: top-level key {section!r} is not a [section]; only `extends` may be top-level")
         base.setdefault(section, {}).update(values)
     return base
 

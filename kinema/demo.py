@@ -46,8 +46,11 @@ class DemoApp:
         from kinema.api import from_pretrained
         from kinema.registry import sampler_for
 
+        from kinema.api import _check_sample_memory
+
         self.model, self.config = from_pretrained(path, device=device)
         self.sampler = sampler_for(self.model)
+        _check_sample_memory(self.model, self.sampler, num, {})  # --num past memory would kill the server mid-request
         self.options: list[SampleOption] = [o for o in self.sampler.options if o.cli]
         self.num, self.source = num, str(path)
         self._own_workdir = workdir is None
@@ -207,7 +210,12 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
         def do_POST(self):
             if self.path != "/generate":
                 return self._json(404, {"error": f"no such endpoint: {self.path}"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:  # a client's header: not a number, or negative (read(-1) would wait for the client to hang up)
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return self._json(400, {"error": "Content-Length must be a whole number of bytes >= 0"})
             if length > MAX_UPLOAD:
                 return self._json(413, {"error": f"request of {length:,} bytes; uploads are limited to {MAX_UPLOAD:,}"})
             try:
@@ -227,7 +235,12 @@ def make_handler(app: DemoApp) -> type[BaseHTTPRequestHandler]:
 def serve(path: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu", num: int = 4) -> None:
     """Serve the demo page of ``path`` until interrupted (Ctrl-C)."""
     app = DemoApp(path, device=device, num=num)
-    server = ThreadingHTTPServer((host, port), make_handler(app))
+    try:
+        server = ThreadingHTTPServer((host, port), make_handler(app))
+    except OSError as exc:  # a port in use, a host name that does not resolve, an address not of this machine
+        app.close()
+        raise OSError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port (0: any free one) "
+                      "or --host") from None
     print(f"kinema demo: {app.config.model.name} from {path} at http://{host}:{server.server_port}/ (Ctrl-C stops)",
           flush=True)
     try:

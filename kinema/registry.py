@@ -177,6 +177,10 @@ def build_objective(model: VideoModel, config: Any):
 
 
 def sampler_for(model: VideoModel) -> Sampler:
+    if not isinstance(model, VideoModel):  # a path or None where the loaded model belongs
+        hint = " (a path: load it first, model, config = kinema.load(path))" if isinstance(model, (str, Path)) else ""
+        raise TypeError(f"expected a kinema model (from kinema.load or kinema.from_pretrained), got "
+                        f"{type(model).__name__}{hint}")
     return model_entry(model.config.name).sampler
 
 
@@ -407,7 +411,15 @@ def load_model(
     try:
         model.load_state_dict(load_file(ckpt / "model.safetensors"))
         if ema and (ckpt / "ema.safetensors").is_file():
-            model.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False)
+            # strict=False: the EMA covers only its target; a name outside the model would be dropped silently
+            # and the raw weights served as the EMA's
+            unexpected = model.load_state_dict(load_file(ckpt / "ema.safetensors"), strict=False).unexpected_keys
+            if unexpected:
+                raise CheckpointError(f"ema.safetensors of {ckpt} holds {len(unexpected)} tensors the model in its "
+                                      f"config.json lacks (first: {unexpected[0]}); it belongs to another model. "
+                                      "Load the raw weights (ema=False / --no-ema) or restore the file")
+    except CheckpointError:
+        raise
     except Exception as exc:  # safetensors raises several types for corrupt files
         raise CheckpointError(f"cannot load weights from {ckpt}: {exc}") from exc
     return model.to(device).eval(), config, ckpt
@@ -440,7 +452,7 @@ def load_initial_weights(model: torch.nn.Module, source: str | Path, model_confi
     return ema
 
 
-def weights_match_config(ckpt: Path, tensors: dict) -> str | None:
+def weights_match_config(ckpt: Path, tensors: dict, ema: dict | None = None) -> str | None:
     """Checkpoint check installed in :mod:`kinema.runs`: ``config.json`` is a valid kinema config and the
     weights (``tensors``: the safetensors header) are exactly the tensors of the model it describes."""
     try:
@@ -458,6 +470,12 @@ def weights_match_config(ckpt: Path, tensors: dict) -> str | None:
     if found != expected:
         names = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
         return f"model.safetensors does not match the model in config.json (first difference: {names[0]})"
+    if ema is not None:  # EMA weights: some of the model's tensors (its EMA target's), under the model's names
+        found = {k: list(v["shape"]) for k, v in ema.items()}
+        wrong = sorted(k for k in found if expected.get(k) != found[k])
+        if wrong or not found:
+            return ("ema.safetensors does not match the model in config.json ("
+                    + (f"first difference: {wrong[0]})" if wrong else "it holds no tensor)"))
     return None
 
 

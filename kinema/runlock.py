@@ -15,6 +15,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from pathlib import Path
@@ -88,7 +89,19 @@ class RunLock:
         a stale lock that was reclaimed."""
         here = socket.gethostname()
         for _ in range(5):  # retried only when the file was replaced under us
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:  # never through a link: the record would overwrite the file it points at
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK, 0o644)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP or self.path.is_symlink():
+                    raise TrainingError(f"{self.path} is a symbolic link (to {os.readlink(self.path)}); kinema writes "
+                                        "its lock record there and deletes it at the end: remove the link") from None
+                raise TrainingError(f"cannot create the lock {self.path}: {exc.strerror or exc}; remove what is "
+                                    "there (the lock is a plain file kinema writes)") from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device: the lock record cannot be kept
+                os.close(fd)
+                raise TrainingError(f"{self.path} is not a regular file; remove it (the lock is a plain file kinema "
+                                    "writes)")
+            os.set_blocking(fd, True)
             try:
                 locked = _try_flock(fd)
                 holder = self._read(fd)

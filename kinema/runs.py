@@ -45,6 +45,9 @@ EXPORT_FILE = "export.json"
 # A checkpoint folder written by `kinema convert` from another project's file: config.json and the
 # weights, plus this record of where they came from; no trainer state (fine-tune with train.init_from).
 CONVERTED_FILE = "converted.json"
+# Files of a checkpoint, export or converted folder that kinema reads: its manifest must list each one present.
+VOUCHED_FILES = ("config.json", "model.safetensors", "ema.safetensors", "trainer_state.pt", EXPORT_FILE,
+                 CONVERTED_FILE)
 STEP_PREFIX = "step_"
 # Exactly step_<digits>: copies such as step_0000020.bak or editor files beside them are not checkpoints.
 STEP_NAME = re.compile(re.escape(STEP_PREFIX) + r"(\d+)")
@@ -60,10 +63,10 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
     if not path.is_file():
         return
     kept, dropped = [], 0
-    for line in path.read_text().splitlines():
+    for line in path.read_bytes().splitlines():  # bytes: a line that is not UTF-8 must not stop the resume
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the kill
+        except ValueError:  # a line cut short by the kill (JSONDecodeError), or not text (UnicodeDecodeError)
             dropped += 1
             continue
         logged = record.get("step") if isinstance(record, dict) else None
@@ -73,7 +76,7 @@ def truncate_metrics(run_dir: Path, step: int) -> None:
         kept.append(line)
     if dropped:
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
         os.replace(tmp, path)
 
 
@@ -132,6 +135,24 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return ckpt
 
 
+def is_weights_folder(path: Path) -> bool:
+    """A checkpoint, export or converted folder: ``config.json`` beside ``model.safetensors``."""
+    return (Path(path) / "config.json").is_file() and (Path(path) / "model.safetensors").is_file()
+
+
+def refuse_inside_weights(out: str | Path, what: str, include_self: bool = True) -> None:
+    """Raise :class:`CheckpointError` when ``out`` is, or lies inside, a checkpoint/export folder: files
+    written there are deleted with it when the run prunes old checkpoints or an export is replaced, and
+    a name it already holds (``model.safetensors``) would be overwritten."""
+    path = Path(os.path.abspath(out))
+    for folder in ((path,) if include_self else ()) + tuple(path.parents):
+        if is_weights_folder(folder):
+            where = "is the checkpoint folder" if folder == path else f"is inside the checkpoint folder {folder}"
+            raise CheckpointError(f"{what} {out} {where}: what is written there is "
+                                  "deleted with it when the run prunes old checkpoints (and could overwrite its "
+                                  "files); write it somewhere else")
+
+
 def checkpoint_step(path: Path) -> int:
     """The step of a ``step_NNNNNNN`` folder; -1 for any other name."""
     match = STEP_NAME.fullmatch(Path(path).name)
@@ -169,13 +190,24 @@ def manifest_problem(folder: Path) -> str | None:
     """Why ``folder``'s files disagree with its manifest (a missing file, another size or sha256), or None
     (also for a folder without a manifest: checkpoints written before manifests existed)."""
     path = Path(folder) / MANIFEST_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
+    if not path.is_file():  # a FIFO would block the read forever, a folder cannot be read
+        return f"{MANIFEST_FILE} is not a regular file"
     try:
         files = json.loads(path.read_text())["files"]
         entries = [(name, int(entry["bytes"]), str(entry["sha256"])) for name, entry in files.items()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return f"{MANIFEST_FILE} cannot be read ({type(exc).__name__}: {first_line(exc)})"
+    # kinema writes only the plain names of the folder's own files: "../x" or "/etc/x" would check (and
+    # vouch for) a file outside the folder
+    outside = [name for name, _, _ in entries if name in ("", ".", "..") or Path(name).name != name]
+    if outside:
+        return f"{MANIFEST_FILE} names {outside[0]!r}, which is not a file of this folder"
+    # a manifest that leaves out a file kinema reads would vouch for the folder without checking it
+    unlisted = [name for name in VOUCHED_FILES if name not in files and (Path(folder) / name).exists()]
+    if unlisted:
+        return f"{MANIFEST_FILE} does not list {unlisted[0]}, so that file is unchecked"
     for name, size, sha in entries:
         file = Path(folder) / name
         try:
@@ -218,11 +250,12 @@ def _safetensors_problem(path: Path) -> tuple[str | None, dict]:
 # Checks a checkpoint's weights against the model its config.json describes. Building that model needs
 # the registry, which sits above this module (it imports runs): the registry installs the check when it
 # is imported (:func:`kinema.registry.weights_match_config`), so this module never imports it.
-_model_check: Callable[[Path, dict], str | None] | None = None
+_model_check: Callable[[Path, dict, dict | None], str | None] | None = None
 
 
-def set_model_check(check: Callable[[Path, dict], str | None]) -> None:
-    """``check(ckpt, tensors)`` -> problem or None; ``tensors`` is the parsed safetensors header."""
+def set_model_check(check: Callable[[Path, dict, dict | None], str | None]) -> None:
+    """``check(ckpt, tensors, ema)`` -> problem or None; ``tensors`` and ``ema`` (None without EMA weights) are the
+    parsed safetensors headers."""
     global _model_check
     _model_check = check
 
@@ -259,12 +292,13 @@ def checkpoint_problem(ckpt: Path, trainer_state: bool = True, model_name: str |
     problem, tensors = _safetensors_problem(ckpt / "model.safetensors")
     if problem:
         return problem
-    if _model_check is not None:
-        problem = _model_check(ckpt, tensors)
+    ema = None
+    if (ckpt / "ema.safetensors").is_file():
+        problem, ema = _safetensors_problem(ckpt / "ema.safetensors")
         if problem:
             return problem
-    if (ckpt / "ema.safetensors").is_file():
-        problem, _ = _safetensors_problem(ckpt / "ema.safetensors")
+    if _model_check is not None:
+        problem = _model_check(ckpt, tensors, ema)
         if problem:
             return problem
     if trainer_state:
@@ -312,6 +346,8 @@ def run_model_name(run_dir: Path) -> str | None:
     then every checkpoint's own config is taken at its word)."""
     import tomllib
 
+    if not (Path(run_dir) / "config.toml").is_file():  # absent, or a FIFO (reading it would block forever)
+        return None
     try:
         with open(Path(run_dir) / "config.toml", "rb") as f:
             model = tomllib.load(f).get("model", {})

@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
+from glob import escape as glob_escape
 from pathlib import Path
 
 from kinema.config import RunConfig
@@ -31,12 +33,15 @@ from kinema.registry import load_model, sampler_for
 from kinema.runs import (
     COMMANDS_FILE,
     EXPORT_FILE,
+    MANIFEST_FILE,
     checkpoint_step,
     is_weights_only,
+    refuse_inside_weights,
     resolve_checkpoint,
     write_manifest,
 )
-from kinema.system import file_mode
+from kinema.system import file_mode, filesystem_of, format_bytes
+from kinema.training.checkpoint import is_disk_full
 from kinema.version import __version__
 
 CARD_FILE = "README.md"
@@ -52,10 +57,10 @@ def _records(run: Path | None, name: str) -> list[dict]:
     if run is None or not (run / name).is_file():
         return []
     records = []
-    for line in (run / name).read_text().splitlines():
+    for line in (run / name).read_bytes().splitlines():  # bytes: one undecodable line must not stop an export
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
             continue
         if isinstance(record, dict):
             records.append(record)
@@ -67,7 +72,8 @@ def _evaluation_rows(run: Path | None, step: int) -> list[str]:
     rows = []
     for record in _records(run, "metrics.jsonl"):
         results = record.get("eval")
-        if not isinstance(results, dict) or not isinstance(record.get("step"), int) or record["step"] > step:
+        logged = record.get("step")
+        if not isinstance(results, dict) or type(logged) is not int or logged > step:  # bool is an int too
             continue
         where = "kinema evaluate" if "checkpoint" in record else "during training"
         for protocol, result in results.items():
@@ -107,6 +113,8 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
           samples: str) -> str:
     model, data, train = config.model, config.data, config.train
     commands = [r["command"] for r in _records(run, COMMANDS_FILE) if isinstance(r.get("command"), str)]
+    # a fence longer than any run of backticks in the commands: a quoted ``` cannot end the block early
+    fence = "`" * max([3, *(len(m) + 1 for c in commands for m in re.findall("`+", c))]) + "sh"
     data_text = (f"synthetic `{data.family}` ({data.num_clips:,} clips)" if data.source == "synthetic"
                  else f"`{data.source}` at `{data.path}`")
     evaluation = _evaluation_rows(run, step)
@@ -125,7 +133,7 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
         f"| batch, lr, optimiser | {train.batch_size}, {train.lr:g}, {train.optimizer} |",
         "", "## Samples", "", *([f"![samples]({SAMPLE_GRID}.gif)", "", samples] if samples else ["(none)"]), "",
         "## Trained with", "",
-        "```sh", *(commands or ["(no command record in the run folder)"]), "```", "",
+        fence, *(commands or ["(no command record in the run folder)"]), fence, "",
         "## Evaluation", "",
     ]
     if evaluation:
@@ -152,39 +160,97 @@ def export(source: str | Path, out: str | Path, raw: bool = False, num_samples: 
     earlier export (replaced); it is written beside itself and renamed into place."""
     from safetensors.torch import save_file
 
+    out = Path(out)
+    # before any work: a folder inside a checkpoint is deleted with it when the run prunes it
+    refuse_inside_weights(out, "export folder", include_self=False)
+    _check_replaceable(out)
     ckpt = resolve_checkpoint(source)
     has_ema = (ckpt / "ema.safetensors").is_file()
     model, config, ckpt = load_model(ckpt, device="cpu", ema=not raw)
     weights = ("as trained (raw)" if raw or not has_ema else
                f"EMA of `{config.train.ema_decay}` decay over the raw weights")
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and (out / EXPORT_FILE).is_file()):
-        raise CheckpointError(f"{out} exists and is not a kinema export; give a new folder")
+    kind = "raw" if raw or not has_ema else "ema"
+    origin = _export_record(ckpt)
+    if origin is not None:  # re-exporting an export: its weights and step are those of the export's own source
+        kind = origin.get("weights") if origin.get("weights") in ("raw", "ema") else kind
+        weights = f"those of the export `{ckpt}` ({kind})"
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         step = checkpoint_step(ckpt)
+        if origin is not None and type(origin.get("step")) is int:
+            step = origin["step"]
         (tmp / "config.json").write_text(config.to_json())
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors", metadata={"step": str(step), "model": config.model.name})
         os.chmod(tmp / "model.safetensors", file_mode())  # safetensors writes 0600 whatever the umask
         samples = _write_samples(model, ckpt, tmp, num_samples, fps or config.train.fps, progress)
         record = {"kinema_version": __version__, "source": str(ckpt.resolve()), "step": step,
-                  "model": config.model.name, "weights": "raw" if raw or not has_ema else "ema",
+                  "model": config.model.name, "weights": kind,
                   "exported": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+        if origin is not None:
+            record["exported_from"] = origin
         (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2))
         (tmp / CARD_FILE).write_text(_card(config, ckpt, step, weights, model.parameter_counts(), _run_folder(ckpt),
                                            samples))
         write_manifest(tmp)
         if out.exists():
+            _check_replaceable(out)  # again: something may have been added while the samples were drawn
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            earlier = " and the earlier export there is intact" if out.exists() else ""
+            raise CheckpointError(f"disk full: writing the export {out} on {filesystem_of(out.parent)}: the partial "
+                                  f"copy was removed{earlier}. Free some space (the weights alone take "
+                                  f"{format_bytes(_state_size(model))}) or export elsewhere") from None
         raise
     return out
+
+
+def _state_size(model) -> int:
+    return sum(v.numel() * v.element_size() for v in model.state_dict().values())
+
+
+def _export_record(folder: Path) -> dict | None:
+    """``export.json`` of an export folder (None for a checkpoint or one that cannot be read)."""
+    try:
+        record = json.loads((folder / EXPORT_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _check_replaceable(out: Path) -> None:
+    """``out`` may be written: new, or an earlier export holding nothing but its own files. Replacing it deletes
+    the folder, so a folder with anything else in it (notes, a run trained into it) is refused, never emptied."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir() or not (out / EXPORT_FILE).is_file():
+        raise CheckpointError(f"{out} exists and is not a kinema export; give a new folder")
+    try:
+        listed = set(json.loads((out / MANIFEST_FILE).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        listed = None
+    extra = sorted(p.name for p in out.iterdir() if listed is None or p.name not in listed | {MANIFEST_FILE})
+    if extra:
+        raise CheckpointError(f"{out} is a kinema export that also holds {', '.join(extra[:3])}"
+                              f"{' ...' if len(extra) > 3 else ''}, which replacing it would delete; move "
+                              "them out or give a new folder")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.tmp-NAME-PID`` folders beside ``out`` left by an export that was killed (its process is gone)."""
+    from kinema.runlock import _pid_alive
+
+    for tmp in out.parent.glob(f".tmp-{glob_escape(out.name)}-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)) and tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _hub_snapshot(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path:

@@ -127,3 +127,76 @@ def test_a_folder_given_as_i3d_weights_is_named_as_a_folder(tmp_path, capsys):
     with pytest.raises(WeightsError, match=r"weights is a folder; pass the converted .safetensors file itself "
                                            r"\(it holds i3d.safetensors\)"):
         load_i3d(tmp_path / "weights")
+
+
+# --------------------------------------------------------------------------- second adversarial round
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "run", "--port", "-1"], "--port must be in 0..65535"),  # was an OverflowError traceback
+    (["demo", "run", "--port", "70000"], "--port must be in 0..65535"),
+    (["sample", "--checkpoint", "run", "--out", ""], "--out is empty; give a path"),  # "" was the current folder
+    (["export", "run", ""], "OUT is empty; give a path"),
+    (["info", " "], "PATH is empty; give a path"),
+    (["train", "--config", "tganv2_tiny", "--dry-run", "--set", "train.steps=3\ntrain.lr=5"],
+     "the value spans several lines"),  # the second key was dropped without a word
+])
+def test_bad_command_lines_are_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_config_files_odd_but_common(tmp_path, capsys):
+    """A byte-order mark (Windows editors) is read as TOML; a base config with a non-table section was an
+    AttributeError traceback; `extends = ""` pointed at the current folder."""
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbfextends = \"tganv2_tiny\"\n")
+    assert main(["train", "--config", str(tmp_path / "bom.toml"), "--dry-run"]) == 0
+    (tmp_path / "base.toml").write_text("model = 3\n")
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[model]\nname = "tganv2"\n')
+    assert main(["train", "--config", str(tmp_path / "child.toml"), "--dry-run"]) == 2
+    assert "top-level key 'model' is the value 3, not a [section]" in capsys.readouterr().err
+    (tmp_path / "empty.toml").write_text('extends = ""\n')
+    assert main(["train", "--config", str(tmp_path / "empty.toml"), "--dry-run"]) == 2
+    assert "extends must be a config name or path (a non-empty string)" in capsys.readouterr().err
+
+
+def test_numpy_integers_are_integers_and_a_path_is_not_a_model(tmp_path):
+    np = pytest.importorskip("numpy")
+    import torch
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tganv2_tiny", "--out", str(run), "--steps", "1", "--no-progress",
+                 "--set", "train.num_samples=1"]) == 0
+    model, _ = kinema.load(run)
+    assert torch.equal(api.generate(model, num=np.int64(1), seed=np.int32(3)), api.generate(model, num=1, seed=3))
+    with pytest.raises(ValueError, match="seed must be in"):
+        api.generate(model, num=1, seed=np.int64(-1))
+    with pytest.raises(TypeError, match=r"expected a kinema model .*got str \(a path: load it first"):
+        api.generate(str(run), num=1)  # was an AttributeError deep inside
+    with pytest.raises(ValueError, match="load\\(\\): path is an empty string"):
+        kinema.load("")
+    from kinema.demo import DemoApp
+    from kinema.errors import SamplingError
+
+    with pytest.raises(SamplingError, match="--num 10000000000000: the videos are held in memory"):
+        DemoApp(run, num=10**13)  # was accepted, and the first Generate ran the server out of memory
+    import http.client
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from kinema.demo import make_handler
+
+    app = DemoApp(run, num=1)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(app))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for length in ("abc", "-5"):  # a traceback in the server thread / a read that waits for the client
+            client = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=20)
+            client.putrequest("POST", "/generate")
+            client.putheader("Content-Length", length)
+            client.endheaders()
+            reply = client.getresponse()
+            assert reply.status == 400 and b"Content-Length must be a whole number" in reply.read()
+    finally:
+        server.shutdown()
+        app.close()

@@ -149,3 +149,79 @@ def test_bad_exports_end_in_one_line(run, exported, tmp_path, capsys):
     shutil.copyfile(run / "checkpoints" / "step_0000004" / "trainer_state.pt", foreign / "model.safetensors")
     with pytest.raises(CheckpointError, match="model.safetensors has .* bytes, manifest.json says"):
         kinema.load(foreign)
+
+
+def test_an_export_with_other_files_in_it_is_never_emptied(run, exported, tmp_path, capsys):
+    """Replacing an export deleted the whole folder: a user's notes in it, or a run trained into it, went too."""
+    target = tmp_path / "mine"
+    shutil.copytree(exported, target)
+    (target / "NOTES.txt").write_text("mine")
+    assert main(["export", str(run), str(target), "--num-samples", "1", "--no-progress"]) == 2
+    assert "also holds NOTES.txt, which replacing it would delete" in capsys.readouterr().err
+    assert (target / "NOTES.txt").read_text() == "mine"
+    assert main(["export", str(run), str(run / "checkpoints" / "step_0000004" / "exp"), "--num-samples", "1"]) == 2
+    assert "is inside the checkpoint folder" in capsys.readouterr().err  # pruning the checkpoint would delete it
+
+
+def test_a_re_export_keeps_the_step_and_weights_of_its_source(exported, tmp_path):
+    """Exporting an export recorded step -1 and "raw" weights although they were the EMA's at step 4."""
+    again = tmp_path / "again"
+    assert main(["export", str(exported), str(again), "--num-samples", "1", "--no-progress"]) == 0
+    record = json.loads((again / "export.json").read_text())
+    assert (record["step"], record["weights"]) == (4, "ema")
+    assert record["exported_from"]["source"].endswith("step_0000004")
+    assert "| step | 4 of 4 |" in (again / "README.md").read_text()
+
+
+def test_a_full_disk_or_a_sigterm_during_export_keeps_the_earlier_export(run, exported, tmp_path, monkeypatch, capsys):
+    """A full disk was a SafetensorError traceback; SIGTERM killed the process and left the partial folder."""
+    import safetensors.torch
+
+    target = tmp_path / "target"
+    shutil.copytree(exported, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def full(*args, **kwargs):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    assert main(["export", str(run), str(target), "--num-samples", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "disk full: writing the export" in err and "the earlier export there is intact" in err
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_card_and_records_survive_odd_logs(run, tmp_path):
+    """A commands.jsonl line that is not UTF-8 stopped the export; a ``` in a command ended the card's block."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with open(copy / "commands.jsonl", "ab") as f:
+        f.write(b"\xff\xfe\n" + json.dumps({"command": "kinema train --set 'x=```'"}).encode() + b"\n")
+    assert main(["export", str(copy), str(tmp_path / "e"), "--num-samples", "1", "--no-progress"]) == 0
+    card = (tmp_path / "e" / "README.md").read_text()
+    assert "````sh\n" in card and "kinema train --set 'x=```'" in card
+
+
+def test_sigterm_during_export_leaves_nothing_half_written(run, exported, tmp_path):
+    """SIGTERM killed the process and left the partial .tmp- folder (a whole model) behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "target"
+    shutil.copytree(exported, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(kinema.__file__).parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "kinema", "--threads", "1", "export", str(run), str(target),
+                             "--num-samples", "4000", "--no-progress"], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".tmp-target-*")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "kinema export: stopped by SIGTERM" in err
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before

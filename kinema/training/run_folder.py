@@ -59,6 +59,15 @@ class ResumePoint:
 
 
 def prepare_out_dir(out: Path) -> None:
+    from kinema.runs import is_weights_folder, refuse_inside_weights
+
+    if is_weights_folder(out):  # an export or a checkpoint: a run's files would mix with (and break) it
+        raise TrainingError(f"--out {out} is a checkpoint or export folder (config.json, model.safetensors), not a "
+                            f"run folder; give a new --out (to fine-tune from it: --init-from {out})")
+    try:
+        refuse_inside_weights(out, "--out")
+    except CheckpointError as exc:
+        raise TrainingError(str(exc)) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -91,8 +100,11 @@ class RunFolder:
             for line in recover_interrupted_writes(self.path):  # under the lock: no other writer
                 self._warn(f"{self.path}/checkpoints: {line}")
         barrier()
+        given = config
         point, config = ResumePoint.find(self.path, resume, config, overrides, warn=self._warn if self.is_main else None)
         if point is not None:
+            if self.is_main and given is None:
+                self._warn_edited_config(point, overrides)
             if self.is_main:
                 # Newer checkpoints were skipped as unusable: renamed, never deleted, so that reaching their step
                 # again cannot overwrite weights that may be intact (an unreadable file, an edited config.json).
@@ -106,6 +118,29 @@ class RunFolder:
         if config is None:
             raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given")
         return config, None
+
+    def _warn_edited_config(self, point: ResumePoint, overrides: Sequence[str]) -> None:
+        """A resume without --config trains with the checkpoint's config (plus --set) and rewrites ``config.toml``:
+        values edited into that file would be dropped without a word, so each one is named (keys this command
+        sets with --set are its own business)."""
+        from kinema.config import diff_configs, parse_override
+
+        path = self.path / "config.toml"
+        if not path.is_file():
+            return
+        try:
+            edited = load_config(path)
+        except Exception as exc:  # ConfigError, or a model section that no longer builds a config
+            self._warn(f"{path} cannot be read ({type(exc).__name__}); the run continues with the config of "
+                       f"{point.checkpoint.name} and rewrites the file")
+            return
+        given = {f"{section}.{key}:" for section, key, _ in map(parse_override, overrides)}
+        lines = [line for line in diff_configs(edited, point.config) if line.split(" ", 1)[0] not in given]
+        if lines:
+            shown = "; ".join(line.replace(" -> ", " in config.toml, ") + " in the checkpoint" for line in lines[:4])
+            self._warn(f"{path} differs from the config this resume trains with ({shown}{' ...' if len(lines) > 4 else ''}); "
+                       f"a resume takes {point.checkpoint.name}'s config plus --set and rewrites config.toml: pass "
+                       "--set SECTION.KEY=VALUE for a change you meant (keys a run cannot change are refused)")
 
     def beat(self) -> None:
         """The lock's heartbeat (rank 0; called once per step)."""

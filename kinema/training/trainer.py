@@ -17,6 +17,7 @@ the memory a run needs at the least (:mod:`~kinema.training.memory`).
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -364,7 +365,11 @@ class Trainer:
             expected[2] = self.config.data.sparse_frames
         rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
         if info.is_main:  # the config this run trains with, as it is once set up
-            (self.run.path / "config.toml").write_text(self.config.to_toml())
+            # beside it, then renamed: a kill never leaves half a file, and a config.toml that is a link to
+            # someone's own config file is replaced, never written through
+            tmp = self.run.path / ".config.toml.tmp"
+            tmp.write_text(self.config.to_toml())
+            os.replace(tmp, self.run.path / "config.toml")
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         if self.step == 0:

@@ -199,3 +199,123 @@ def test_a_signal_before_the_first_step_says_to_rerun_without_resume(tmp_path):
         t.fit()
     assert "no step was trained, nothing was saved: run the same command again (without --resume)" in str(info.value)
     assert "continue with --resume" not in str(info.value) and not list_checkpoints(tmp_path / "run")
+
+
+# --------------------------------------------------------------------------- second adversarial round
+# (benchmarks/results/adversarial_round2.md lists every case; these are the ones that found a fault)
+
+
+def _edit_manifest(ckpt: Path, edit) -> None:
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    edit(manifest["files"])
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda files: files.update({"../../config.toml": {"sha256": "0" * 64, "bytes": 1}}),
+     "names '../../config.toml', which is not a file of this folder"),
+    (lambda files: files.update({"/etc/hostname": {"sha256": "0" * 64, "bytes": 1}}),
+     "names '/etc/hostname', which is not a file of this folder"),
+    (lambda files: files.pop("model.safetensors"), "does not list model.safetensors, so that file is unchecked"),
+    (lambda files: files.clear(), "does not list config.json"),
+])
+def test_a_manifest_vouches_only_for_its_own_folder_and_all_of_it(ten_steps, capsys, edit, reason):
+    """A manifest naming files outside the folder, or leaving the weights out, used to pass -- with the weights
+    then corrupted nothing noticed (silently wrong samples)."""
+    ckpt = ten_steps / "checkpoints" / "step_0000010"
+    _edit_manifest(ckpt, edit)
+    with open(ckpt / "model.safetensors", "r+b") as f:  # same length, other bytes: only the sha256 can tell
+        f.seek(-64, os.SEEK_END)
+        f.write(bytes(64))
+    assert api.info(ten_steps).splitlines()[1].endswith("step_0000005")
+    assert f"skipping checkpoint {ckpt}: manifest.json {reason}" in capsys.readouterr().err
+
+
+def test_a_manifest_that_is_a_fifo_is_skipped_not_read_forever(ten_steps, capsys):
+    ckpt = ten_steps / "checkpoints" / "step_0000010"
+    (ckpt / "manifest.json").unlink()
+    os.mkfifo(ckpt / "manifest.json")
+    assert api.info(ten_steps).splitlines()[1].endswith("step_0000005")
+    assert "manifest.json is not a regular file" in capsys.readouterr().err
+
+
+def test_ema_weights_of_another_model_are_refused_not_dropped(ten_steps, capsys):
+    """ema.safetensors whose names are not the model's: loading used to drop them (strict=False) and serve the raw
+    weights as the EMA's; a resume crashed with a RuntimeError traceback."""
+    from safetensors.torch import save_file
+
+    from kinema.runs import write_manifest
+
+    run(ten_steps.parent / "ema", 5, ema_decay=0.9)
+    ckpt = ten_steps.parent / "ema" / "checkpoints" / "step_0000005"
+    ema = load_file(ckpt / "ema.safetensors")
+    save_file({"other." + k: v for k, v in ema.items()}, ckpt / "ema.safetensors")
+    write_manifest(ckpt)  # a consistent folder: only the model check can tell
+    with pytest.raises(CheckpointError, match="ema.safetensors of .* holds .* tensors the model in its config.json lacks"):
+        api.load(ckpt)
+    assert api.load(ckpt, ema=False)  # the raw weights stay usable
+    assert main(["train", "--out", str(ten_steps.parent / "ema"), "--resume", "--steps", "6"]) == 2
+    assert "ema.safetensors does not match the model in config.json" in capsys.readouterr().err
+
+
+def test_a_lock_that_is_a_link_or_a_fifo_is_refused_and_its_target_kept(ten_steps, tmp_path, capsys):
+    """OUT/.lock as a link to someone's file: the lock record overwrote that file and the release deleted the link."""
+    precious = tmp_path / "precious.txt"
+    precious.write_text("mine")
+    (ten_steps / LOCK_NAME).symlink_to(precious)
+    assert main(["train", "--out", str(ten_steps), "--resume", "--steps", "11"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err and precious.read_text() == "mine"
+    (ten_steps / LOCK_NAME).unlink()
+    os.mkfifo(ten_steps / LOCK_NAME)
+    assert main(["train", "--out", str(ten_steps), "--resume", "--steps", "11"]) == 2
+    assert f"{ten_steps / LOCK_NAME} is not a regular file" in capsys.readouterr().err
+
+
+def test_config_toml_is_replaced_not_written_through_and_an_edit_is_named(ten_steps, tmp_path, capsys):
+    """A config.toml linked to the user's own file had that file overwritten; a value edited into config.toml was
+    dropped by the resume (it takes the checkpoint's config) without a word; a config.toml that is a FIFO hung."""
+    mine = tmp_path / "mine.toml"
+    mine.write_text((ten_steps / "config.toml").read_text().replace("lr = 0.0001", "lr = 0.5") + "# my notes\n")
+    (ten_steps / "config.toml").unlink()
+    (ten_steps / "config.toml").symlink_to(mine)
+    assert main(["train", "--out", str(ten_steps), "--resume", "--steps", "11", "--set", "train.lr_schedule=constant"]) == 0
+    err = capsys.readouterr().err
+    assert "config.toml differs from the config this resume trains with (train.lr: 0.5 in config.toml" in err
+    assert mine.read_text().endswith("# my notes\n") and not (ten_steps / "config.toml").is_symlink()
+    (ten_steps / "config.toml").unlink()
+    os.mkfifo(ten_steps / "config.toml")
+    assert main(["train", "--out", str(ten_steps), "--resume", "--steps", "12", "--set", "train.lr_schedule=constant"]) == 0
+
+
+def test_a_metrics_line_that_is_not_utf8_does_not_stop_a_resume(ten_steps):
+    with open(ten_steps / "metrics.jsonl", "ab") as f:
+        f.write(b"\xff\xfe not text\n")
+    assert main(["train", "--out", str(ten_steps), "--resume", "--steps", "11", "--set", "train.lr_schedule=constant"]) == 0
+    assert b"\xff" not in (ten_steps / "metrics.jsonl").read_bytes()
+
+
+def test_outputs_inside_a_checkpoint_folder_are_refused(ten_steps, tmp_path, capsys):
+    """evaluate --out model.safetensors appended JSON to the weights; files written inside a checkpoint folder were
+    deleted when the run pruned it; a run trained into an export mixed with it."""
+    ckpt = ten_steps / "checkpoints" / "step_0000010"
+    before = (ckpt / "model.safetensors").read_bytes()
+    assert main(["evaluate", "--checkpoint", str(ten_steps), "--metrics", "motion256", "--num", "2", "--cache", "none",
+                 "--out", str(ckpt / "model.safetensors")]) == 2
+    assert "is inside the checkpoint folder" in capsys.readouterr().err
+    assert (ckpt / "model.safetensors").read_bytes() == before
+    (tmp_path / "notes.toml").write_text("title = 'mine'\n")
+    assert main(["evaluate", "--checkpoint", str(ten_steps), "--metrics", "motion256", "--num", "2", "--cache", "none",
+                 "--out", str(tmp_path / "notes.toml")]) == 2
+    assert "is not a JSON-lines file of records" in capsys.readouterr().err
+    assert main(["sample", "--checkpoint", str(ten_steps), "--num", "1", "--out", str(ckpt / "s.gif")]) == 2
+    assert main(["train", "--config", "tganv2_tiny", "--out", str(ckpt), "--steps", "1"]) == 2
+    assert "is a checkpoint or export folder" in capsys.readouterr().err
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "manifest.json", "model.safetensors",
+                                                       "trainer_state.pt"]
+
+
+def test_evaluate_out_at_the_run_metrics_records_once(ten_steps):
+    assert main(["evaluate", "--checkpoint", str(ten_steps), "--metrics", "motion256", "--num", "2", "--cache", "none",
+                 "--out", str(ten_steps / "metrics.jsonl")]) == 0
+    records = [json.loads(line) for line in (ten_steps / "metrics.jsonl").read_text().splitlines()]
+    assert sum("checkpoint" in r for r in records) == 1
