@@ -343,8 +343,6 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             return f"--{name.replace('_', '-')} must be > 0, got {value}"
-    if command == "demo" and not 0 <= args.port <= 65535:
-        return f"--port must be in [0, 65535] (0 picks a free one), got {args.port}"
     if command == "evaluate":
         if args.workers < 0:
             return f"--workers must be >= 0 (0 decodes in this process), got {args.workers}"

@@ -177,6 +177,8 @@ def build_objective(model: VideoModel, config: Any):
 
 
 def sampler_for(model: VideoModel) -> Sampler:
+    from kinema.models.base import VideoModel  # here: importing the registry loads no torch (start-up time)
+
     if not isinstance(model, VideoModel):  # a path or None where the loaded model belongs
         hint = " (a path: load it first, model, config = kinema.load(path))" if isinstance(model, (str, Path)) else ""
         raise TypeError(f"expected a kinema model (from kinema.load or kinema.from_pretrained), got "
