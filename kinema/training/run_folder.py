@@ -10,6 +10,7 @@ the checkpoint to resume from.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,16 @@ class RunFolder:
         """The lock's heartbeat (rank 0; called once per step)."""
         if self._lock is not None:
             self._lock.beat()
+
+    def write_config(self, config: RunConfig) -> None:
+        """Rank 0: ``config.toml``, the config the run trains with. Written beside and renamed: a kill never leaves
+        half a file, and a ``config.toml`` that is a link to someone's own config file is replaced, never written
+        through."""
+        if not self.is_main:
+            return
+        tmp = self.path / ".config.toml.tmp"
+        tmp.write_text(config.to_toml())
+        os.replace(tmp, self.path / "config.toml")
 
     def check_lock(self) -> None:
         """Rank 0: the lock is still this run's (:meth:`kinema.runlock.RunLock.check`); called before each

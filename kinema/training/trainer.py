@@ -17,7 +17,6 @@ the memory a run needs at the least (:mod:`~kinema.training.memory`).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import warnings
@@ -364,12 +363,7 @@ class Trainer:
         if self.config.data.sparse_frames:  # a few frames per clip at random gaps (kinema.data.sparse_frames)
             expected[2] = self.config.data.sparse_frames
         rows = distributed.rank_rows(train.batch_size, info, train.accumulate)
-        if info.is_main:  # the config this run trains with, as it is once set up
-            # beside it, then renamed: a kill never leaves half a file, and a config.toml that is a link to
-            # someone's own config file is replaced, never written through
-            tmp = self.run.path / ".config.toml.tmp"
-            tmp.write_text(self.config.to_toml())
-            os.replace(tmp, self.run.path / "config.toml")
+        self.run.write_config(self.config)  # the config this run trains with, as it is once set up
         bar = tqdm(total=train.steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress, dynamic_ncols=True)
         if self.step == 0:
