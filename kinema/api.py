@@ -55,20 +55,34 @@ def describe(config: RunConfig) -> str:
     return "\n".join(lines + [f"# {memory}"])
 
 
+def _requested_config(config_path: str | Path | None, overrides: list[str], steps: int | None,
+                      resume: bool | str) -> tuple[RunConfig | None, list[str]]:
+    """The config a ``kinema train`` asks for and its overrides (``--steps`` folded in). None: the run's own
+    checkpoint config, taken where the run resolves its resume point (once, under its lock). Fine-tuning
+    without a file starts from the source checkpoint's config."""
+    overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
+    fine_tune = _init_from(overrides)
+    if config_path is None and not resume and fine_tune is None:
+        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given or "
+                            "train.init_from names a checkpoint whose config to start from")
+    if config_path is None and not resume:
+        return load_config(None, overrides, **load_model_config(fine_tune).to_dict()), overrides
+    return (load_config(config_path, overrides) if config_path is not None else None), overrides
+
+
 @checked
 def train(
     config_path: str | Path | None,
-    out: str | Path | None,
+    out: str | Path,
     overrides: list[str] = (),
     steps: int | None = None,
     resume: bool | Literal["auto"] = False,
     device: str = "auto",
-    dry_run: bool = False,
     progress: bool = True,
     dist_backend: str = "auto",
     command: str | None = None,
-) -> Path | str:
-    """Train (or with ``dry_run`` only describe) a run; returns the final checkpoint directory.
+) -> Path:
+    """Train a run; returns the final checkpoint directory (:func:`plan` describes one without training).
 
     ``resume``: True continues the run in ``out`` (error if it has no checkpoint); ``"auto"``
     continues it when it has one and starts it otherwise -- what the restarted workers of
@@ -78,24 +92,27 @@ def train(
     """
     from kinema.training import distributed
 
-    overrides = list(overrides) + ([f"train.steps={steps}"] if steps is not None else [])
-    fine_tune = _init_from(overrides)
-    if config_path is None and not resume and fine_tune is None:
-        raise TrainingError("--config is required (a TOML file, see configs/) unless --resume is given or "
-                            "train.init_from names a checkpoint whose config to start from")
-    # Without a file, the run's checkpoint config (plus overrides) is taken where the run resolves its resume
-    # point: once, under its lock. Fine-tuning without a file starts from the source checkpoint's config.
-    if config_path is None and not resume:
-        config = load_config(None, overrides, **load_model_config(fine_tune).to_dict())
-    else:
-        config = load_config(config_path, overrides) if config_path is not None else None
-    if not dry_run:
-        try:
-            trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
-                              overrides=overrides if config is None else (), command=command)
-            return trainer.fit()
-        finally:
-            distributed.teardown()
+    config, overrides = _requested_config(config_path, overrides, steps, resume)
+    try:
+        trainer = Trainer(config, out, device=device, resume=resume, progress=progress, dist_backend=dist_backend,
+                          overrides=overrides if config is None else (), command=command)
+        return trainer.fit()
+    finally:
+        distributed.teardown()
+
+
+@checked
+def plan(
+    config_path: str | Path | None,
+    out: str | Path | None = None,
+    overrides: list[str] = (),
+    steps: int | None = None,
+    resume: bool | Literal["auto"] = False,
+) -> str:
+    """What ``kinema train --dry-run`` prints: the resolved config, the parameter counts and the memory the run
+    needs at the least, without training (a run that cannot fit is refused here too). Resuming without a file,
+    the checkpoint's config in ``out`` is read, not locked."""
+    config, overrides = _requested_config(config_path, overrides, steps, resume)
     return describe(config if config is not None else resolve_run_config(None, out, overrides, resume))
 
 
@@ -474,4 +491,4 @@ def info(path: str | Path) -> str:
 
 
 __all__ = ["CheckpointError", "convert", "describe", "evaluate", "export", "from_pretrained", "generate", "info", "load",
-           "prepare", "sample", "sample_options", "train"]
+           "plan", "prepare", "sample", "sample_options", "train"]

@@ -423,10 +423,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             resume = "auto" if args.auto_resume else args.resume
             overrides = args.overrides + ([f"train.init_from={json.dumps(args.init_from)}"] if args.init_from else [])
-            result = api.train(args.config, args.out, overrides, steps=args.steps, resume=resume,
-                               device=args.device, dry_run=args.dry_run, progress=not args.no_progress,
-                               dist_backend=args.dist_backend,
-                               command=shlex.join(["kinema", *(sys.argv[1:] if argv is None else argv)]))
+            if args.dry_run:
+                result = api.plan(args.config, args.out, overrides, steps=args.steps, resume=resume)
+            else:
+                result = api.train(args.config, args.out, overrides, steps=args.steps, resume=resume,
+                                   device=args.device, progress=not args.no_progress, dist_backend=args.dist_backend,
+                                   command=shlex.join(["kinema", *(sys.argv[1:] if argv is None else argv)]))
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 print(result if args.dry_run else f"done: final checkpoint {result}; samples in {args.out}/samples")
         elif args.command == "sample":

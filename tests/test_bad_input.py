@@ -53,8 +53,10 @@ def test_the_documented_values_still_pass(tmp_path, resume):
     import torch
 
     with pytest.raises(Exception) as info:  # past the checks: the config file does not exist
+        api.plan(str(tmp_path / "missing.toml"), tmp_path / "out", overrides=("train.steps=1",), resume=resume)
+    with pytest.raises(Exception) as info:
         api.train(str(tmp_path / "missing.toml"), tmp_path / "out", overrides=("train.steps=1",), resume=resume,
-                  device=torch.device("cpu"), dry_run=True)
+                  device=torch.device("cpu"))
     assert not isinstance(info.value, TypeError) and "missing.toml" in str(info.value)
 
 
