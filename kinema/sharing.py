@@ -110,7 +110,7 @@ def _write_samples(model, ckpt: Path, folder: Path, num: int, fps: float, progre
 
 
 def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[str, int], run: Path | None,
-          samples: str) -> str:
+          samples: str, video_shape: tuple[int, ...]) -> str:
     model, data, train = config.model, config.data, config.train
     commands = [r["command"] for r in _records(run, COMMANDS_FILE) if isinstance(r.get("command"), str)]
     # a fence longer than any run of backticks in the commands: a quoted ``` cannot end the block early
@@ -126,8 +126,7 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
         "| | |", "|---|---|",
         f"| weights | {weights} |",
         f"| step | {step:,} of {train.steps:,} |" if step >= 0 else "| step | (not a training checkpoint) |",
-        f"| video | {model.frames} frames x {model.resolution} px |"
-        if hasattr(model, "frames") and hasattr(model, "resolution") else "| video | see config |",
+        f"| video (C, T, H, W) | {' x '.join(map(str, video_shape))} |",
         "| parameters | " + ", ".join(f"{name} {count:,}" for name, count in counts.items()) + " |",
         f"| data | {data_text} |",
         f"| batch, lr, optimiser | {train.batch_size}, {train.lr:g}, {train.optimizer} |",
@@ -195,7 +194,7 @@ def export(source: str | Path, out: str | Path, raw: bool = False, num_samples: 
             record["exported_from"] = origin
         (tmp / EXPORT_FILE).write_text(json.dumps(record, indent=2))
         (tmp / CARD_FILE).write_text(_card(config, ckpt, step, weights, model.parameter_counts(), _run_folder(ckpt),
-                                           samples))
+                                           samples, tuple(model.video_shape)))
         write_manifest(tmp)
         if out.exists():
             _check_replaceable(out)  # again: something may have been added while the samples were drawn

@@ -34,7 +34,7 @@ def training_memory_floor(config: RunConfig, processes: int = 1) -> dict[str, in
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() for b in model.buffers())
     micro_batch = max(1, train.batch_size // (processes * train.accumulate))
-    video = math.prod(getattr(model, "video_shape", ()) or (0,))
+    video = math.prod(model.video_shape)  # (C, T, H, W): every VideoModel declares it
     floor = {
         "weights": FLOAT_BYTES * (params + buffers),
         "gradients": FLOAT_BYTES * trainable,
