@@ -784,7 +784,8 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
             "torch": torch.__version__, "threads": torch.get_num_threads(), "command": command}
     cache_dir, weights_sha = None, None
     if feature_fn is None:
-        from kinema.metrics.evaluate import default_cache_dir, file_sha256
+        from kinema.metrics.evaluate import default_cache_dir
+        from kinema.system import file_sha256
 
         feature_fn = i3d_feature_fn(weights, args.device)  # fails on a wrong file before training
         cache_dir = None if args.no_cache else default_cache_dir()

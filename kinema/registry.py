@@ -320,7 +320,6 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
     authors' checkpoint -> a kinema checkpoint folder ``OUT`` (config.json, model.safetensors, optional
     ema.safetensors, converted.json). The weights are loaded into the model strictly before anything is
     written, so a wrong family, version or size fails with the first differing tensor named."""
-    import hashlib
     import os
     import shutil
 
@@ -328,7 +327,7 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
 
     from kinema.foreign import ConvertOptions, Converted
     from kinema.runs import CONVERTED_FILE, write_manifest
-    from kinema.system import file_mode
+    from kinema.system import file_mode, file_sha256
 
     entry = converter_entry(kind)
     src, out = Path(src), Path(out)
@@ -355,11 +354,7 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
                                   f"shape; first: {first}). Is it a {kind} checkpoint of the size its config says?")
     objective = objective_entry(model.default_objective).config()
     config = RunConfig(model=converted.model, objective=objective, data=DataConfig(), train=TrainConfig())
-    digest = hashlib.sha256()
-    with open(src if src.is_file() else os.devnull, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    provenance = {"kind": kind, "source": str(src), "sha256": digest.hexdigest() if src.is_file() else None,
+    provenance = {"kind": kind, "source": str(src), "sha256": file_sha256(src) if src.is_file() else None,
                   **converted.provenance}
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

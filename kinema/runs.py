@@ -19,7 +19,6 @@ deleted or overwritten: it is renamed ``set-aside-step_N`` beside the others, a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from kinema.errors import CheckpointError, ConfigError, TrainingError
+from kinema.system import file_sha256
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
 # safetensors has no checksum: the manifest holds each file's sha256 (checkpoints written before it have none)
@@ -166,12 +166,6 @@ def first_line(exc: BaseException) -> str:
     return lines[0][:200] if lines else type(exc).__name__
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Path) -> Path:

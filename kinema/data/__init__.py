@@ -64,6 +64,14 @@ def _field(cfg: Any, name: str, source: str) -> Any:
     return getattr(cfg, name)
 
 
+# The sources read through VideoFolder's clip sampling: the reader and what data.path must name.
+VIDEO_STORES = {
+    "folder": (VideoFolder, "a folder of videos"),
+    "frames": (FrameFolder, "a folder of frame folders (one folder of images per video)"),
+    "hdf5": (HDF5Videos, "an HDF5 file in VideoGPT's layout (e.g. bair.hdf5)"),
+}
+
+
 def build_dataset(
     cfg: Any, *, frames: int, height: int, width: int, seed: int, train: bool = True, uint8: bool = False
 ) -> Dataset:
@@ -87,34 +95,16 @@ def build_dataset(
         return SYNTHETIC_FAMILIES[family](
             num_clips=_field(cfg, "num_clips", source), frames=frames, height=height, width=width, seed=seed
         )
-    if source == "folder":
+    if source in VIDEO_STORES:
         path = _field(cfg, "path", source)
+        store, what = VIDEO_STORES[source]
         if not path:
-            raise ValueError("data.source='folder' needs data.path set to a folder of videos, but it is empty")
-        return VideoFolder(
+            raise ValueError(f"data.source={source!r} needs data.path set to {what}, but it is empty")
+        extra = {"split": getattr(cfg, "split", "train")} if source == "hdf5" else {}
+        return store(
             path, frames, height, width,
             frame_stride=getattr(cfg, "frame_stride", 1), train=train,
-            flip=getattr(cfg, "flip", False), seed=seed,
-        )
-    if source == "frames":
-        path = _field(cfg, "path", source)
-        if not path:
-            raise ValueError("data.source='frames' needs data.path set to a folder of frame folders (one folder of "
-                             "images per video), but it is empty")
-        return FrameFolder(
-            path, frames, height, width,
-            frame_stride=getattr(cfg, "frame_stride", 1), train=train,
-            flip=getattr(cfg, "flip", False), seed=seed,
-        )
-    if source == "hdf5":
-        path = _field(cfg, "path", source)
-        if not path:
-            raise ValueError("data.source='hdf5' needs data.path set to an HDF5 file in VideoGPT's layout "
-                             "(e.g. bair.hdf5), but it is empty")
-        return HDF5Videos(
-            path, frames, height, width, split=getattr(cfg, "split", "train"),
-            frame_stride=getattr(cfg, "frame_stride", 1), train=train,
-            flip=getattr(cfg, "flip", False), seed=seed,
+            flip=getattr(cfg, "flip", False), seed=seed, **extra,
         )
     if source == "cache":
         path = _field(cfg, "path", source)

@@ -28,6 +28,7 @@ from kinema.data import build_dataset
 from kinema.data.batch import Batch
 from kinema.metrics.frechet import FeatureStats, frechet_distance_from_stats
 from kinema.metrics.protocols import Protocol, get_protocol
+from kinema.system import file_sha256
 from kinema.video import to_uint8
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # videos (N, 3, T, H, W) in [-1, 1] -> (N, D)
@@ -75,12 +76,6 @@ def resolve_protocols(metrics) -> list[Protocol]:
     return [m if isinstance(m, Protocol) else get_protocol(m) for m in metrics]
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def quantise(videos: torch.Tensor) -> np.ndarray:

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.metrics.networks.weights import WeightsError, file_sha256, load_weights, save_weights
+from kinema.metrics.networks.weights import WeightsError, load_weights, save_weights
+from kinema.system import file_sha256
 from kinema.nn.shapes import assert_shape
 
 NETWORK = "c3d"

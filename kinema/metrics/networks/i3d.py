@@ -33,13 +33,13 @@ from torch import nn
 
 from kinema.metrics.networks.weights import (
     WeightsError,
-    file_sha256,
     load_weights,
     numpy_to_torch,
     restricted_unpickle,
     save_weights,
     uint8_tensor,
 )
+from kinema.system import file_sha256
 
 NETWORK = "i3d"
 INPUT_SIZE = 224

@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kinema.metrics.networks.i3d import resize_bilinear_tf1
 from kinema.foreign import load_tensor_file
+from kinema.metrics.networks.i3d import resize_bilinear_tf1
 from kinema.metrics.networks.weights import (
     WeightsError,
     check_state_dict,
@@ -57,6 +57,7 @@ from kinema.metrics.networks.weights import (
     save_weights,
     uint8_tensor,
 )
+from kinema.system import file_sha256
 
 NETWORK = "inception"
 INPUT_SIZE = 299

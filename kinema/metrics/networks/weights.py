@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kinema.system import file_mode
+from kinema.system import file_mode, file_sha256
 
 NETWORK_KEY = "kinema_network"  # safetensors metadata: which network the file holds
 # Written by `kinema convert` beside NETWORK_KEY: the sha256 of the source file and of the converted tensors.
@@ -51,12 +51,6 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | Path, network: str, source_sha256: str | None = None) -> Path:
