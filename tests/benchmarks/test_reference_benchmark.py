@@ -206,3 +206,14 @@ def test_authors_tgan_ode_matches_kinema_parameter_counts():
     counts = build_model(load_config("tgan_ode", bench.parse_args(["--family", "tgan_ode"]).set).model
                          ).parameter_counts()
     assert params == {"G": counts["generator"], "D": counts["discriminator"]}
+
+
+def test_profile_reference_kinema_side_runs(capsys):
+    """benchmarks/profile_reference.py profiles kinema's bare step at a family's benchmark configuration
+    (VDM: one step at batch 8, ~1 s) and prints the op table and the table by input shape."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import profile_reference
+
+    profile_reference.main(["--family", "vdm", "--side", "kinema", "--steps", "1", "--rows", "5"])
+    out = capsys.readouterr().out
+    assert out.count("Self CPU time total") == 2 and "Input Shapes" in out and "convolution" in out

@@ -63,6 +63,12 @@ class VDMConfig:
     ddim_eta: float = 0.0
     variance_gamma: float = 0.1  # ancestral: log-variance interpolation (paper eq. 5)
     clip_denoised: bool = True  # clip x_hat to [-1, 1] while sampling
+    # Inside the U-Net, keep activations with the frames folded into the batch, (B*T, C, H, W): the per-frame
+    # GroupNorm then needs no transpose copies and the 1x3x3 / 1x1x1 Conv3d weights run as 2-D convolutions
+    # (the same weights, squeezed at the call). The same maths in another layout (a float64 test); only the
+    # convolution kernels' float32 rounding differs. False: (B, C, T, H, W) throughout, per-frame copies for
+    # GroupNorm and spatial attention.
+    fold_frames: bool = True
 
     @property
     def level_resolutions(self) -> list[int]:
@@ -117,6 +123,22 @@ def spatial_conv(c_in: int, c_out: int) -> nn.Conv3d:
     return nn.Conv3d(c_in, c_out, (1, 3, 3), padding=(0, 1, 1))
 
 
+def conv(layer: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A space-only Conv3d (kernel 1 x k x k) on ``(B, C, T, H, W)``, or as the same 2-D convolution on
+    frames-in-batch ``(B*T, C, H, W)`` (its weight ``(O, I, 1, k, k)`` squeezed to ``(O, I, k, k)``)."""
+    if x.dim() == 5:
+        return layer(x)
+    return F.conv2d(x, layer.weight.squeeze(2), layer.bias, layer.stride[1:], layer.padding[1:])
+
+
+def add_per_video(h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``h + e`` for ``e (B, C)`` broadcast over frames and pixels of ``h`` (5-D, or frames-in-batch 4-D)."""
+    if h.dim() == 5:
+        return h + e[:, :, None, None, None]
+    b = e.shape[0]
+    return (h.view(b, h.shape[0] // b, *h.shape[1:]) + e[:, None, :, None, None]).view(h.shape)
+
+
 def zero_init(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         nn.init.zeros_(p)
@@ -124,9 +146,12 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm over ``(C / G, H, W)`` of each frame of ``(B, C, T, H, W)`` (no statistics across frames)."""
+    """GroupNorm over ``(C / G, H, W)`` of each frame of ``(B, C, T, H, W)`` (no statistics across frames);
+    a 4-D input is already frames-in-batch ``(B*T, C, H, W)`` (``VDMConfig.fold_frames``)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return super().forward(x)
         b = x.shape[0]
         y = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
@@ -148,8 +173,12 @@ class ResBlock(nn.Module):
         self.skip = nn.Identity() if c_in == c_out else nn.Conv3d(c_in, c_out, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.in_layers(x) + self.emb(emb)[:, :, None, None, None]
-        return self.skip(x) + self.out_layers(h)
+        """``x (B, C, T, H, W)`` or frames-in-batch ``(B*T, C, H, W)``; ``emb (B, E)``."""
+        norm1, act1, conv1 = self.in_layers
+        norm2, act2, drop, conv2 = self.out_layers
+        h = add_per_video(conv(conv1, act1(norm1(x))), self.emb(emb))
+        skip = x if isinstance(self.skip, nn.Identity) else conv(self.skip, x)
+        return skip + conv(conv2, drop(act2(norm2(h))))
 
 
 class Attention(nn.Module):
@@ -178,9 +207,21 @@ class Attention(nn.Module):
             bias = bias.masked_fill(~mask.to(device), float("-inf"))
         return bias
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, video_frames: int | None = None) -> torch.Tensor:
-        b, _, t, h, _ = x.shape
-        qkv = self.qkv(self.norm(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, video_frames: int | None = None,
+                frames: int | None = None) -> torch.Tensor:
+        """``x (B, C, T, H, W)``, or frames-in-batch ``(B*T, C, H, W)`` with ``frames = T``."""
+        folded = x.dim() == 4
+        if folded:
+            t, h = frames, x.shape[-2]
+            b = x.shape[0] // t
+        else:
+            b, _, t, h, _ = x.shape
+        qkv = conv(self.qkv, self.norm(x))
+        if folded and self.axis == "space":
+            # one copy to tokens-major (a permuted view would send SDPA to its math path, not the fused kernel)
+            q, k, v = rearrange(qkv, "bt (n g d) h w -> n bt g (h w) d", n=3, g=self.heads).contiguous()
+            out = F.scaled_dot_product_attention(q, k, v)
+            return x + conv(self.proj, rearrange(out, "bt g (h w) d -> bt (g d) h w", h=h))
         if self.axis == "space":
             q, k, v = rearrange(qkv, "b (n g d) t h w -> n (b t) g (h w) d", n=3, g=self.heads)
             out = F.scaled_dot_product_attention(q, k, v)
@@ -192,13 +233,16 @@ class Attention(nn.Module):
                     f"most model.max_frames = {self.max_frames}; sample at most {self.max_frames} frames per "
                     "window (or train a model with a larger max_frames)"
                 )
-            q, k, v = rearrange(qkv, "b (n g d) t h w -> n (b h w) g t d", n=3, g=self.heads)
+            pattern = "(b t) (n g d) h w -> n (b h w) g t d" if folded else "b (n g d) t h w -> n (b h w) g t d"
+            q, k, v = rearrange(qkv, pattern, n=3, g=self.heads, t=t)
             bias = self.time_bias(t, mask, x.device).to(q.dtype)
             # softmax(q k^T / sqrt(d) + bias) v written out, as SDPA's math backend computes it: a learned bias
             # rules out the fused CPU kernel, and on these short sequences (T frames) the explicit form avoids
             # SDPA's math-path overhead (~25% less time, forward + backward, at T = 16 on one CPU thread).
             scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)) + bias
             out = torch.matmul(scores.softmax(dim=-1), v)
+            if folded:
+                return x + conv(self.proj, rearrange(out, "(b h w) g t d -> (b t) (g d) h w", b=b, h=h))
             out = rearrange(out, "(b h w) g t d -> b (g d) t h w", b=b, h=h)
         return x + self.proj(out)
 
@@ -211,7 +255,7 @@ class Downsample(nn.Module):
         self.conv = nn.Conv3d(channels, channels, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        return conv(self.conv, x)
 
 
 class Upsample(nn.Module):
@@ -222,7 +266,7 @@ class Upsample(nn.Module):
         self.conv = spatial_conv(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest"))
+        return conv(self.conv, F.interpolate(x, scale_factor=(1, 2, 2) if x.dim() == 5 else 2, mode="nearest"))
 
 
 class Block(nn.Module):
@@ -235,10 +279,10 @@ class Block(nn.Module):
         self.time = (Attention(c_out, cfg.head_channels, cfg.norm_groups, "time", cfg.max_frames)
                      if attention else None)
 
-    def forward(self, x, emb, mask, video_frames):
+    def forward(self, x, emb, mask, video_frames, frames: int | None = None):
         x = self.res(x, emb)
         if self.space is not None:
-            x = self.time(self.space(x), mask, video_frames)
+            x = self.time(self.space(x, frames=frames), mask, video_frames, frames=frames)
         return x
 
 
@@ -308,19 +352,23 @@ class UNet3D(nn.Module):
             raise ValueError(f"image_frames must be in [0, {t}), got {image_frames}")
         mask = temporal_mask(t - image_frames, image_frames, z.device)
         emb = self.embed(logsnr, labels)
-        x = self.input(z)
+        if cfg.fold_frames:  # frames in the batch inside the network (VDMConfig.fold_frames)
+            z = rearrange(z, "b c t h w -> (b t) c h w")
+        x = conv(self.input, z)
         skips = [x]
         for layer in self.down:
-            x = layer(x) if isinstance(layer, Downsample) else layer(x, emb, mask, t - image_frames)
+            x = layer(x) if isinstance(layer, Downsample) else layer(x, emb, mask, t - image_frames, t)
             skips.append(x)
         for layer in self.middle:
-            x = layer(x, emb, mask, t - image_frames)
+            x = layer(x, emb, mask, t - image_frames, t)
         for layer in self.up:
             if isinstance(layer, Upsample):
                 x = layer(x)
             else:
-                x = layer(torch.cat([x, skips.pop()], dim=1), emb, mask, t - image_frames)
-        return self.out(x)
+                x = layer(torch.cat([x, skips.pop()], dim=1), emb, mask, t - image_frames, t)
+        norm_out, act, conv_out = self.out
+        out = conv(conv_out, act(norm_out(x)))
+        return rearrange(out, "(b t) c h w -> b c t h w", b=b) if cfg.fold_frames else out
 
 
 # --------------------------------------------------------------------------- the model

@@ -152,3 +152,32 @@ def test_paper_architecture_counts():
     convs = [(3, 64), (64, 128), (128, 256), (256, 512)]
     d = sum(a * b * 64 + b for a, b in convs) + 2 * (128 + 256 + 512) + 512 * 16 + 1
     assert counts["discriminator"] == d
+
+
+def test_content_once_same_outputs_and_gradients():
+    """model.content_once (the first ConvTranspose2d's z_c half computed once per video) is the same maths
+    as one convolution of the concatenated map per frame (float64), in both layouts; the content projection's
+    BatchNorm1d sees the B video codes in both (its running statistics are the reference's)."""
+    from kinema.registry import build_model, load_config
+
+    for channels_last in ("false", "true"):
+        results = {}
+        for once in ("false", "true"):
+            cfg = load_config("tgan_ode_tiny", [f"model.content_once={once}",
+                                                f"model.channels_last={channels_last}"]).model
+            torch.manual_seed(0)
+            model = build_model(cfg).double()
+            z = model.sample_noise(3, generator=torch.Generator().manual_seed(1)).double()
+            video = model.generate_levels(z, generator=torch.Generator().manual_seed(2))[0]
+            (video * torch.linspace(-1, 1, video.numel(), dtype=video.dtype).view_as(video)).sum().backward()
+            grads = {n: p.grad.clone() for n, p in model.generator.named_parameters() if p.grad is not None}
+            results[once] = (video.detach(), grads, dict(model.generator.named_buffers()))
+        (ref, ref_grads, ref_buffers), (video, grads, buffers) = results["false"], results["true"]
+        torch.testing.assert_close(video, ref, rtol=1e-10, atol=1e-12)
+        scale = max(g.abs().max().item() for g in ref_grads.values())
+        assert grads.keys() == ref_grads.keys()
+        for name in ref_grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-9, atol=1e-12 * scale, msg=name)
+        for name in ref_buffers:
+            torch.testing.assert_close(buffers[name].double(), ref_buffers[name].double(), rtol=1e-12, atol=1e-12)
+        assert model.generator.image.content[1].running_mean.shape == (cfg.gen_channels[0] // 2 * 16,)

@@ -12,7 +12,7 @@ import torch
 from kinema import api, diffusion
 from kinema.cli import main
 from kinema.errors import ConfigError
-from kinema.registry import load_config
+from kinema.registry import build_model, load_config
 from kinema.models.vdm import VDM, VDMConfig
 from kinema.data import Batch
 from kinema.registry import build_objective
@@ -350,3 +350,29 @@ def test_temporal_attention_matches_sdpa():
     sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=attn.time_bias(10, mask, x.device)[None])
     expected = x + attn.proj(rearrange(sdpa, "(b h w) g t d -> b (g d) t h w", b=2, h=4))
     torch.testing.assert_close(attn(x, mask), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_fold_frames_same_outputs_and_gradients(monkeypatch):
+    """model.fold_frames (frames in the batch inside the U-Net, 2-D convolutions of the squeezed Conv3d
+    weights) changes the layout, not the maths: float64, with image frames (temporal mask) and attention."""
+    import kinema.models.vdm.model as vdm_model
+
+    embed = vdm_model.sinusoidal_embedding  # float32 by design; float64 here for the comparison
+    monkeypatch.setattr(vdm_model, "sinusoidal_embedding", lambda x, dim: embed(x, dim).double())
+    results = {}
+    for fold in (False, True):
+        cfg = load_config("vdm_cpu16", [f"model.fold_frames={str(fold).lower()}",
+                                        "model.attention_resolutions=[16,8]"]).model
+        torch.manual_seed(0)
+        model = build_model(cfg).double()
+        for p in model.parameters():  # zero-initialised projections would hide the attention paths
+            torch.nn.init.normal_(p, std=0.1)
+        z = torch.randn(2, 3, 10, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        out = model.denoiser(z, torch.tensor([1.0, -2.0], dtype=torch.float64), image_frames=2)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        results[fold] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (ref, ref_grads), (out, grads) = results[False], results[True]
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 100
+    for name in ref_grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-9, atol=1e-11, msg=name)
