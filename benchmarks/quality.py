@@ -785,7 +785,7 @@ def run(argv=None, feature_fn=None, log=print) -> list[dict]:
     cache_dir, weights_sha = None, None
     if feature_fn is None:
         from kinema.metrics.evaluate import default_cache_dir
-        from kinema.system import file_sha256
+        from kinema.files import file_sha256
 
         feature_fn = i3d_feature_fn(weights, args.device)  # fails on a wrong file before training
         cache_dir = None if args.no_cache else default_cache_dir()

@@ -327,7 +327,7 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
 
     from kinema.foreign import ConvertOptions, Converted
     from kinema.runs import CONVERTED_FILE, write_manifest
-    from kinema.system import file_mode, file_sha256
+    from kinema.files import file_mode, file_sha256
 
     entry = converter_entry(kind)
     src, out = Path(src), Path(out)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from kinema.errors import CheckpointError, ConfigError, TrainingError
-from kinema.system import file_sha256
+from kinema.files import file_sha256
 
 REQUIRED_FILES = ("config.json", "model.safetensors", "trainer_state.pt")
 # safetensors has no checksum: the manifest holds each file's sha256 (checkpoints written before it have none)

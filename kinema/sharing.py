@@ -40,7 +40,8 @@ from kinema.runs import (
     resolve_checkpoint,
     write_manifest,
 )
-from kinema.system import file_mode, filesystem_of, format_bytes
+from kinema.files import file_mode
+from kinema.system import filesystem_of, format_bytes
 from kinema.training.checkpoint import is_disk_full
 from kinema.version import __version__
 

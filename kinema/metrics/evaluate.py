@@ -28,7 +28,7 @@ from kinema.data import build_dataset
 from kinema.data.batch import Batch
 from kinema.metrics.frechet import FeatureStats, frechet_distance_from_stats
 from kinema.metrics.protocols import Protocol, get_protocol
-from kinema.system import file_sha256
+from kinema.files import file_sha256
 from kinema.video import to_uint8
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # videos (N, 3, T, H, W) in [-1, 1] -> (N, D)

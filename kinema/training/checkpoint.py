@@ -22,7 +22,8 @@ from safetensors.torch import save_file
 from kinema.config import RunConfig
 from kinema.errors import TrainingError
 from kinema.runs import STEP_PREFIX, checkpoint_problem, list_checkpoints, prune_checkpoints, set_aside, write_manifest
-from kinema.system import file_mode, filesystem_of, format_bytes, free_bytes
+from kinema.files import file_mode
+from kinema.system import filesystem_of, format_bytes, free_bytes
 
 
 def _state_for_safetensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

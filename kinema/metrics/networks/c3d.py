@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kinema.metrics.networks.weights import WeightsError, load_weights, save_weights
-from kinema.system import file_sha256
+from kinema.files import file_sha256
 from kinema.nn.shapes import assert_shape
 
 NETWORK = "c3d"

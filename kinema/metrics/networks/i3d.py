@@ -39,7 +39,7 @@ from kinema.metrics.networks.weights import (
     save_weights,
     uint8_tensor,
 )
-from kinema.system import file_sha256
+from kinema.files import file_sha256
 
 NETWORK = "i3d"
 INPUT_SIZE = 224

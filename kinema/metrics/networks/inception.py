@@ -57,7 +57,7 @@ from kinema.metrics.networks.weights import (
     save_weights,
     uint8_tensor,
 )
-from kinema.system import file_sha256
+from kinema.files import file_sha256
 
 NETWORK = "inception"
 INPUT_SIZE = 299

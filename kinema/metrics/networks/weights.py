@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from kinema.system import file_mode, file_sha256
+from kinema.files import file_mode, file_sha256
 
 NETWORK_KEY = "kinema_network"  # safetensors metadata: which network the file holds
 # Written by `kinema convert` beside NETWORK_KEY: the sha256 of the source file and of the converted tensors.
