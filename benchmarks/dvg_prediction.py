@@ -90,6 +90,7 @@ def figure(model, data, path: str, future: int, rows: int = 4, frames: int = 15,
         raise RuntimeError("the GP trigger fired on none of 32 clips: no figure")
     i, clip, video, fired = chosen
     lstm = model.sample(model.sample_noise(1), frames=clip[None, :, : c.n_past], n_future=future, trigger="never")
+    frames = min(frames, clip.shape[1], video.shape[2])  # a clip of context + future frames may be shorter
     strips = [to_uint8(v[:, :frames]) for v in (clip, lstm[0], *video)]  # each (T, H, W, 3)
     r = c.resolution
     canvas = np.zeros((len(strips) * (r + 2), frames * (r + 2), 3), np.uint8)
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                        args.seed)}
         result["summary"][f"diversity_{trigger}"] = summary
         result["summary"][f"diversity_{trigger}"]["futures_with_a_gp_draw"] = float(torch.cat(fired).mean())
+    if args.out:  # the figures first: a failing strip image must not lose them
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     if args.figure:
         result["figure"] = figure(model, data, args.figure, args.future)
     result["seconds"] = time.perf_counter() - start
