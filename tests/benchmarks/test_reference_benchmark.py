@@ -250,7 +250,8 @@ def test_authors_dvg_matches_kinema_parameter_count():
             f"out = reference_authors.build_dvg(Path({str(official)!r}), ref, Path('.'), "
             "torch.rand(2, 3, 15, 64, 64) * 2 - 1); out[1](); v = out[2](2); assert v.shape == (7, 2, 1, 64, 64); "
             "print(json.dumps(out[3]))")
-    got = subprocess.run([python, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    got = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if got.returncode and "gpytorch" in got.stderr:
         pytest.skip("gpytorch 0.3.6 is not installed for the authors' code (KINEMA_OFFICIAL_DVG_PYTHON)")
     assert got.returncode == 0, got.stderr[-2000:]
