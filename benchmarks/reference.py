@@ -43,12 +43,19 @@ before importing them (``install_torchvision_stub``). ``nuwa-pytorch`` needs ``v
         --out benchmarks/results/reference_tganv2.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family tgan_ode --official TGAN_ODE_CHECKOUT \
         --rounds 3 --sample-rounds 2 --out benchmarks/results/reference_tgan_ode.json
+    OMP_NUM_THREADS=1 python benchmarks/reference.py --family dvg --official DVG_CHECKOUT \
+        --official-python DVG_VENV/bin/python --out benchmarks/results/reference_dvg.json
 
 ``tganv2`` and ``tgan_ode`` time kinema against the TGAN-ODE authors' repository
 (Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation): their PyTorch TGANv2 port through
 ``train_speed.py --port``'s machinery (``train_speed.build_port_tganv2``: the port at ``PORT_G`` / ``PORT_D``,
 the loop body of ``tganv2 UCF101.py``) and their 64x64 TGAN-ODE with the loop body of ``tgan SVC ODE lin
 UCF101.py`` (``reference_authors.build_tgan_ode``).
+
+``dvg`` times kinema's ``dvg_kth_64`` (the paper network) against shgaurav1/DVG's classes built as ``train.py``
+does (``parity_dvg_official.build``), their ``train.py`` loop body and ``generate_frames.py``'s ``make_gifs``
+rollout re-typed in ``reference_authors.build_dvg`` (``train.py`` is a module-level script); ``DVG_VENV`` has
+gpytorch 0.3.6 (``benchmarks/parity_dvg_official.py``).
 """
 
 from __future__ import annotations
@@ -174,6 +181,23 @@ FAMILIES = {
         "sample_batch": 8,
         "sample_steps": 0,
         "reference": {"gen": {"linear": True}, "dis": {}},
+    },
+    # shgaurav1/DVG: the paper network (dvg_kth_64: 64x64 grey, g_dim 90, nf 64, LSTM 2 x 256, 90 GPs of 40
+    # inducing points, 5 + 10 frames) on a smaller batch; the authors' loop body is re-typed in
+    # reference_authors.build_dvg with view(g_dim, batch, 1) for their hard-coded view(90, 50, 1)
+    "dvg": {
+        "checkout": "shgaurav1/DVG",
+        "config": "dvg_kth_64",
+        "set": ["data.source=synthetic", 'data.family="action_switch_digits"', "data.num_clips=64",
+                "data.workers=0"],
+        "batch": 8,  # the authors' 50 takes minutes a step on one thread; the view shim makes 8 possible
+        "sample_batch": 8,  # = batch: the authors' LSTM is built for one batch size
+        "sample_steps": 0,
+        "reference": {"g_dim": 90, "rnn_size": 256, "layers": 2, "channels": 1, "inducing": 40, "nf": 64,
+                      "n_past": 5, "n_future": 10,
+                      # generate_frames.py:47 rolls out 105 frames, a GP draw where i % 15 == 0 (:166-175)
+                      "n_eval": 105, "trigger_every": 15},
+        "python": "gpytorch==0.3.6 (a venv with --system-site-packages, benchmarks/parity_dvg_official.py)",
     },
 }
 
@@ -332,17 +356,25 @@ def serve_reference(args) -> None:
 # --------------------------------------------------------------------------- kinema sampling server
 
 
-def sample_options(family: str, steps: int) -> dict:
-    # the reference's sampler: ancestral DDPM over all its timesteps (VDM); NÜWA: the config's
-    return {"sampler": "ancestral", "steps": steps} if family == "vdm" else {}
+def sample_options(family: str, steps: int, data: str | None = None) -> dict:
+    # the reference's sampler: ancestral DDPM over all its timesteps (VDM); NÜWA: the config's. DVG: the
+    # futures of the data tensor's clips (`kinema sample --condition`'s path with the clips as a tensor), as
+    # many frames as generate_frames.py rolls out, a GP draw every 15th frame index as its make_gifs
+    if family == "vdm":
+        return {"sampler": "ancestral", "steps": steps}
+    if family == "dvg":
+        ref = FAMILIES["dvg"]["reference"]
+        return {"context": torch.load(data), "frames": ref["n_eval"] - ref["n_past"], "trigger": "every_k",
+                "trigger_every": ref["trigger_every"]}
+    return {}
 
 
-def kinema_samplers(family: str, model, steps: int) -> dict:
+def kinema_samplers(family: str, model, steps: int, data: str | None = None) -> dict:
     """name -> ``fn(n)`` sampling ``n`` videos. The first is ``kinema.api.generate`` (what ``kinema sample``
     runs); VideoGPT adds its prior without key/value caches."""
     from kinema import api
 
-    options = sample_options(family, steps)
+    options = sample_options(family, steps, data)
     out = {"kinema": lambda n: api.generate(model, n, seed=0, batch_size=n, **options)}
     if "no_cache" in FAMILIES[family].get("kinema_samplers", []):
         out["kinema_no_cache"] = lambda n: model.sample(model.sample_noise(n, torch.Generator().manual_seed(0)),
@@ -361,7 +393,7 @@ def serve_kinema_sample(args) -> None:
     trained = counts.get("transformer (trained)", counts.get("total"))
     if {"generator", "discriminator"} <= set(counts):  # GANs: per network, named as the reference's
         trained = {"G": counts["generator"], "D": counts["discriminator"]}
-    samplers = kinema_samplers(args.family, model, args.sample_steps)
+    samplers = kinema_samplers(args.family, model, args.sample_steps, args.data)
     print(json.dumps({"parameters": trained, "counts": counts, "samplers": list(samplers)}), flush=True)
     n = args.sample_batch
     while True:
@@ -424,11 +456,11 @@ def reference_server(args, mode: str, data: Path) -> tuple[subprocess.Popen, dic
     return proc, json.loads(proc.stdout.readline())
 
 
-def kinema_sample_server(args) -> tuple[subprocess.Popen, dict]:
+def kinema_sample_server(args, data: Path) -> tuple[subprocess.Popen, dict]:
     here = Path(__file__).resolve()
     cmd = [sys.executable, str(here), "--serve-kinema-sample", "--family", args.family, "--config", args.config,
            "--threads", str(args.threads), "--sample-batch", str(args.sample_batch),
-           "--sample-steps", str(args.sample_steps)]
+           "--sample-steps", str(args.sample_steps), "--data", str(data)]
     for s in args.set:
         cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -469,7 +501,7 @@ def run(args) -> dict:
         quit_servers(kin, ref)
         # sampling: kinema.api.generate against the reference's sampler, fresh processes
         ref, _ = reference_server(args, "sample", data)
-        kin, kin_info = kinema_sample_server(args)
+        kin, kin_info = kinema_sample_server(args, data)
         fns = {name: (lambda name=name: ask(kin, f"sample {name}")["s"]) for name in kin_info["samplers"]}
         fns["reference"] = lambda: ask(ref, "sample")["s"]
         sample_rounds = alternate(fns, args.sample_warmup + args.sample_rounds)[args.sample_warmup:]
@@ -539,7 +571,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], help="extra kinema config override (repeatable)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of every process (default 1)")
     ap.add_argument("--out", help="write the JSON record here")
-    ap.add_argument("--official", help="the authors' repositories (videogpt, stylegan_v, tganv2, tgan_ode): a "
+    ap.add_argument("--official", help="the authors' repositories (videogpt, stylegan_v, tganv2, tgan_ode, dvg): a "
                     "checkout of it, run unmodified")
     ap.add_argument("--official-python",
                     help="the Python that runs the authors' code (a venv with its old pins); default: this one")

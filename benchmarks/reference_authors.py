@@ -272,3 +272,156 @@ def build_tgan_ode(official: Path, spec: dict, work: Path, x: torch.Tensor):
 
     params = {"G": sum(p.numel() for p in gen.parameters()), "D": sum(p.numel() for p in dis.parameters())}
     return gen, step, sample, params
+
+
+# --------------------------------------------------------------------------- DVG (shgaurav1/DVG)
+
+
+def build_dvg(official: Path, spec: dict, work: Path, x: torch.Tensor):
+    """The authors' encoder / decoder (``models/dcgan_64.py``), LSTM (``models/lstm.py``), one SVGP per latent
+    dimension (``models/gp_models.GPRegressionLayer1``) and Gaussian likelihood, built and initialised as
+    ``train.py:75-105`` does through ``parity_dvg_official.build`` (its import shims; nf 64: the authors'
+    constructors unchanged), with the three Adam optimisers of ``train.py:95-97`` (lr 0.002, the GP one is
+    ``build``'s, ``train.py:105``) and ``mll`` of ``train.py:112``.
+
+    ``step()``: one iteration of ``train.py:354-361`` under ``max_cg_iterations(45)`` (``train.py:340``):
+    ``train_model`` (``train.py:200-248``), then ``finetune_temporal_encoders`` (``train.py:250-253``:
+    ``train_frame_predictor`` :175-198, ``train_GP_Frame_predictor`` :146-172), re-typed here. Shim: the
+    authors hard-code ``view(90, 50, 1)`` (``train.py:164``; ``:225`` has ``view(90, opt.batch_size, 1)``), i.e.
+    g_dim 90 and batch 50; here ``view(g_dim, batch, 1)``, the same at their settings. Not timed: the
+    per-epoch ``MultiStepLR`` step (``train.py:106, :347``) and the loss read-backs (``.data.cpu().numpy()``).
+
+    ``x``: kinema's ``(B, C, T, H, W)`` in [-1, 1] -> the authors' ``(T, B, 1, H, W)`` in [0, 1] (RGB averaged
+    to grey as kinema's ``DVG.to_frames`` does; ``utils.normalize_data`` gives ``(T, B, C, H, W)``).
+
+    ``sample(n)``: one draw of ``generate_frames.py``'s ``make_gifs`` sample loop (``:143-175``) for ``n``
+    videos (``n`` = the LSTM's batch): ``n_eval`` frames (``spec["n_eval"]``, ``generate_frames.py:47``: 105),
+    the first ``n_past`` teacher-forced, the GP's ``rsample`` replacing the LSTM's latent when ``i % 15 == 0``
+    (same ``view`` shim), under ``no_grad``, models in eval mode; the SSIM/PSNR scoring and GIF writing are
+    not timed. The context frames are the data tensor's first ``n_past`` frames."""
+    import parity_dvg_official as po
+
+    batch = x.shape[0]
+    cfg = {"g_dim": spec["g_dim"], "rnn_size": spec["rnn_size"], "layers": spec["layers"],
+           "channels": spec["channels"], "inducing": spec["inducing"], "nf": spec["nf"], "batch": batch,
+           "n_past": spec["n_past"], "n_future": spec["n_future"]}
+    encoder, decoder, frame_predictor, gp_layer, likelihood, optimizer, opt, gpytorch = po.build(official, cfg, 0)
+    g = cfg["g_dim"]
+    n_past, n_future = cfg["n_past"], cfg["n_future"]
+    frame_predictor_optimizer = torch.optim.Adam(frame_predictor.parameters(), lr=0.002)  # train.py:95-97
+    encoder_optimizer = torch.optim.Adam(encoder.parameters(), lr=0.002)
+    decoder_optimizer = torch.optim.Adam(decoder.parameters(), lr=0.002)
+    mll = gpytorch.mlls.VariationalELBO(likelihood, gp_layer, num_data=batch, combine_terms=True)  # :112
+    mse_criterion = torch.nn.MSELoss()  # train.py:117-118
+    mse_latent_criterion = torch.nn.MSELoss()
+    frames = ((x.float().mean(1, keepdim=True) + 1) / 2).permute(2, 0, 1, 3, 4).contiguous()  # (T, B, 1, H, W)
+
+    def train_gp_frame_predictor(x):  # train.py:146-172
+        optimizer.zero_grad()
+        with gpytorch.settings.use_toeplitz(False):
+            frame_predictor.hidden = frame_predictor.init_hidden()
+            max_ll = 0
+            for i in range(1, n_past + n_future):
+                h = encoder(x[i - 1])
+                h_target = encoder(x[i])[0].detach()
+                if opt.last_frame_skip or i < n_past:
+                    h, skip = h
+                else:
+                    h = h[0]
+                    h.detach()
+                h_pred = gp_layer(h.transpose(0, 1).view(g, batch, 1))  # shim: view(90, 50, 1) in :164
+                max_ll -= mll(h_pred, h_target.transpose(0, 1))
+            loss = max_ll.sum()
+        loss.backward()
+        optimizer.step()
+
+    def train_frame_predictor(x):  # train.py:175-198
+        frame_predictor.zero_grad()
+        frame_predictor.hidden = frame_predictor.init_hidden()
+        mse_latent = 0
+        for i in range(1, n_past + n_future):
+            h = encoder(x[i - 1])
+            h_target = encoder(x[i])[0]
+            if opt.last_frame_skip or i < n_past:
+                h, skip = h
+            else:
+                h = h[0]
+            h_pred = frame_predictor(h)
+            mse_latent += mse_latent_criterion(h_pred, h_target)
+        loss = mse_latent
+        loss.backward()
+        frame_predictor_optimizer.step()
+
+    def train_model(x):  # train.py:200-248
+        encoder.zero_grad()
+        decoder.zero_grad()
+        frame_predictor.zero_grad()
+        frame_predictor.hidden = frame_predictor.init_hidden()
+        mse = mse_latent = mse_gp = max_ll = ae_mse = 0
+        for i in range(1, n_past + n_future):
+            h = encoder(x[i - 1])
+            h_target = encoder(x[i])[0]
+            if opt.last_frame_skip or i < n_past:
+                h, skip = h
+            else:
+                h = h[0]
+            h_pred = frame_predictor(h)
+            mse_latent += mse_latent_criterion(h_pred, h_target)
+            gp_pred = gp_layer(h.transpose(0, 1).view(g, batch, 1))
+            max_ll -= mll(gp_pred, h_target.transpose(0, 1))
+            x_pred = decoder([h_pred, skip])
+            x_target_pred = decoder([h_target, skip])
+            ae_mse += mse_latent_criterion(x_target_pred, x[i])
+            x_pred_gp = decoder([gp_pred.mean.transpose(0, 1), skip])
+            mse += mse_criterion(x_pred, x[i])
+            mse_gp += mse_latent_criterion(x_pred_gp, x[i])
+        loss = 1000 * ae_mse + 0.001 * mse + 0.01 * mse_latent + 0.001 * mse_gp + 0.0001 * max_ll.sum()
+        loss.backward()
+        frame_predictor_optimizer.step()
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        optimizer.step()
+
+    def step():  # train.py:340-361 (opt.ft True)
+        for m in (gp_layer, likelihood, frame_predictor, encoder, decoder):
+            m.train()
+        with gpytorch.settings.max_cg_iterations(45):
+            train_model(frames)
+            train_frame_predictor(frames)
+            train_gp_frame_predictor(frames)
+
+    @torch.no_grad()
+    def sample(n):  # generate_frames.py:143-175, one of its nsample draws
+        if n != batch:
+            raise ValueError(f"DVG reference: the authors' LSTM holds a batch of {batch}; sample {batch} videos")
+        for m in (gp_layer, likelihood, frame_predictor, encoder, decoder):
+            m.eval()
+        x_ctx = frames
+        frame_predictor.hidden = frame_predictor.init_hidden()
+        x_in = x_ctx[0]
+        gen = [x_in]
+        for i in range(1, spec["n_eval"]):
+            h = encoder(x_in)
+            if opt.last_frame_skip or i < n_past:
+                h, skip = h
+            else:
+                h, _ = h
+            h = h.detach()
+            if i < n_past:
+                h_target = encoder(x_ctx[i])
+                h_target = h_target[0].detach()
+                frame_predictor(h)
+                x_in = x_ctx[i]
+            else:
+                h_pred = frame_predictor(h).detach()
+                if i % 15 == 0:
+                    final_hpred = likelihood(gp_layer(h.transpose(0, 1).view(g, batch, 1)))  # shim as above
+                    x_in = decoder([final_hpred.rsample().transpose(0, 1), skip]).detach()
+                else:
+                    x_in = decoder([h_pred, skip]).detach()
+            gen.append(x_in)
+        return torch.stack(gen)
+
+    modules = (encoder, decoder, frame_predictor, gp_layer, likelihood)
+    params = sum(p.numel() for m in modules for p in m.parameters())
+    return encoder, step, sample, params

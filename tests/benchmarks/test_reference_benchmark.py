@@ -5,7 +5,8 @@ when it is installed.
 The authors' checkouts are found through environment variables (the tests skip without them):
 ``KINEMA_OFFICIAL_VIDEOGPT`` (wilson1yan/VideoGPT), ``KINEMA_OFFICIAL_STYLEGAN_V`` (universome/stylegan-v) and
 ``KINEMA_OFFICIAL_STYLEGAN_V_PYTHON`` (a Python with omegaconf 2.0.6); ``KINEMA_OFFICIAL_TGAN_ODE``
-(Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation) for the TGANv2 port and TGAN-ODE."""
+(Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation) for the TGANv2 port and TGAN-ODE;
+``KINEMA_OFFICIAL_DVG`` (shgaurav1/DVG) and ``KINEMA_OFFICIAL_DVG_PYTHON`` (a Python with gpytorch 0.3.6)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def test_family_defaults_and_overrides():
     assert nuwa.config == "nuwa_cpu16" and nuwa.batch == 4 and nuwa.sample_steps == 0
     assert not any(s.startswith("model.sampling_steps") for s in nuwa.set)
     with pytest.raises(SystemExit):
-        bench.parse_args(["--family", "dvg"])
+        bench.parse_args(["--family", "vqgan"])
     vg = bench.parse_args(["--family", "videogpt", "--official", "/nonexistent"])
     assert vg.config == "videogpt_prior_cpu16" and vg.batch == 8 and vg.sample_batch == 4
     assert not bench.reference_available("videogpt", vg.official)  # a checkout is needed, not a package
@@ -217,3 +218,45 @@ def test_profile_reference_kinema_side_runs(capsys):
     profile_reference.main(["--family", "vdm", "--side", "kinema", "--steps", "1", "--rows", "5"])
     out = capsys.readouterr().out
     assert out.count("Self CPU time total") == 2 and "Input Shapes" in out and "convolution" in out
+
+
+def test_matched_dvg_configuration():
+    """dvg: kinema's dvg_kth_64 at the sizes the authors' train.py builds (g_dim 90, nf 64, LSTM 2 x 256, 40
+    inducing points, 5 + 10 frames, 64x64 grey), Adam 2e-3 with beta1 0.9, on synthetic clips; the sampling
+    batch is the training batch (the authors' LSTM holds one batch size) and the rollout generate_frames.py's."""
+    from kinema.registry import load_config
+
+    args = bench.parse_args(["--family", "dvg", "--official", "/nonexistent"])
+    assert args.config == "dvg_kth_64" and args.batch == args.sample_batch == 8 and args.rounds == 6
+    assert not bench.reference_available("dvg", args.official)
+    cfg = load_config(args.config, args.set)
+    m, ref = cfg.model, bench.FAMILIES["dvg"]["reference"]
+    assert (m.g_dim, m.nf, m.rnn_size, m.rnn_layers, m.gp_inducing, m.channels, m.n_past, m.n_future, m.resolution) \
+        == (ref["g_dim"], ref["nf"], ref["rnn_size"], ref["layers"], ref["inducing"], ref["channels"], ref["n_past"],
+            ref["n_future"], 64)
+    assert cfg.objective.finetune and (cfg.train.optimizer, cfg.train.lr, cfg.train.betas[0]) == ("adam", 2e-3, 0.9)
+    assert cfg.data.source == "synthetic" and cfg.data.workers == 0
+    assert ref["n_eval"] == 105 and ref["trigger_every"] == 15  # generate_frames.py:47, :166
+
+
+def test_authors_dvg_matches_kinema_parameter_count():
+    """The authors' DVG built by the benchmark (in the Python with gpytorch 0.3.6) has kinema's parameter count,
+    exactly, and steps and samples at a small batch through the view shim."""
+    official = _checkout("dvg")
+    python = os.environ.get("KINEMA_OFFICIAL_DVG_PYTHON", sys.executable)
+    code = ("import sys, json, torch; from pathlib import Path; "
+            f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import reference, reference_authors; "
+            "ref = dict(reference.FAMILIES['dvg']['reference'], n_eval=7); "
+            f"out = reference_authors.build_dvg(Path({str(official)!r}), ref, Path('.'), "
+            "torch.rand(2, 3, 15, 64, 64) * 2 - 1); out[1](); v = out[2](2); assert v.shape == (7, 2, 1, 64, 64); "
+            "print(json.dumps(out[3]))")
+    got = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    if got.returncode and "gpytorch" in got.stderr:
+        pytest.skip("gpytorch 0.3.6 is not installed for the authors' code (KINEMA_OFFICIAL_DVG_PYTHON)")
+    assert got.returncode == 0, got.stderr[-2000:]
+    params = json.loads(got.stdout.strip().splitlines()[-1])
+    from kinema.registry import build_model, load_config
+
+    model = build_model(load_config("dvg_kth_64", bench.parse_args(["--family", "dvg"]).set).model)
+    assert params == model.parameter_counts()["total"]
