@@ -224,8 +224,14 @@ class DVG(VideoModel):
             if skips is None or i - 1 == self.skip_frame(i):
                 skips = maps
             h_lstm, advanced = self.predictor(h, state)
-            mean, var = self.gp.predictive(h)
-            v = var.norm(dim=1)
+            # The GP's prediction feeds the variance trigger, a draw, or the returned variances; the fixed schedules
+            # need it only on their draw frames (the authors' make_gifs loop, generate_frames.py:166-175, likewise
+            # calls the GP only there). It draws no random numbers, so skipping it changes no output.
+            if trigger == "gp_variance" or return_info or (trigger == "every_k" and i >= c.n_past and i % every == 0):
+                mean, var = self.gp.predictive(h)
+                v = var.norm(dim=1)
+            else:
+                mean = var = v = None
             if i < c.n_past:  # teacher-forced context
                 state = advanced
                 history.append(v)
@@ -251,8 +257,11 @@ class DVG(VideoModel):
                 advanced = [(torch.where(keep, hx, hx_new), torch.where(keep, cx, cx_new))
                             for (hx, cx), (hx_new, cx_new) in zip(state, advanced)]
             state = advanced
-            draw = mean + var.sqrt() * eps[:, i - c.n_past]
-            h_next = torch.where(fire[:, None], draw.to(h_lstm.dtype), h_lstm)
+            if mean is None:  # no draw on this frame (fire is all False)
+                h_next = h_lstm
+            else:
+                draw = mean + var.sqrt() * eps[:, i - c.n_past]
+                h_next = torch.where(fire[:, None], draw.to(h_lstm.dtype), h_lstm)
             x_in = self.decoder(h_next, skips)
             out.append(x_in)
             fired.append(fire)

@@ -256,3 +256,22 @@ def test_sampler_rejects_a_wrong_context_from_python():
         generate(m, 2)
     videos = generate(m, 2, seed=0, context=clips(1, 3), frames=2)
     assert videos.shape == (2, 3, 5, 16, 16)
+
+
+@pytest.mark.parametrize("trigger", ["never", "every_k"])
+def test_fixed_schedules_skip_the_gp_off_draw_frames_with_the_same_video(trigger):
+    """Without return_info the fixed schedules call the GP only on draw frames: the videos are unchanged."""
+    from kinema.registry import build_model, load_config
+
+    model = build_model(load_config("dvg_tiny").model).eval()
+    frames = torch.rand(2, 1, model.config.n_past, 32, 32) * 2 - 1
+    noise = model.sample_noise(2, generator=torch.Generator().manual_seed(0))
+    calls = []
+    original = model.gp.predictive
+    model.gp.predictive = lambda h: calls.append(1) or original(h)
+    with torch.no_grad():
+        fast = model.sample(noise, frames=frames, n_future=12, trigger=trigger, trigger_every=4)
+        counted = len(calls)
+        full, _ = model.sample(noise, frames=frames, n_future=12, trigger=trigger, trigger_every=4, return_info=True)
+    assert torch.equal(fast, full)
+    assert counted == (0 if trigger == "never" else len([i for i in range(model.config.n_past, model.config.n_past + 12) if i % 4 == 0]))
