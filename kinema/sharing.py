@@ -115,7 +115,7 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
     model, data, train = config.model, config.data, config.train
     commands = [r["command"] for r in _records(run, COMMANDS_FILE) if isinstance(r.get("command"), str)]
     # a fence longer than any run of backticks in the commands: a quoted ``` cannot end the block early
-    fence = "`" * max([3, *(len(m) + 1 for c in commands for m in re.findall("`+", c))]) + "sh"
+    fence = "`" * max([3, *(len(m) + 1 for c in commands for m in re.findall("`+", c))])
     data_text = (f"synthetic `{data.family}` ({data.num_clips:,} clips)" if data.source == "synthetic"
                  else f"`{data.source}` at `{data.path}`")
     evaluation = _evaluation_rows(run, step)
@@ -133,7 +133,7 @@ def _card(config: RunConfig, ckpt: Path, step: int, weights: str, counts: dict[s
         f"| batch, lr, optimiser | {train.batch_size}, {train.lr:g}, {train.optimizer} |",
         "", "## Samples", "", *([f"![samples]({SAMPLE_GRID}.gif)", "", samples] if samples else ["(none)"]), "",
         "## Trained with", "",
-        fence, *(commands or ["(no command record in the run folder)"]), fence, "",
+        fence + "sh", *(commands or ["(no command record in the run folder)"]), fence, "",
         "## Evaluation", "",
     ]
     if evaluation:
