@@ -48,7 +48,7 @@ def test_an_export_holds_ema_weights_config_card_samples_and_manifest(run, expor
     assert "library_name: kinema" in card and "| step | 4 of 4 |" in card
     assert "kinema train --config tganv2_tiny --out" in card, "the command that trained it"
     block = card[card.index("## Trained with"):card.index("## Evaluation")].strip().splitlines()
-    assert block[1] == "```sh" and block[-1] == "```", "the command block opens and closes"
+    assert block[2] == "```sh" and block[-1] == "```", "the command block opens and closes"
     assert "| 4 | `motion256` |" in card, "the run's evaluation records"
     assert "![samples](samples.gif)" in card and '[model]\nname = "tganv2"' in card
 
