@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from kinema.data.folder import VIDEO_EXTENSIONS, DatasetError, VideoFolder, find_files
-from kinema.data.ucf101 import VideoEntry
+from kinema.data.ucf101 import VideoEntry, entries_by_top_folder
 from kinema.video.io import VideoReadError, resize_frame
 
 __all__ = ["IMAGE_EXTENSIONS", "FrameFolder", "check_frames", "find_frame_folders", "frame_folder_videos",
@@ -177,14 +177,7 @@ def frame_folder_videos(root: str | os.PathLike) -> tuple[Path, list[VideoEntry]
     folders, _ = find_frame_folders(root)
     if not folders:
         raise DatasetError(f"no image files under {root}: {EXPECTED}. For video files use --layout folder")
-    sources = [folder.relative_to(root).as_posix() for folder in folders]
-    classes = sorted({s.split("/", 1)[0] for s in sources if "/" in s})
-    index = {c: i for i, c in enumerate(classes)}
-    entries = []
-    for source in sources:
-        cls = source.split("/", 1)[0] if "/" in source else None
-        entries.append(VideoEntry(source, index[cls] if cls else -1, cls, None))
-    return root, entries
+    return root, entries_by_top_folder([folder.relative_to(root).as_posix() for folder in folders])
 
 
 def decode_frame_folder(folder: str | os.PathLike, height: int, width: int) -> np.ndarray:

@@ -80,12 +80,18 @@ def folder_videos(root: str | os.PathLike, extensions: tuple[str, ...] = VIDEO_E
         raise DatasetError(
             f"no video files under {root}: expected files ending in {', '.join(extensions)} (searched recursively)"
         )
-    classes = sorted({f.split("/", 1)[0] for f in files if "/" in f})
+    return entries_by_top_folder(files)
+
+
+def entries_by_top_folder(sources: list[str]) -> list[VideoEntry]:
+    """One entry per relative path: its top-level folder is its class (labels: indices of the sorted folder
+    names, 0-based); a path directly in the root is unlabelled (label -1)."""
+    classes = sorted({s.split("/", 1)[0] for s in sources if "/" in s})
     index = {c: i for i, c in enumerate(classes)}
     entries = []
-    for f in files:
-        cls = f.split("/", 1)[0] if "/" in f else None
-        entries.append(VideoEntry(f, index[cls] if cls else -1, cls, None))
+    for source in sources:
+        cls = source.split("/", 1)[0] if "/" in source else None
+        entries.append(VideoEntry(source, index[cls] if cls else -1, cls, None))
     return entries
 
 
