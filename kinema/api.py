@@ -47,9 +47,10 @@ def describe(config: RunConfig) -> str:
     """The resolved config (TOML) and the parameter counts, as printed by ``--dry-run``."""
     from kinema.training.memory import check_training_memory
 
-    memory = check_training_memory(config)  # a run that cannot fit is refused here too, before building it
-    with torch.device("meta"):  # counts only: a model too large to allocate is still described
-        counts = build_model(config.model).parameter_counts()
+    with torch.device("meta"):  # shapes only: a model too large to allocate is still described
+        model = build_model(config.model)
+    memory = check_training_memory(config, model=model)  # a run that cannot fit is refused here too
+    counts = model.parameter_counts()
     lines = [config.to_toml(), "# parameters"]
     lines += [f"# {name}: {count:,}" for name, count in counts.items()]
     return "\n".join(lines + [f"# {memory}"])

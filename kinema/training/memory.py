@@ -21,12 +21,14 @@ FLOAT_BYTES = 4  # fp32 master weights and clips; mixed precision keeps fp32 wei
 OPTIMIZER_MOMENTS = {"adam": 2, "adamw": 2, "rmsprop": 1}
 
 
-def training_memory_floor(config: RunConfig, processes: int = 1) -> dict[str, int]:
+def training_memory_floor(config: RunConfig, processes: int = 1, model=None) -> dict[str, int]:
     """Bytes one process certainly holds during a step, by part (the model is built on the meta device:
-    nothing is allocated). Empty when the model cannot be built there (then the run itself reports why)."""
+    nothing is allocated; ``model``: one already built there, as the dry run has). Empty when the model cannot be
+    built there (then the run itself reports why)."""
     try:
-        with torch.device("meta"):
-            model = build_model(config.model)
+        if model is None:
+            with torch.device("meta"):
+                model = build_model(config.model)
     except Exception:  # e.g. a first-stage checkpoint that does not exist: the real build names it
         return {}
     train = config.train
@@ -44,10 +46,10 @@ def training_memory_floor(config: RunConfig, processes: int = 1) -> dict[str, in
     return {k: v for k, v in floor.items() if v}
 
 
-def check_training_memory(config: RunConfig, processes: int = 1) -> str:
+def check_training_memory(config: RunConfig, processes: int = 1, model=None) -> str:
     """Raise :class:`TrainingError` when the floor of :func:`training_memory_floor` exceeds the room there is
     (:func:`kinema.system.memory_room`); else a one-line summary for ``--dry-run``."""
-    floor = training_memory_floor(config, processes)
+    floor = training_memory_floor(config, processes, model)
     if not floor:
         return "memory: not estimated (the model could not be built on the meta device)"
     need = sum(floor.values())
