@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="process-group backend under torchrun: auto = nccl on GPUs, gloo on CPU "
                             "(default auto; ignored without torchrun). See docs/distributed.md")
     train.add_argument("--dry-run", action="store_true",
-                       help="print the resolved config and parameter counts, then exit without training")
+                       help="print the resolved config, the parameter counts and the memory the run needs at the "
+                            "least (refused if it cannot fit), then exit without training")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar (logs still go to OUT)")
 
     sample = sub.add_parser("sample", help="generate videos from a checkpoint",
