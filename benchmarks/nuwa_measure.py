@@ -5,8 +5,9 @@ colour x direction pair; the generated object's colour (the palette colour neare
 bright pixels) and direction (the sign of its centre-of-mass displacement along the larger axis) are
 compared with the caption's. Chance is 1/4 for each. The same reader on real clips is the reader's ceiling.
 ``... sketch RUN``: videos for held-out sketches; IoU of the generated object (bright pixels) with the
-given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of frames 2..T predicted from
-frame 1 of held-out clips vs copying frame 1. ``... nll RUN``: held-out next-token cross-entropy (nats per token,
+given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of the frames predicted from the
+model's given frames (``cond_frames``, at least 1) of held-out clips vs copying the last given frame
+(``--future N`` scores the next N frames only; ``--futures K`` adds best-of-K). ``... nll RUN``: held-out next-token cross-entropy (nats per token,
 teacher forcing, no sampling noise) for each task of the model, over all target tokens and over the tokens after
 the given frames. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
 per-pixel mean frame of training clips (both: ``--family`` picks the synthetic data, default captioned_shapes). ``--strip PNG`` writes frame strips (rows = videos, columns =
@@ -141,17 +142,37 @@ def measure_sketch(model, num: int, guidance: float, top_k: int, strip_path: str
             "iou_with_another_clip's_sketch": float(np.mean(other))}
 
 
-def measure_predict(model, num: int, top_k: int, strip_path: str | None, family: str) -> dict:
+def measure_predict(model, num: int, top_k: int, strip_path: str | None, family: str, future: int = 0,
+                    futures: int = 1) -> dict:
+    """Held-out clips continued from their first ``k = cond_frames`` frames (at least 1): PSNR (of the mean
+    MSE, pixels in [0, 1]) over the next ``future`` frames (0: all the rest) against copying the last given
+    frame, issue 30's frame-conditional protocol. ``futures > 1`` draws that many futures per clip (seeds
+    1000 + clip + num * j) and adds the best-of-``futures`` PSNR (the future nearest each clip, per clip) and
+    the futures' pairwise RMS distance (how different the draws are; pixels in [-1, 1])."""
     clips = clips_of(model, family, num, 999)
     k = max(model.config.cond_frames, 1)
-    pred = model.sample(torch.arange(num) + 1000, frames=clips[:, :, :k], top_k=top_k)
-    copy = clips[:, :, :1].expand_as(clips)
+    stop = clips.shape[2] if future <= 0 else min(k + future, clips.shape[2])
+    draws = [model.sample(torch.arange(num) + 1000 + num * j, frames=clips[:, :, :k], top_k=top_k)
+             for j in range(futures)]
+    pred = draws[0]
+    copy = clips[:, :, k - 1:k].expand_as(clips)
     recon = model.vqgan.decode(model.encode(clips)).clamp(-1, 1)
     if strip_path:
         strip(torch.stack([x for pair in zip(clips[:4], pred[:4]) for x in pair]), strip_path)
-    return {"num": num, "top_k": top_k, "psnr_predicted_frames": psnr(pred[:, :, k:], clips[:, :, k:]),
-            "psnr_copy_first_frame": psnr(copy[:, :, k:], clips[:, :, k:]),
-            "psnr_tokenizer_reconstruction_same_frames": psnr(recon[:, :, k:], clips[:, :, k:])}
+    target = clips[:, :, k:stop]
+    out = {"num": num, "top_k": top_k, "given_frames": k, "scored_frames": [k, stop - 1],
+           "psnr_predicted_frames": psnr(pred[:, :, k:stop], target),
+           "psnr_copy_last_given_frame": psnr(copy[:, :, k:stop], target),
+           "psnr_tokenizer_reconstruction_same_frames": psnr(recon[:, :, k:stop], target)}
+    out["gain_over_copy_db"] = out["psnr_predicted_frames"] - out["psnr_copy_last_given_frame"]
+    if futures > 1:
+        stack = torch.stack([d[:, :, k:stop] for d in draws])  # (futures, num, 3, F, H, W)
+        mse = ((stack - target) / 2).pow(2).flatten(2).mean(2)  # (futures, num)
+        out["futures"] = futures
+        out["psnr_best_of_futures"] = float(-10 * torch.log10(mse.min(0).values.mean()))
+        pairs = [(a, b) for a in range(futures) for b in range(a + 1, futures)]
+        out["futures_pairwise_rms"] = float(np.mean([(stack[a] - stack[b]).pow(2).mean().sqrt() for a, b in pairs]))
+    return out
 
 
 def measure_nll(model, num: int, family: str, batch: int = 16) -> dict:
@@ -207,6 +228,10 @@ def main(argv=None) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--strip", default=None)
     p.add_argument("--family", default="captioned_shapes", help="predict / tokenizer: the synthetic family")
+    p.add_argument("--future", type=int, default=0,
+                   help="predict: frames after the given ones to score (default 0: all the rest)")
+    p.add_argument("--futures", type=int, default=1,
+                   help="predict: futures drawn per clip; > 1 adds best-of-N PSNR and their pairwise RMS")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     model, _ = load(args.run)
@@ -217,7 +242,7 @@ def main(argv=None) -> None:
         elif args.what == "sketch":
             out = measure_sketch(model, args.num, args.guidance, args.top_k, args.strip)
         elif args.what == "predict":
-            out = measure_predict(model, args.num, args.top_k, args.strip, args.family)
+            out = measure_predict(model, args.num, args.top_k, args.strip, args.family, args.future, args.futures)
         elif args.what == "nll":
             out = measure_nll(model, args.num, args.family)
         elif args.what == "tokenizer":

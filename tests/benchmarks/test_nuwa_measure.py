@@ -45,3 +45,23 @@ def test_held_out_nll_is_the_training_loss_on_the_held_out_clips():
         for task in ("unconditional", "prediction"):
             assert out[f"nll_{task}"] == pytest.approx(float(model.loss(clips, task=task)), rel=1e-5)
             assert out[f"nll_{task}_after_frame_1"] > 0
+
+
+def test_predict_scores_the_frames_after_the_given_ones_against_copying_the_last_given_frame():
+    """``nuwa_measure.py predict --future N --futures K`` (issue 30's frame-conditional protocol): the given
+    frames are kept, the baseline repeats the last given frame, only the next N frames are scored, and
+    best-of-K is at least the first draw's PSNR."""
+    import torch
+
+    from tiny import tiny_nuwa as nuwa
+
+    measure = _measure()
+    model = nuwa(cond_frames=2)
+    with torch.no_grad():
+        out = measure.measure_predict(model, 3, 0, None, "bouncing_shapes", future=1, futures=2)
+        clips = measure.clips_of(model, "bouncing_shapes", 3, 999)
+    assert out["given_frames"] == 2 and out["scored_frames"] == [2, 2]
+    assert out["psnr_copy_last_given_frame"] == pytest.approx(measure.psnr(clips[:, :, 1:2], clips[:, :, 2:3]))
+    assert out["gain_over_copy_db"] == pytest.approx(out["psnr_predicted_frames"] - out["psnr_copy_last_given_frame"])
+    assert out["psnr_best_of_futures"] >= out["psnr_predicted_frames"] - 1e-6
+    assert out["futures_pairwise_rms"] > 0  # sampled at temperature 1: the two draws differ
