@@ -50,7 +50,9 @@ stream), kinema's prior starts its own stream at draw 0 (the same clips, another
         --tgan-ode TGAN_ODE_CHECKOUT --videogpt VIDEOGPT_CHECKOUT       # a few steps of each, shapes and range
     OMP_NUM_THREADS=1 python benchmarks/equal_compute_authors.py --speed tganv2 --official TGAN_ODE_CHECKOUT
     OMP_NUM_THREADS=1 python benchmarks/equal_compute_authors.py --run tganv2 --official TGAN_ODE_CHECKOUT \\
-        --seeds 0 1 2 --clips 96 --i3d I3D.safetensors --out benchmarks/results/equal_compute_tganv2.json
+        --seeds 0 1 2 --points equal_steps equal_wall_clock --clips 96 --i3d I3D.safetensors --workdir WORK \\
+        --images WORK/images --out benchmarks/results/equal_compute_tganv2.json
+    python benchmarks/equal_compute_authors.py --grid tganv2 --images WORK/images   # docs/images/equal_compute_tganv2.png
 
 ``--run`` is a standalone scorer (``benchmarks/quality.py``'s ``real_clips``, ``Features``, ``score``) for when
 the driver is not at hand: per seed, kinema's stages through ``kinema.api.train`` and the reference's trainer on
@@ -95,7 +97,7 @@ _COMMON = ["data.workers=0", "train.num_samples=4"]
 AUTHORS_FAMILIES: dict[str, dict] = {
     "tganv2": {
         "stages": [{
-            "name": "tganv2",
+            "name": "tganv2", "stage": "tganv2",
             "config": "tganv2_cpu16",
             "set": [
                 # the port's 32x32 network (PORT_CPU16_G / PORT_CPU16_D): a 2x2 ConvLSTM and four levels
@@ -109,7 +111,7 @@ AUTHORS_FAMILIES: dict[str, dict] = {
                 "train.lr=1e-4", "train.betas=[0.0,0.9]", "train.eps=1e-8", 'train.lr_schedule="constant"',
                 "train.ema_decay=0.0", "train.batch_size=16", 'train.precision="fp32"', *_COMMON,
             ],
-            "steps": 300,
+            "steps": 100,  # ~1.4 s a kinema step at one thread on the shared CPU (--speed)
         }],
         "batch": 16,
         "speed_ratio": None,  # filled below from benchmarks/results/equal_compute_speed_tganv2.json (--speed)
@@ -122,16 +124,16 @@ AUTHORS_FAMILIES: dict[str, dict] = {
     },
     "videogpt": {
         "stages": [
-            {"name": "vqvae", "config": "videogpt_vqvae_cpu16",
+            {"name": "vqvae", "stage": "vqvae", "config": "videogpt_vqvae_cpu16",
              # VQVAE.configure_optimizers: Adam 3e-4 (0.9, 0.999), no schedule
              "set": ["train.lr=3e-4", "train.betas=[0.9,0.999]", 'train.lr_schedule="constant"',
                      "train.batch_size=8", 'train.precision="fp32"', *_COMMON],
-             "steps": 250},
-            {"name": "prior", "config": "videogpt_prior_cpu16", "first_stage": "vqvae",
+             "steps": 120},
+            {"name": "prior", "stage": "prior", "config": "videogpt_prior_cpu16", "first_stage": "vqvae",
              # VideoGPT.configure_optimizers: Adam 3e-4 (0.9, 0.999), cosine over 200,000 steps (~constant here)
              "set": ["train.lr=3e-4", "train.betas=[0.9,0.999]", 'train.lr_schedule="constant"',
                      "train.batch_size=8", "train.ema_decay=0.0", 'train.precision="fp32"', *_COMMON],
-             "steps": 250},
+             "steps": 120},
         ],
         "batch": 8,
         "speed_ratio": None,
@@ -178,12 +180,17 @@ def train_tganv2(official: Path | None, batches: Iterator[torch.Tensor], steps: 
     if not official.is_dir():
         raise FileNotFoundError(f"TGANv2 reference: no checkout of the TGAN-ODE authors' repository ({official})")
     first = next(batches)
-    gen, _, step, _ = train_speed.build_port_tganv2(official, first.shape[0], torch.device("cpu"),
-                                                    real=first.transpose(1, 2).contiguous(),
-                                                    gen_kwargs=PORT_CPU16_G, dis_kwargs=PORT_CPU16_D, seed=seed)
+    gen, dis, step, counts = train_speed.build_port_tganv2(official, first.shape[0], torch.device("cpu"),
+                                                           real=first.transpose(1, 2).contiguous(),
+                                                           gen_kwargs=PORT_CPU16_G, dis_kwargs=PORT_CPU16_D, seed=seed)
+    if hasattr(batches, "parameters"):
+        batches.parameters = {"G": counts[0], "D": counts[1]}
+    cpu = time.process_time()
     for i in range(steps["tganv2"]):
         x = first if i == 0 else next(batches)
         step(x.float().transpose(1, 2).contiguous())
+    if hasattr(batches, "cpu"):
+        batches.cpu("tganv2", time.process_time() - cpu)
 
     @torch.no_grad()
     def sample(n: int, seed: int = 0) -> torch.Tensor:
@@ -229,24 +236,39 @@ def train_videogpt(official: Path | None, batches: Iterator[torch.Tensor], steps
         raise FileNotFoundError(f"VideoGPT reference: no checkout of wilson1yan/VideoGPT ({official})")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
+    # each stage reads its own stream from draw 0, as kinema's trainer does (the driver's batches.stage)
+    vq_batches = batches.stage("vqvae") if hasattr(batches, "stage") else batches
     vqvae = _official_vqvae(official, seed)
     vqvae.train()
     opt = vqvae.configure_optimizers()
+    cpu = time.process_time()
     for i in range(steps["vqvae"]):
-        loss = vqvae.training_step({"video": next(batches).float() / 2}, i)
+        loss = vqvae.training_step({"video": next(vq_batches).float() / 2}, i)
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if hasattr(batches, "log"):
+            batches.log("vqvae", i, loss.item())
+    if hasattr(batches, "cpu"):
+        batches.cpu("vqvae", time.process_time() - cpu)
     vqvae.eval()
     pv.save_lightning_ckpt(vqvae, work / "official_vqvae.ckpt", opt, step=steps["vqvae"])
     model, opt, sched = reference_authors.official_videogpt(official, VIDEOGPT_REFERENCE, work, seed=seed)
     model.train()
+    if hasattr(batches, "parameters"):
+        batches.parameters = {"vqvae": sum(p.numel() for p in vqvae.parameters()),
+                              "prior": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    cpu = time.process_time()
     for i in range(steps["prior"]):
         loss = model.training_step({"video": next(batches).float() / 2}, i)
         loss.backward()
         opt.step()
         opt.zero_grad()
         sched["scheduler"].step()  # interval "step"
+        if hasattr(batches, "log"):
+            batches.log("prior", i, loss.item())
+    if hasattr(batches, "cpu"):
+        batches.cpu("prior", time.process_time() - cpu)
     model.eval()
 
     @torch.no_grad()
@@ -272,20 +294,45 @@ def stage_overrides(family: str, stage: dict, seed: int, runs: dict[str, Path]) 
     return out
 
 
-def kinema_batches(family: str, seed: int) -> Iterator[torch.Tensor]:
-    """The clip batches kinema's trainer reads for the first stage at ``train.seed = seed``: its data set
-    (``build_dataset(cfg.data, seed=train.seed)``) through its ``DrawSampler`` stream, ``(B, 3, T, H, W)``."""
+def stage_stream(family: str, name: str, seed: int) -> Iterator[torch.Tensor]:
+    """The clip batches kinema's trainer reads for stage ``name`` at ``train.seed = seed``
+    (``Trainer._batches``: ``build_dataset(cfg.data, seed=train.seed, uint8=True)`` through its
+    ``DrawSampler`` stream, dequantised), ``(B, 3, T, H, W)`` float in [-1, 1]."""
     from kinema.data import Draws, build_dataset
     from kinema.registry import load_config
     from kinema.training.distributed import DrawSampler
+    from kinema.video.io import dequantise
 
-    stage = AUTHORS_FAMILIES[family]["stages"][0]
+    stage = next(s for s in AUTHORS_FAMILIES[family]["stages"] if s["name"] == name)
     cfg = load_config(stage["config"], [*stage["set"], f"train.seed={seed}"])
     m, b = cfg.model, cfg.train.batch_size
-    draws = Draws(build_dataset(cfg.data, frames=m.frames, height=m.resolution, width=m.resolution, seed=seed))
+    draws = Draws(build_dataset(cfg.data, frames=m.frames, height=m.resolution, width=m.resolution, seed=seed,
+                                train=True, uint8=True))
     ids = iter(DrawSampler(len(draws), seed, b))
     while True:
-        yield torch.stack([torch.as_tensor(draws[next(ids)]).float() for _ in range(b)])
+        batch = torch.stack([torch.as_tensor(draws[next(ids)]) for _ in range(b)])
+        yield dequantise(batch) if batch.dtype == torch.uint8 else batch.float()
+
+
+class KinemaBatches:
+    """The driver's ``batches`` here: iterating gives the last stage's stream, ``stage(name)`` another's."""
+
+    def __init__(self, family: str, seed: int) -> None:
+        self.family, self.seed = family, seed
+        self.last = stage_stream(family, AUTHORS_FAMILIES[family]["stages"][-1]["name"], seed)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        return next(self.last)
+
+    def stage(self, name: str) -> Iterator[torch.Tensor]:
+        return stage_stream(self.family, name, self.seed)
+
+
+def kinema_batches(family: str, seed: int) -> KinemaBatches:
+    return KinemaBatches(family, seed)
 
 
 def train_kinema(family: str, seed: int, work: Path, steps: dict[str, int] | None = None, log=print):
@@ -386,7 +433,6 @@ def speed(family: str, official: Path, rounds: int, warmup: int, work: Path) -> 
 
     import reference_authors
     import train_speed
-    from reference import prepare as _unused  # noqa: F401  (keeps reference.py's import shims loaded)
 
     from kinema.data import Draws, build_dataset
     from kinema.registry import load_config
@@ -414,77 +460,157 @@ def speed(family: str, official: Path, rounds: int, warmup: int, work: Path) -> 
             "steps": stage["steps"], "kinema_cli_s": cli, "reference_s": ref,
             "kinema_cli_median_s": statistics.median(cli), "reference_median_s": statistics.median(ref),
             "kinema_over_reference": train_speed.ratio_stats([a / b for a, b in zip(cli, ref)])}
+    return with_speed_ratio(record)
+
+
+def with_speed_ratio(record: dict) -> dict:
+    """``speed_ratio`` such that kinema, its earlier stages at their steps and its last stage at
+    ``steps / speed_ratio``, takes the reference's wall clock for all stages at their steps (the driver's
+    equal-wall-clock point continues only the last stage), from the per-stage median seconds:
+    ``steps_last * kinema_last / (sum reference - sum kinema of the earlier stages)``. One stage: the ratio of
+    the median seconds. Also the per-stage median of the per-round ratios and the all-stages total ratio."""
     st = record["stages"]
+    names = list(st)
     record["stage_speed_ratios"] = {k: v["kinema_over_reference"]["median"] for k, v in st.items()}
-    record["speed_ratio"] = (sum(v["kinema_cli_median_s"] * v["steps"] for v in st.values())
-                             / sum(v["reference_median_s"] * v["steps"] for v in st.values()))
+    ref_total = sum(v["reference_median_s"] * v["steps"] for v in st.values())
+    kin_earlier = sum(st[k]["kinema_cli_median_s"] * st[k]["steps"] for k in names[:-1])
+    last = st[names[-1]]
+    record["speed_ratio"] = last["steps"] * last["kinema_cli_median_s"] / (ref_total - kin_earlier)
+    record["total_speed_ratio"] = sum(v["kinema_cli_median_s"] * v["steps"] for v in st.values()) / ref_total
     return record
 
 
 # --------------------------------------------------------------------------- --run (standalone scorer)
 
+POINTS = ("equal_steps", "equal_wall_clock")
+SUMMARY_KEYS = ("fvd", "kvd", "count_preserved", "physically_consistent", "speed_distance", "train_seconds")
 
-def run(family: str, official: Path, seeds: list[int], clips: int, i3d: Path, work: Path, out: Path | None,
-        images: Path | None, wall_clock: bool, log=print) -> dict:
-    """Per seed: kinema's stages, the reference's trainer on kinema's stream, ``clips`` samples of each (sample
-    seed = the training seed), scored by ``quality.score`` against the held-out ``bouncing_shapes`` clips
-    (``quality.HELD_OUT_SEED``); with ``wall_clock``, kinema also at ``steps / speed_ratio`` per stage (resumed
-    from the equal-steps run). Records are written after every seed."""
-    import numpy as np
+
+def wall_clock_steps(family: str) -> dict[str, int]:
+    """Per stage, kinema's steps at the reference's wall clock, as the driver takes them: earlier stages keep
+    their steps, the last one trains ``steps / speed_ratio`` (see ``speed``)."""
+    spec = AUTHORS_FAMILIES[family]
+    out = {s["name"]: s["steps"] for s in spec["stages"]}
+    last = spec["stages"][-1]
+    out[last["name"]] = math.floor(last["steps"] / spec["speed_ratio"])
+    return out
+
+
+def train_kinema_longer(family: str, seed: int, work: Path, log=print):
+    """kinema at ``wall_clock_steps``: the last stage's equal-steps run continued (resume; constant LR, so the
+    same as one longer run)."""
+    from kinema import api
+
+    spec = AUTHORS_FAMILIES[family]
+    more, runs = wall_clock_steps(family), {}
+    for stage in spec["stages"][:-1]:
+        runs[stage["name"]] = work / f"kinema_{stage['name']}"
+    stage = spec["stages"][-1]
+    start = time.perf_counter()
+    ckpt = Path(api.train(stage["config"], work / f"kinema_{stage['name']}",
+                          overrides=stage_overrides(family, stage, seed, runs), steps=more[stage["name"]],
+                          device="cpu", progress=False, resume=True))
+    torch.set_num_threads(1)
+    took = time.perf_counter() - start
+    log(f"  kinema {family} {stage['name']}: continued to step {more[stage['name']]} in {took:.0f} s")
+    return ckpt, took, more
+
+
+def summarise(rows: list[dict]) -> dict:
     import quality
+
+    summary = {}
+    for side, label in sorted({(r["side"], r["point"]) for r in rows}):
+        mine = [r for r in rows if (r["side"], r["point"]) == (side, label)]
+        summary[f"{side}_{label}"] = {k: quality.mean_std([r[k] for r in mine]) for k in SUMMARY_KEYS}
+        summary[f"{side}_{label}"]["seeds"] = sorted(r["seed"] for r in mine)
+    return summary
+
+
+def run(family: str, official: Path, seeds: list[int], points: list[str], clips: int, i3d: Path, work: Path,
+        out: Path, images: Path | None, log=print) -> dict:
+    """Per seed and point: ``equal_steps``: kinema's stages (``kinema.api.train``), then the reference's trainer
+    on kinema's stream, each at the stages' steps; ``equal_wall_clock``: kinema at ``steps / speed_ratio``
+    (``train_kinema_longer``, after the equal-steps run in the same ``work``). ``clips`` samples of each (sample
+    seed = the training seed) scored by ``quality.score`` against the held-out ``bouncing_shapes`` clips
+    (``quality.HELD_OUT_SEED``; their I3D features cached in ``work``). Rows already in ``out`` are kept and
+    not redone; ``out`` is rewritten after every row."""
+    import quality
+
+    from kinema.registry import load_config
 
     spec = AUTHORS_FAMILIES[family]
     first = spec["stages"][0]
-    from kinema.registry import load_config
-
     m = load_config(first["config"], first["set"]).model
     real = quality.real_clips("bouncing_shapes", quality.HELD_OUT_SEED, clips, m.resolution, m.frames)
-    features = quality.Features(quality.i3d_feature_fn(i3d, "cpu"), log=log)
-    record = {"family": family, "reference": spec["reference"], "reference_args": spec["reference_args"],
-              "stages": [{k: v for k, v in s.items()} for s in spec["stages"]], "batch": spec["batch"],
-              "speed_ratio": spec["speed_ratio"], "clips": clips, "data": "bouncing_shapes",
-              "held_out_seed": quality.HELD_OUT_SEED, "torch": torch.__version__, "threads": 1,
-              "command": "python benchmarks/equal_compute_authors.py " + " ".join(sys.argv[1:]), "rows": []}
-    record["command"] = record["command"].replace(str(official), "CHECKOUT").replace(str(i3d), "I3D")
+    features = quality.Features(quality.i3d_feature_fn(i3d, "cpu"), log=log, cache_dir=work / "features")
+    disk_key = {"network": "i3d", "frames": m.frames, "num": clips, "seed": quality.HELD_OUT_SEED,
+                "data": "bouncing_shapes", "size": m.resolution}
+    record = json.loads(out.read_text()) if out.is_file() else {"rows": []}
+    command = ("python benchmarks/equal_compute_authors.py " + " ".join(sys.argv[1:])).replace(str(official), "CHECKOUT")
+    record.update({
+        "family": family, "reference": spec["reference"], "reference_args": spec["reference_args"],
+        "stages": spec["stages"], "batch": spec["batch"], "speed_ratio": spec["speed_ratio"],
+        "stage_speed_ratios": spec.get("stage_speed_ratios"), "wall_clock_steps": wall_clock_steps(family),
+        "clips": clips, "data": "bouncing_shapes", "held_out_seed": quality.HELD_OUT_SEED,
+        "torch": torch.__version__, "threads": 1})
+    record.setdefault("commands", [])
+    command = command.replace(str(i3d), "I3D").replace(str(work), "WORKDIR").replace(str(out.parent), "OUT")
+    if images is not None:
+        command = command.replace(str(images), "IMAGES")
+    if command not in record["commands"]:
+        record["commands"].append(command)
+    done = {(r["side"], r["point"], r["seed"]) for r in record["rows"]}
 
-    def add(side: str, seed: int, steps: dict, seconds: float, videos: torch.Tensor, label: str):
-        r = quality.flat(quality.score(videos, real, features, "real"))
-        row = {"side": side, "point": label, "seed": seed, "steps": steps, "train_seconds": seconds, **r}
-        record["rows"].append(row)
-        log(f"{family} seed {seed} {side} ({label}): FVD {r['fvd']:.1f} KVD {r['kvd']:.2f} "
-            f"count {r['count_preserved']:.3f} phys {r['physically_consistent']:.3f} speed {r['speed_distance']:.3f}")
-        if images is not None and seed == seeds[0]:
-            quality.save_sample_png(videos, images / f"{family}_{side}_{label}.png")
-        if out is not None:
-            out.write_text(json.dumps(record, indent=1) + "\n")
+    def add(side: str, point: str, seed: int, steps: dict, seconds: float, videos: torch.Tensor) -> None:
+        r = quality.flat(quality.score(videos, real, features, "real", ref_disk_key=disk_key))
+        record["rows"].append({"side": side, "point": point, "seed": seed, "steps": steps, "train_seconds": seconds,
+                               **r})
+        record["summary"] = summarise(record["rows"])
+        log(f"{family} seed {seed} {side} ({point}): FVD {r['fvd']:.1f} KVD {r['kvd']:.2f} count "
+            f"{r['count_preserved']:.3f} phys {r['physically_consistent']:.3f} speed {r['speed_distance']:.3f}")
+        if images is not None:
+            images.mkdir(parents=True, exist_ok=True)
+            torch.save(videos[:8].clone(), images / f"{family}_{side}_{point}_seed{seed}.pt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=1) + "\n")
 
+    steps = {s["name"]: s["steps"] for s in spec["stages"]}
     for seed in seeds:
         w = work / f"{family}_seed{seed}"
         w.mkdir(parents=True, exist_ok=True)
-        ckpt, secs = train_kinema(family, seed, w, log=log)
-        steps = {s["name"]: s["steps"] for s in spec["stages"]}
-        add("kinema", seed, steps, sum(secs.values()), kinema_sampler(ckpt)(clips, seed), "equal_steps")
-        start = time.perf_counter()
-        ref_sample = REFERENCE_TRAINERS[family](official, kinema_batches(family, seed), steps, seed, w / "reference")
-        took = time.perf_counter() - start
-        log(f"  reference {family}: {steps} in {took:.0f} s")
-        add("reference", seed, steps, took, ref_sample(clips, seed), "equal_steps")
-        if wall_clock and spec.get("speed_ratio"):
-            more = {k: math.floor(v / spec["speed_ratio"]) for k, v in steps.items()}
-            ckpt, secs = train_kinema(family, seed, w / "wall", more, log=log)
-            add("kinema", seed, more, sum(secs.values()), kinema_sampler(ckpt)(clips, seed), "equal_wall_clock")
-    summary = {}
-    for side, label in sorted({(r["side"], r["point"]) for r in record["rows"]}):
-        rows = [r for r in record["rows"] if (r["side"], r["point"]) == (side, label)]
-        summary[f"{side}_{label}"] = {k: quality.mean_std([r[k] for r in rows])
-                                      for k in ("fvd", "kvd", "count_preserved", "physically_consistent",
-                                                "speed_distance", "train_seconds")}
-        summary[f"{side}_{label}"]["seeds"] = len(rows)
-    record["summary"] = summary
-    if out is not None:
-        out.write_text(json.dumps(record, indent=1) + "\n")
-    np.set_printoptions(precision=3)
+        if "equal_steps" in points and ("kinema", "equal_steps", seed) not in done:
+            ckpt, secs = train_kinema(family, seed, w, log=log)
+            add("kinema", "equal_steps", seed, steps, sum(secs.values()), kinema_sampler(ckpt)(clips, seed))
+        if "equal_steps" in points and ("reference", "equal_steps", seed) not in done:
+            start = time.perf_counter()
+            sample = REFERENCE_TRAINERS[family](official, kinema_batches(family, seed), steps, seed, w / "reference")
+            took = time.perf_counter() - start
+            log(f"  reference {family}: {steps} in {took:.0f} s")
+            add("reference", "equal_steps", seed, steps, took, sample(clips, seed))
+        if "equal_wall_clock" in points and ("kinema", "equal_wall_clock", seed) not in done:
+            ckpt, took, more = train_kinema_longer(family, seed, w, log=log)
+            add("kinema", "equal_wall_clock", seed, more, took, kinema_sampler(ckpt)(clips, seed))
     return record
+
+
+def grid(family: str, images: Path, point: str = "equal_steps", seed: int = 0, path: Path | None = None) -> Path:
+    """``docs/images/equal_compute_<family>.png``: kinema's first 8 samples | the reference's (frames 0, 3, 7,
+    11, 15 each; ``quality.save_sample_png``'s layout, the two grids side by side with a gap)."""
+    import numpy as np
+    from PIL import Image
+
+    import quality
+
+    tiles = []
+    for side in ("kinema", "reference"):
+        videos = torch.load(images / f"{family}_{side}_{point}_seed{seed}.pt")
+        tiles.append(np.asarray(Image.open(quality.save_sample_png(videos, images / f"{family}_{side}.png"))))
+    gap = np.full((tiles[0].shape[0], 16, 3), 255, np.uint8)
+    path = path or ROOT / "docs" / "images" / f"equal_compute_{family}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate([tiles[0], gap, tiles[1]], axis=1)).save(path)
+    return path
 
 
 def main(argv=None) -> None:
@@ -500,8 +626,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--i3d", help="--run: I3D weights (kinema convert i3d)")
-    ap.add_argument("--images", help="--run: folder for the first seed's sample grids")
-    ap.add_argument("--wall-clock", action="store_true", help="--run: kinema also at steps / speed_ratio")
+    ap.add_argument("--points", nargs="+", choices=POINTS, default=["equal_steps"], help="--run: which points")
+    ap.add_argument("--images", help="--run: folder for the first 8 samples of each row (.pt)")
+    ap.add_argument("--grid", choices=sorted(AUTHORS_FAMILIES),
+                    help="write docs/images/equal_compute_<family>.png from --images (kinema | reference, seed 0)")
     ap.add_argument("--workdir", help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--out", help="write the JSON record here")
     args = ap.parse_args(argv)
@@ -523,11 +651,17 @@ def main(argv=None) -> None:
             record["command"] = ("python benchmarks/equal_compute_authors.py " + " ".join(sys.argv[1:])
                                  ).replace(args.official, "CHECKOUT")
         elif args.run:
-            record = run(args.run, Path(args.official), args.seeds, args.clips, Path(args.i3d), work,
-                         Path(args.out) if args.out else None, Path(args.images) if args.images else None,
-                         args.wall_clock)
+            if not (args.out and args.i3d):
+                ap.error("--run needs --out and --i3d")
+            record = run(args.run, Path(args.official), args.seeds, args.points, args.clips, Path(args.i3d), work,
+                         Path(args.out), Path(args.images) if args.images else None)
+            print(json.dumps(record["summary"], indent=1))
+            return
+        elif args.grid:
+            print(grid(args.grid, Path(args.images)))
+            return
         else:
-            ap.error("give --smoke, --speed or --run")
+            ap.error("give --smoke, --speed, --run or --grid")
         print(json.dumps({k: v for k, v in record.items() if k != "rows"}, indent=1))
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
