@@ -41,9 +41,9 @@ widths (``reference.FAMILIES["videogpt"]["reference"]["vqvae"]``), trained as Li
 codebook initialisation on the first batch, EMA codebook with restarts). Stage 2, ``VideoGPT(args)`` of
 ``scripts/train_videogpt.py`` at ``videogpt_prior_cpu16``'s widths on that VQ-VAE (saved as Lightning saves it,
 loaded by their ``VQVAE.load_from_checkpoint``), Adam 3e-4 with the per-step cosine schedule over their
-``max_steps`` 200,000 (constant to 1e-5 over these steps; kinema's is constant). kinema's two stages use the
-same lr and betas. The reference's stages read ``batches`` one after the other (the prior continues the
-stream), kinema's prior starts its own stream at draw 0 (the same clips, another order). Shims: those of
+``max_steps`` 200,000 (within 1e-6 of constant over these steps; kinema's is constant). kinema's two stages use the
+same lr and betas. Each of the reference's stages reads its own stream from draw 0 (``batches.stage(name)``,
+the last stage ``batches`` itself), as kinema's trainer does. Shims: those of
 ``benchmarks/parity_videogpt.py`` (a stand-in ``pytorch_lightning`` and the data-only imports).
 
     OMP_NUM_THREADS=1 python benchmarks/equal_compute_authors.py --smoke \\
