@@ -42,11 +42,10 @@ def prepare_videogpt(official: Path, spec: dict, work: Path) -> list[str]:
     return [f'model.vqvae="{converted}"']
 
 
-def build_videogpt(official: Path, spec: dict, work: Path, x: torch.Tensor):
+def official_videogpt(official: Path, spec: dict, work: Path, seed: int = 0):
     """``VideoGPT(args)`` as ``scripts/train_videogpt.py`` builds it (its argument parser, ``--vqvae`` the
-    checkpoint of :func:`prepare_videogpt`), stepped as Lightning 1.3.3 runs ``training_step`` with the
-    module's own ``configure_optimizers`` (Adam 3e-4, a per-step cosine schedule): loss, backward, optimiser
-    step, zero_grad, scheduler step. Sampling: ``VideoGPT.sample(n)`` (its cached fast decoding)."""
+    checkpoint ``work / "official_vqvae.ckpt"``) under ``torch.manual_seed(seed)``, and the module's own
+    ``configure_optimizers``: ``(model, optimizer, scheduler dict)``."""
     import parity_videogpt as pv
 
     _, VideoGPT = pv.import_official(official)
@@ -60,13 +59,22 @@ def build_videogpt(official: Path, spec: dict, work: Path, x: torch.Tensor):
                                             "batch_size": 8, "num_workers": 8})  # train_videogpt.py:14-19
     args.max_steps = int(args.max_steps)
     args.class_cond_dim = None  # train_videogpt.py:25, unconditional
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = VideoGPT(args)
     (opt,), (sched,) = model.configure_optimizers()
+    return model, opt, sched
+
+
+def build_videogpt(official: Path, spec: dict, work: Path, x: torch.Tensor):
+    """``VideoGPT(args)`` of :func:`official_videogpt` (the VQ-VAE of :func:`prepare_videogpt`), stepped as
+    Lightning 1.3.3 runs ``training_step`` with the module's own ``configure_optimizers`` (Adam 3e-4, a
+    per-step cosine schedule): loss, backward, optimiser step, zero_grad, scheduler step. ``step(x)`` trains on
+    another batch than ``x``. Sampling: ``VideoGPT.sample(n)`` (its cached fast decoding)."""
+    model, opt, sched = official_videogpt(official, spec, work)
     batch = {"video": x / 2}  # the authors' range [-0.5, 0.5] (data.py)
 
-    def step():
-        loss = model.training_step(batch, 0)
+    def step(x_new: torch.Tensor | None = None):
+        loss = model.training_step(batch if x_new is None else {"video": x_new / 2}, 0)
         loss.backward()
         opt.step()
         opt.zero_grad()

@@ -352,12 +352,16 @@ PORT_G = dict(tempc=512, upchannels=[256, 128, 64], subchannels=[32, 16, 16], su
 PORT_D = dict(channels=[32, 64, 128, 256, 512])
 
 
-def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: torch.Tensor | None = None):
+def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: torch.Tensor | None = None,
+                      gen_kwargs: dict | None = None, dis_kwargs: dict | None = None, seed: int = 0):
     """The TGAN-ODE authors' TGANv2 port (``PORT_G`` / ``PORT_D``, imported from ``port``'s ``models/``) and one
     iteration of its training loop: returns ``(gen, dis, step, parameter counts)``; ``step()`` runs it and returns
     its seconds. The loop body of the port's ``tganv2 UCF101.py`` (lambda 0.5, softplus loss, Adam 1e-4 (0, 0.9),
     linear LR decay), on ``device`` instead of ``.cuda()``, batch ``batch``, 16 frames, 192 px; ``real``: its
-    real batch (N, T, C, H, W) in [-1, 1] (default uniform noise, as fixed data)."""
+    real batch (N, T, C, H, W) in [-1, 1] (default uniform noise, as fixed data); ``step(x)`` trains on ``x``
+    (same layout) instead. ``gen_kwargs`` / ``dis_kwargs``: other constructor arguments than ``PORT_G`` /
+    ``PORT_D`` (z is drawn with ``gen_kwargs["z_dim"]`` entries, the script's 256 by default); ``seed``: the
+    manual seed the networks are built under."""
     import numpy as np
     import torch.nn.functional as F
 
@@ -366,9 +370,11 @@ def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: 
     from models.tganv2_dis import DisMultiResNet
     from models.tganv2_gen import Generator_CLSTM
 
-    torch.manual_seed(0)
-    np.random.seed(0)
-    gen, dis = Generator_CLSTM(**PORT_G).to(device), DisMultiResNet(**PORT_D).to(device)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    gen_kwargs, dis_kwargs = gen_kwargs or PORT_G, dis_kwargs or PORT_D
+    z_dim = gen_kwargs.get("z_dim", 256)
+    gen, dis = Generator_CLSTM(**gen_kwargs).to(device), DisMultiResNet(**dis_kwargs).to(device)
     counts = [sum(p.numel() for p in m.parameters()) for m in (gen, dis)]
     dis_opt = torch.optim.Adam(dis.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
     gen_opt = torch.optim.Adam(gen.parameters(), lr=1e-4, betas=(0.0, 0.9))  # the port writes (0, 0.9), which torch 2.13 rejects
@@ -390,11 +396,11 @@ def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: 
                 out[i] = F.avg_pool3d(out[i], kernel_size=(1, 2, 2))
         return out
 
-    def step() -> float:
+    def step(x: torch.Tensor | None = None) -> float:
         sync(device)
         t = time.perf_counter()
         dis_opt.zero_grad()
-        real = full_subsample_real(real_batch)
+        real = full_subsample_real(real_batch if x is None else x.to(device))
         for r in real:
             r.requires_grad = True
         pr = dis(real)
@@ -402,14 +408,14 @@ def build_port_tganv2(port: str | Path, batch: int, device: torch.device, real: 
                                     create_graph=True, retain_graph=True)
         dis_loss = sum(torch.sum(torch.square(g)) for g in grads) * 0.5
         with torch.no_grad():
-            fake = gen(torch.rand((batch, 256), device=device) * 2 - 1)
+            fake = gen(torch.rand((batch, z_dim), device=device) * 2 - 1)
         pf = dis(fake)
         dis_loss = dis_loss + torch.mean(F.softplus(-pr)) + torch.mean(F.softplus(pf))
         dis_loss.backward()
         dis_opt.step()
         dis_sched.step()
         gen_opt.zero_grad()
-        fake = gen(torch.rand((batch, 256), device=device) * 2 - 1)
+        fake = gen(torch.rand((batch, z_dim), device=device) * 2 - 1)
         gen_loss = torch.mean(F.softplus(-dis(fake)))
         gen_loss.backward()
         gen_opt.step()
