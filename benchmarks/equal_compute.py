@@ -458,7 +458,8 @@ def target_reading(summary: dict) -> list[str]:
                 continue
             sign = 1 if way == "lower" else -1
             diff = sign * (kin[key] - ref[key])  # < 0: kinema better
-            spread = max(kin.get(f"{key}_std", 0.0) or 0.0, ref.get(f"{key}_std", 0.0) or 0.0)
+            stds = [r.get(f"{key}_std") for r in (kin, ref)]
+            spread = max([v for v in stds if v is not None and math.isfinite(v)], default=0.0)
             ok = diff <= spread if rule == "as_good" else diff < 0
             verdicts.append((key, ok))
         met = all(ok for _, ok in verdicts)
@@ -657,6 +658,36 @@ def run(argv=None, feature_fn=None, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     per_seed, grid_sets, size = [], None, None
+
+    def finish() -> dict:
+        """The record, grid and report of the seeds done so far (written after every seed)."""
+        summary = summarise(per_seed)
+        record = {"family": args.family, "reference": fam["reference"], "reference_version": None,
+                  "stage_names": list(steps), "stages": [{k: v for k, v in s.items()} for s in fam["stages"]],
+                  "seeds": [r["seed"] for r in per_seed], "clips": args.clips, "samples": args.samples, "data": args.data, "size": size,
+                  "speed_ratio": ratio, "equal_steps": steps, "wall_clock_steps": {**steps, last: wall_steps},
+                  "threads": args.threads, "torch": torch.__version__, "held_out_seed": quality.HELD_OUT_SEED,
+                  "summary": summary, "per_seed": per_seed, "command": command,
+                  "wall_seconds": time.perf_counter() - t_start}
+        pkg = {"vdm": "video-diffusion-pytorch", "nuwa": "nuwa-pytorch"}.get(args.family)
+        if pkg:
+            record["reference_version"] = reference._version(pkg)
+        record["target"] = target_reading(summary)
+        images = Path(args.images) if args.images else (Path(args.report).parent / "images" if args.report else None)
+        if images is not None and grid_sets is not None:
+            record["image"] = str(side_by_side(grid_sets, images / f"equal_compute_{args.family}.png"))
+        out = Path(args.out) if args.out else RESULTS / f"equal_compute_{args.family}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        saved = {**record, "image": Path(record["image"]).name if record.get("image") else None}
+        out.write_text(json.dumps(saved, indent=1, default=str) + "\n")
+        if args.report:
+            rel = os.path.relpath(images, Path(args.report).parent) if images is not None else None
+            write_report(Path(args.report), render(record, rel), args.family)
+            log(f"report: {args.report}")
+        log(json.dumps(summary, indent=1))
+        log(f"record: {out}")
+        return record
+
     try:
         for seed in seeds:
             log(f"seed {seed}: kinema")
@@ -710,35 +741,11 @@ def run(argv=None, feature_fn=None, log=print) -> dict:
                 grid_sets = [kin["points"]["kinema_equal_steps"]["videos"], ref_videos,
                              kin["points"]["kinema_equal_wall_clock"]["videos"]]
             del kin
+            finish()
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    summary = summarise(per_seed)
-    record = {"family": args.family, "reference": fam["reference"], "reference_version": None,
-              "stage_names": list(steps), "stages": [{k: v for k, v in s.items()} for s in fam["stages"]],
-              "seeds": seeds, "clips": args.clips, "samples": args.samples, "data": args.data, "size": size,
-              "speed_ratio": ratio, "equal_steps": steps, "wall_clock_steps": {**steps, last: wall_steps},
-              "threads": args.threads, "torch": torch.__version__, "held_out_seed": quality.HELD_OUT_SEED,
-              "summary": summary, "per_seed": per_seed, "command": command,
-              "wall_seconds": time.perf_counter() - t_start}
-    pkg = {"vdm": "video-diffusion-pytorch", "nuwa": "nuwa-pytorch"}.get(args.family)
-    if pkg:
-        record["reference_version"] = reference._version(pkg)
-    record["target"] = target_reading(summary)
-    images = Path(args.images) if args.images else (Path(args.report).parent / "images" if args.report else None)
-    if images is not None and grid_sets is not None:
-        record["image"] = str(side_by_side(grid_sets, images / f"equal_compute_{args.family}.png"))
-    out = Path(args.out) if args.out else RESULTS / f"equal_compute_{args.family}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    saved = {**record, "image": Path(record["image"]).name if record.get("image") else None}
-    out.write_text(json.dumps(saved, indent=1, default=str) + "\n")
-    if args.report:
-        rel = os.path.relpath(images, Path(args.report).parent) if images is not None else None
-        write_report(Path(args.report), render(record, rel), args.family)
-        log(f"report: {args.report}")
-    log(json.dumps(summary, indent=1))
-    log(f"record: {out}")
-    return record
+    return finish()
 
 
 def main(argv=None) -> int:
