@@ -388,7 +388,8 @@ def train_kinema(family: str, steps: dict[str, int], wall_steps: int, seed: int,
 
 
 def loss_log(run: Path) -> list:
-    """kinema's logged losses of a run (metrics.jsonl: step and loss), every LOG_EVERY steps."""
+    """kinema's logged training losses of a run (metrics.jsonl, every ``train.log_every`` steps): ``loss``, or a
+    tokenizer's reconstruction + commitment (NÜWA's VQ-GAN logs its terms)."""
     path = run / "metrics.jsonl"
     out = []
     if path.is_file():
@@ -397,9 +398,11 @@ def loss_log(run: Path) -> list:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            step, loss = r.get("step"), r.get("loss", r.get("train/loss"))
-            if step is not None and loss is not None and (step % LOG_EVERY == 0 or step == 1):
-                out.append([step, loss])
+            loss = r.get("loss")
+            if loss is None and "reconstruction" in r:
+                loss = r["reconstruction"] + r.get("commitment", 0.0)
+            if r.get("step") is not None and loss is not None:
+                out.append([r["step"], loss])
     return out
 
 
@@ -430,8 +433,9 @@ def summarise(per_seed: list[dict]) -> dict:
                 agg[key], agg[f"{key}_std"] = quality.mean_std(vals)
         agg["steps"] = rs[0]["steps"]
         cps = [r["cpu_s_per_step"] for r in rs if r.get("cpu_s_per_step") is not None]
-        if cps:
-            agg["cpu_s_per_step"] = statistics.median(cps)
+        if cps:  # per stage for multi-stage families
+            agg["cpu_s_per_step"] = ({k: statistics.median(c[k] for c in cps) for k in cps[0]}
+                                     if isinstance(cps[0], dict) else statistics.median(cps))
         out[row] = agg
     return out
 

@@ -83,3 +83,22 @@ def test_end_to_end_vdm(tmp_path, monkeypatch):
     block = ec.render(record, "images")
     ec.write_report(report, block, "vdm")
     assert report.read_text().count("equal_compute:vdm:begin") == 1
+
+
+def test_summary_of_multi_stage_families():
+    """Two seeds of a two-stage family: measures as mean ± std, CPU-s/step per stage (medians), target verdicts."""
+    def row(fvd, cps):
+        return {"fvd": fvd, "kvd": 1.0, "count_preserved": 0.0, "physically_consistent": 0.0, "speed_distance": 0.1,
+                "steps": {"vqgan": 10, "transformer": 5}, "cpu_s_per_step": {"vqgan": cps, "transformer": 2 * cps}}
+
+    per_seed = [{name: row(fvd, cps) for name in ec.ROWS} for fvd, cps in ((100.0, 1.0), (120.0, 3.0))]
+    s = ec.summarise(per_seed)
+    assert s["kinema_equal_steps"]["fvd"] == 110.0 and s["kinema_equal_steps"]["fvd_std"] > 0
+    assert s["reference_equal_steps"]["cpu_s_per_step"] == {"vqgan": 2.0, "transformer": 4.0}
+    verdict = {r["row"]: r for r in ec.target_reading(s)}
+    assert verdict["kinema_equal_steps"]["met"]  # equal: as good within the spread
+    assert not verdict["kinema_equal_wall_clock"]["met"]  # equal: not better
+    assert "| reference, equal steps | 10+5 | 2.00+4.00 |" in ec.render(
+        {"family": "x", "reference": "y", "command": "c", "torch": "t", "threads": 1, "seeds": [0, 1], "samples": 2,
+         "clips": 2, "data": "bouncing_shapes", "size": 32, "speed_ratio": 0.5, "wall_seconds": 60.0, "summary": s,
+         "stage_names": ["vqgan", "transformer"], "target": ec.target_reading(s)}, None)
