@@ -204,8 +204,8 @@ FAMILIES = {
 
 def install_torchvision_stub() -> None:
     """A stand-in ``torchvision`` (see the module docstring): attributes exist, calling one raises."""
-    if importlib.util.find_spec("torchvision") is not None:
-        return
+    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is not None:
+        return  # the real one, or the stand-in installed already (its __spec__ is None: find_spec would raise)
 
     class Missing:
         def __init__(self, *args, **kwargs) -> None:
