@@ -47,8 +47,8 @@ References (run from their installed packages, nothing copied into kinema), thro
 
 - ``vdm``: video-diffusion-pytorch ``GaussianDiffusion(Unet3D)`` with 32 timesteps for training and sampling
   (kinema samples ancestrally in 32 steps: the same network evaluations); its loop body (``Trainer.train``:
-  loss, backward, Adam step). Differs: the reference's EMA starts at step 2000 (so its samples are the raw
-  weights), kinema samples its EMA (``train.ema_decay`` 0.995).
+  loss, backward, Adam step). Its EMA starts at step 2000, so at these budgets it samples its raw weights;
+  kinema is set to do the same (``train.ema_decay=0``).
 - ``nuwa``: nuwa-pytorch. Stage ``vqgan``: its ``VQGanVAE`` at kinema's ``nuwa_vqgan_cpu16`` widths, built with
   ``use_vgg_and_gan=False`` (its VGG16 weights cannot be downloaded here; kinema's stage adds its GAN loss only
   from step 300 and has no perceptual loss), trained on the frames of the same clips for the same steps with
@@ -140,15 +140,22 @@ def stage_overrides(stage: dict, seed: int, data: str = "bouncing_shapes") -> li
     return [*quality.COMMON_OVERRIDES, *stage["set"], f"data.family={data}", f"train.seed={seed}"]
 
 
-def stage_stream(stage: dict, seed: int, data: str = "bouncing_shapes") -> Iterator[torch.Tensor]:
-    """The batches kinema's trainer draws for ``stage`` at ``train.seed = seed`` (``Trainer._batches``: the
-    config's dataset at that seed, as uint8, in ``DrawSampler`` order, dequantised), float in [-1, 1]."""
-    from kinema.data import Draws, build_dataset
+def stage_config(stage: dict, seed: int, data: str = "bouncing_shapes"):
+    """kinema's config of ``stage`` at ``train.seed = seed`` (the first stage's run left out: not needed for the
+    data, the shapes or the optimiser)."""
     from kinema.registry import load_config
+
+    return load_config(stage["config"], [s for s in stage_overrides(stage, seed, data) if not s.startswith("model.vq")])
+
+
+def config_stream(cfg) -> Iterator[torch.Tensor]:
+    """The batches kinema's trainer draws for ``cfg`` (``Trainer._batches``: the config's dataset at
+    ``train.seed``, as uint8, in ``DrawSampler`` order, dequantised), ``(B, 3, T, H, W)`` float in [-1, 1].
+    Shared with ``equal_compute_authors.stage_stream``."""
+    from kinema.data import Draws, build_dataset
     from kinema.training.distributed import DrawSampler
     from kinema.video.io import dequantise
 
-    cfg = load_config(stage["config"], [s for s in stage_overrides(stage, seed, data) if not s.startswith("model.vq")])
     m, t = cfg.model, cfg.train
     draws = Draws(build_dataset(cfg.data, frames=m.frames, height=m.resolution, width=m.resolution, seed=t.seed,
                                 train=True, uint8=True))
@@ -158,12 +165,17 @@ def stage_stream(stage: dict, seed: int, data: str = "bouncing_shapes") -> Itera
         yield dequantise(batch) if batch.dtype == torch.uint8 else batch.float()
 
 
+def stage_stream(stage: dict, seed: int, data: str = "bouncing_shapes") -> Iterator[torch.Tensor]:
+    """The batches kinema's trainer draws for ``stage`` at ``train.seed = seed`` (:func:`config_stream`)."""
+    return config_stream(stage_config(stage, seed, data))
+
+
 class Batches:
     """What a reference trainer gets: iterating gives the last stage's stream; ``stage(name)`` another's.
     Also collects the trainer's loss log, CPU seconds per stage and parameter count."""
 
     def __init__(self, family: str, seed: int, data: str = "bouncing_shapes") -> None:
-        self.stages = {s["stage"]: s for s in FAMILIES_ALL()[family]["stages"]}
+        self.stages = {s["stage"]: s for s in EQUAL_FAMILIES[family]["stages"]}
         self.seed, self.data = seed, data
         self.last = stage_stream(list(self.stages.values())[-1], seed, data)
         self.losses: dict[str, list] = {}
@@ -212,9 +224,7 @@ def _train_loop(stream, stage: str, steps: int, step_fn, losses: list, log, resh
 
 
 def _optim(stage: dict, seed: int) -> tuple[float, tuple, float, str]:
-    from kinema.registry import load_config
-
-    t = load_config(stage["config"], [s for s in stage_overrides(stage, seed) if not s.startswith("model.vq")]).train
+    t = stage_config(stage, seed).train
     return t.lr, tuple(t.betas), t.weight_decay, t.optimizer
 
 
@@ -223,11 +233,10 @@ def train_vdm(official, batches, steps, seed, work) -> Callable[[int, int], torc
     stage = fam["stages"][0]
     lr, betas, wd, opt = _optim(stage, seed)
     assert opt == "adam" and wd == 0.0, "video-diffusion-pytorch's Trainer uses Adam without weight decay"
-    x0 = stage_stream(stage, seed)
-    shape = next(x0).shape
+    m = stage_config(stage, seed).model
     torch.manual_seed(seed)
     model, step, sample, params = reference.build_reference("vdm", reference.FAMILIES["vdm"]["reference"],
-                                                            fam["timesteps"], shape[2], shape[-1], lr, betas, wd)
+                                                            fam["timesteps"], m.frames, m.resolution, lr, betas, wd)
     batches.parameters = params
     losses: list = []
     _loss_hook(model, losses)
@@ -280,9 +289,9 @@ def train_nuwa(official, batches, steps, seed, work) -> Callable[[int, int], tor
     vae.eval()
     # stage 2: NUWA over it (build_reference's model and loop body; its VAE copy gets the trained weights)
     lr, betas, wd, _ = _optim(tr_stage, seed)
-    x0 = next(stage_stream(tr_stage, seed))
+    m = stage_config(tr_stage, seed).model
     torch.manual_seed(seed)
-    model, step, sample, params = reference.build_reference("nuwa", spec, 0, x0.shape[2], x0.shape[-1], lr, betas, wd)
+    model, step, sample, params = reference.build_reference("nuwa", spec, 0, m.frames, m.resolution, lr, betas, wd)
     missing, unexpected = model.vae.load_state_dict(vae.state_dict(), strict=False)
     assert not [k for k in missing if "vgg" not in k and "discr" not in k] and not unexpected, (missing, unexpected)
     batches.parameters = {"transformer": params, "vqgan": sum(p.numel() for p in vae.parameters())}
@@ -311,10 +320,6 @@ if (Path(__file__).resolve().parent / "equal_compute_authors.py").is_file():
 
     EQUAL_FAMILIES.update(getattr(equal_compute_authors, "AUTHORS_FAMILIES", {}))
     REFERENCE_TRAINERS.update(getattr(equal_compute_authors, "REFERENCE_TRAINERS", {}))
-
-
-def FAMILIES_ALL() -> dict[str, dict]:  # noqa: N802  (late lookup: tests may add families)
-    return EQUAL_FAMILIES
 
 
 # --------------------------------------------------------------------------- the two sides of one seed

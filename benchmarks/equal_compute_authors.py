@@ -298,20 +298,12 @@ def stage_stream(family: str, name: str, seed: int) -> Iterator[torch.Tensor]:
     """The clip batches kinema's trainer reads for stage ``name`` at ``train.seed = seed``
     (``Trainer._batches``: ``build_dataset(cfg.data, seed=train.seed, uint8=True)`` through its
     ``DrawSampler`` stream, dequantised), ``(B, 3, T, H, W)`` float in [-1, 1]."""
-    from kinema.data import Draws, build_dataset
+    from equal_compute import config_stream  # imported here: equal_compute imports this module
+
     from kinema.registry import load_config
-    from kinema.training.distributed import DrawSampler
-    from kinema.video.io import dequantise
 
     stage = next(s for s in AUTHORS_FAMILIES[family]["stages"] if s["name"] == name)
-    cfg = load_config(stage["config"], [*stage["set"], f"train.seed={seed}"])
-    m, b = cfg.model, cfg.train.batch_size
-    draws = Draws(build_dataset(cfg.data, frames=m.frames, height=m.resolution, width=m.resolution, seed=seed,
-                                train=True, uint8=True))
-    ids = iter(DrawSampler(len(draws), seed, b))
-    while True:
-        batch = torch.stack([torch.as_tensor(draws[next(ids)]) for _ in range(b)])
-        yield dequantise(batch) if batch.dtype == torch.uint8 else batch.float()
+    return config_stream(load_config(stage["config"], [*stage["set"], f"train.seed={seed}"]))
 
 
 class KinemaBatches:
