@@ -354,16 +354,24 @@ def run_reference_child(args) -> None:
 
 
 def train_kinema(family: str, steps: dict[str, int], wall_steps: int, seed: int, work: Path, n: int,
-                 sample_batch: int, data: str, threads: int, log=print) -> dict:
+                 sample_batch: int, data: str, threads: int, log=print, official: Path | None = None) -> dict:
     """kinema's stages; the last one sampled at ``steps[last]`` (equal steps) and at ``wall_steps`` (continued
-    with resume: equal wall clock). Returns per point its samples, steps, CPU seconds; per stage its record."""
+    with resume: equal wall clock). Returns per point its samples, steps, CPU seconds; per stage its record.
+    A family whose spec says ``kinema_init = "reference"`` starts from the reference's initial weights of the
+    seed (``equal_compute_authors.kinema_start``; ``official``: its checkout)."""
     from kinema import api
 
     fam = EQUAL_FAMILIES[family]
     runs: dict[str, Path] = {}
     stages, points = [], {}
+    start_from = []
+    if fam.get("kinema_init") == "reference":
+        import equal_compute_authors
+
+        start_from = equal_compute_authors.kinema_start(family, seed, work, official)
     for i, stage in enumerate(fam["stages"]):
         overrides = stage_overrides(stage, seed, data) + ([f"train.threads={threads}"] if threads else [])
+        overrides += start_from if i == 0 else []
         if "first_stage" in stage:
             overrides.append(f"model.{stage['first_stage']}={runs[stage['first_stage']]}")
         out = work / stage["stage"]
@@ -707,7 +715,8 @@ def run(argv=None, feature_fn=None, log=print) -> dict:
         for seed in seeds:
             log(f"seed {seed}: kinema")
             kin = train_kinema(args.family, steps, wall_steps, seed, work / f"kinema_{seed}", args.samples,
-                               args.sample_batch, args.data, args.threads, log)
+                               args.sample_batch, args.data, args.threads, log,
+                               Path(args.official) if args.official else None)
             log(f"seed {seed}: reference ({fam['reference']}), its own process")
             ref_dir = work / f"reference_{seed}"
             cmd = [sys.executable, str(Path(__file__).resolve()), "--train-reference", "--family", args.family,

@@ -110,17 +110,25 @@ AUTHORS_FAMILIES: dict[str, dict] = {
                 'objective.loss="softplus"', "objective.gp_weight=0.5", 'objective.gp_reduction="sum"',
                 "train.lr=1e-4", "train.betas=[0.0,0.9]", "train.eps=1e-8", 'train.lr_schedule="constant"',
                 "train.ema_decay=0.0", "train.batch_size=16", 'train.precision="fp32"', *_COMMON,
+                # ... and its update order: D on a no-grad fake, then G on a fresh draw against the new D
+                'objective.update_order="discriminator_first"',
             ],
-            "steps": 100,  # ~1.4 s a kinema step at one thread on the shared CPU (--speed)
+            "steps": 600,
         }],
+        # kinema starts from the port's own initial weights of the seed (converted by `kinema convert
+        # tgan_ode_port`): the same network at step 0 on both sides. Measured at 100 steps, seed 0 (FVD, 96
+        # samples): kinema's own init (Chainer's LeCun-normal, zero biases) and G-first order 3204; the
+        # port's init 1843; + D first 1616; the port 1327.
+        "kinema_init": "reference",
         "batch": 16,
         "speed_ratio": None,  # filled below from benchmarks/results/equal_compute_speed_tganv2.json (--speed)
         "reference": "Zasder3/Latent-Neural-Differential-Equations-for-Video-Generation",
         "reference_args": {"gen": PORT_CPU16_G, "dis": PORT_CPU16_D},
         "notes": ("the port's TGANv2 (models/tganv2_gen.py, tganv2_dis.py) and the loop of `tganv2 UCF101.py`; the "
                   "port has four levels and a square latent, so 32x32 is tganv2_cpu16 with one level more (2x2 "
-                  "ConvLSTM); kinema at the port's loss and optimiser (R1 0.5, Adam 1e-4 (0, 0.9), no EMA), not "
-                  "tganv2_cpu16's own recipe (R1 0.05, lr 5e-4, EMA 0.999)"),
+                  "ConvLSTM); kinema at the port's loss, optimiser and update order (R1 0.5, Adam 1e-4 (0, 0.9), no "
+                  "EMA, D then G), from the port's initial weights of the seed; not tganv2_cpu16's own recipe "
+                  "(R1 0.05, lr 5e-4, EMA 0.999)"),
     },
     "videogpt": {
         "stages": [
@@ -327,18 +335,56 @@ def kinema_batches(family: str, seed: int) -> KinemaBatches:
     return KinemaBatches(family, seed)
 
 
-def train_kinema(family: str, seed: int, work: Path, steps: dict[str, int] | None = None, log=print):
+def port_initial_weights(official: Path, seed: int, work: Path) -> Path:
+    """The port's TGANv2 at ``PORT_CPU16_G`` / ``PORT_CPU16_D`` as ``train_tganv2`` builds it for ``seed``
+    (its own initialisers under ``torch.manual_seed(seed)``), saved as ``tganv2 UCF101.py`` saves a
+    checkpoint and converted by ``kinema convert tgan_ode_port``: kinema's ``train.init_from``."""
+    import train_speed
+
+    from kinema import api
+
+    out = work / "reference_init"
+    if not (out / "config.json").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        gen, dis, _, _ = train_speed.build_port_tganv2(official, 1, torch.device("cpu"),
+                                                       real=torch.zeros(1, 16, 3, 32, 32),
+                                                       gen_kwargs=PORT_CPU16_G, dis_kwargs=PORT_CPU16_D, seed=seed)
+        src = work / "state_normal0.ckpt"
+        torch.save({"epoch": 0, "model_state_dict": [gen.state_dict(), dis.state_dict()]}, src)
+        api.convert("tgan_ode_port", src, out)
+    return out
+
+
+REFERENCE_INITS = {"tganv2": port_initial_weights}
+
+
+def kinema_start(family: str, seed: int, work: Path, official: Path | None) -> list[str]:
+    """Extra overrides of kinema's first stage: ``train.init_from`` = the reference's initial weights of the
+    seed, when the family's spec says ``kinema_init = "reference"``."""
+    if AUTHORS_FAMILIES[family].get("kinema_init") != "reference":
+        return []
+    official = Path(official or os.environ.get(CHECKOUT_ENV[family], ""))
+    if not official.is_dir():
+        raise FileNotFoundError(f"{family}: kinema starts from the reference's initial weights, which need its "
+                                f"checkout (--official or ${CHECKOUT_ENV[family]}); got {official}")
+    return [f'train.init_from="{REFERENCE_INITS[family](official, seed, work)}"']
+
+
+def train_kinema(family: str, seed: int, work: Path, steps: dict[str, int] | None = None, log=print,
+                 official: Path | None = None):
     """kinema's stages through ``kinema.api.train`` (the trainer of ``kinema train``); returns the last
-    stage's checkpoint and the per-stage seconds."""
+    stage's checkpoint and the per-stage seconds. ``official``: the reference's checkout, for families whose
+    kinema side starts from the reference's initial weights (``kinema_start``)."""
     from kinema import api
 
     runs, seconds, ckpt = {}, {}, None
-    for stage in AUTHORS_FAMILIES[family]["stages"]:
+    start_from = kinema_start(family, seed, work, official)
+    for i, stage in enumerate(AUTHORS_FAMILIES[family]["stages"]):
         n = (steps or {}).get(stage["name"], stage["steps"])
         out = work / f"kinema_{stage['name']}"
         start = time.perf_counter()
-        ckpt = Path(api.train(stage["config"], out, overrides=stage_overrides(family, stage, seed, runs), steps=n,
-                              device="cpu", progress=False))
+        overrides = stage_overrides(family, stage, seed, runs) + (start_from if i == 0 else [])
+        ckpt = Path(api.train(stage["config"], out, overrides=overrides, steps=n, device="cpu", progress=False))
         torch.set_num_threads(1)
         seconds[stage["name"]] = time.perf_counter() - start
         runs[stage["name"]] = ckpt.parent.parent
@@ -488,7 +534,7 @@ def wall_clock_steps(family: str) -> dict[str, int]:
     return out
 
 
-def train_kinema_longer(family: str, seed: int, work: Path, log=print):
+def train_kinema_longer(family: str, seed: int, work: Path, log=print, official: Path | None = None):
     """kinema at ``wall_clock_steps``: the last stage's equal-steps run continued (resume; constant LR, so the
     same as one longer run)."""
     from kinema import api
@@ -498,9 +544,10 @@ def train_kinema_longer(family: str, seed: int, work: Path, log=print):
     for stage in spec["stages"][:-1]:
         runs[stage["name"]] = work / f"kinema_{stage['name']}"
     stage = spec["stages"][-1]
+    start_from = kinema_start(family, seed, work, official) if len(spec["stages"]) == 1 else []
     start = time.perf_counter()
     ckpt = Path(api.train(stage["config"], work / f"kinema_{stage['name']}",
-                          overrides=stage_overrides(family, stage, seed, runs), steps=more[stage["name"]],
+                          overrides=stage_overrides(family, stage, seed, runs) + start_from, steps=more[stage["name"]],
                           device="cpu", progress=False, resume=True))
     torch.set_num_threads(1)
     took = time.perf_counter() - start
@@ -572,7 +619,7 @@ def run(family: str, official: Path, seeds: list[int], points: list[str], clips:
         w = work / f"{family}_seed{seed}"
         w.mkdir(parents=True, exist_ok=True)
         if "equal_steps" in points and ("kinema", "equal_steps", seed) not in done:
-            ckpt, secs = train_kinema(family, seed, w, log=log)
+            ckpt, secs = train_kinema(family, seed, w, log=log, official=official)
             add("kinema", "equal_steps", seed, steps, sum(secs.values()), kinema_sampler(ckpt)(clips, seed))
         if "equal_steps" in points and ("reference", "equal_steps", seed) not in done:
             start = time.perf_counter()
@@ -581,7 +628,7 @@ def run(family: str, official: Path, seeds: list[int], points: list[str], clips:
             log(f"  reference {family}: {steps} in {took:.0f} s")
             add("reference", "equal_steps", seed, steps, took, sample(clips, seed))
         if "equal_wall_clock" in points and ("kinema", "equal_wall_clock", seed) not in done:
-            ckpt, took, more = train_kinema_longer(family, seed, w, log=log)
+            ckpt, took, more = train_kinema_longer(family, seed, w, log=log, official=official)
             add("kinema", "equal_wall_clock", seed, more, took, kinema_sampler(ckpt)(clips, seed))
     return record
 

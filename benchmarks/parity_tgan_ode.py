@@ -243,6 +243,107 @@ def kinema_tgan(ckpt_dir: Path, theirs: dict) -> list[tuple]:
     return rows
 
 
+TRAIN_STEPS = 3  # iterations of the training loop compared
+
+
+def official_tganv2_training(official: Path, spec: dict, seed: int, ckpt: Path, steps: int = TRAIN_STEPS
+                             ) -> dict[str, torch.Tensor]:
+    """``steps`` iterations of the port's loop (``train_speed.build_port_tganv2``: the loop body of ``tganv2
+    UCF101.py`` -- D on a no-grad fake plus lambda 0.5 on the summed R1, then G on a fresh draw; Adam 1e-4
+    (0, 0.9), LambdaLR) in float64, from its own initialisation under ``torch.manual_seed(seed)`` with every
+    bias and BN value perturbed (saved to ``ckpt`` as the scripts save). Per iteration ``i`` it records the
+    real batch ``batch{i}`` (B, C, T, H, W), the two noise draws ``z_d{i}`` / ``z_g{i}`` (the script's
+    ``torch.rand(B, z) * 2 - 1``) and the pinned sub-sampling ``offsets{i}`` (reals, D's fake, G's fake; three
+    each); after the last, the generator's and discriminator's state (``final/gen/...``, ``final/dis/...``)."""
+    import train_speed
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    randint = np.random.randint
+    try:
+        b = spec["batch"]
+        frames, side = spec["gen"]["n_frames"], spec["gen"]["zt_dim"] * 2 ** (len(spec["gen"]["upchannels"]) + 3)
+        gen, dis, step, _ = train_speed.build_port_tganv2(official, b, torch.device("cpu"),
+                                                          real=torch.zeros(b, frames, 3, side, side),
+                                                          gen_kwargs=spec["gen"], dis_kwargs=spec["dis"], seed=seed)
+        perturb = torch.Generator().manual_seed(seed + 1)
+        _perturb(gen, perturb)
+        _perturb(dis, perturb)
+        with torch.no_grad():  # float32-representable: kinema's converted checkpoint stores float32
+            for tensor in [*gen.state_dict().values(), *dis.state_dict().values()]:
+                if tensor.is_floating_point():
+                    tensor.copy_(tensor.float())
+        _save_like_the_scripts(ckpt, gen, dis, adam=True)
+        data = torch.Generator().manual_seed(seed + 2)
+        out = {}
+        for i in range(steps):
+            # (N, T, C, H, W), the script's layout; float32-representable, stored as float32
+            x = (torch.rand((b, frames, 3, side, side), generator=data, dtype=torch.float32) * 2 - 1).double()
+            offsets = torch.randint(2, (9,), generator=data)
+            torch.manual_seed(1000 + i)  # the two draws the loop body makes, replayed
+            out[f"z_d{i}"], out[f"z_g{i}"] = (torch.rand((b, gen.fc.in_features)) * 2 - 1 for _ in range(2))
+            torch.manual_seed(1000 + i)
+            pinned, queue, _ = _pinned_numpy(offsets.tolist())
+            np.random.randint = pinned
+            step(x)
+            assert not queue, f"the port drew {9 - len(queue)} offsets in one iteration, 9 pinned"
+            np.random.randint = randint
+            out[f"batch{i}"], out[f"offsets{i}"] = x.transpose(1, 2).float().contiguous(), offsets
+        out.update({f"final/gen/{k}": v.clone() for k, v in gen.state_dict().items()})
+        out.update({f"final/dis/{k}": v.clone() for k, v in dis.state_dict().items()})
+        return out
+    finally:
+        np.random.randint = randint
+        torch.set_default_dtype(default)
+
+
+def kinema_tganv2_training(ckpt_dir: Path, theirs: dict[str, torch.Tensor], steps: int = TRAIN_STEPS,
+                           update_order: str = "discriminator_first") -> list[tuple]:
+    """kinema's training step (``GANObjective``, ``update_order = "discriminator_first"``, the port's loss and
+    Adam; float64) from the converted initial checkpoint on the port's batches, noise and offsets; one row
+    per generator and discriminator tensor (weights and BN statistics) after the last iteration. The
+    learning rate follows the port's ``LambdaLR(1 - e / 100000)`` (kinema's trainer would keep it constant:
+    a 2e-5 relative difference by the third step, kept out of the comparison). ``update_order =
+    "generator_first"`` (kinema's default, the official updater) is the tests' negative control."""
+    import kinema.models.tganv2.model as tganv2
+    from kinema.data import Batch
+    from kinema.models.tgan.convert import _tganv2_state
+    from kinema.objectives.base import StepContext
+    from kinema.objectives.gan import GANConfig, GANObjective
+    from kinema.registry import load_model
+
+    model = load_model(ckpt_dir)[0].double().train()
+    objective = GANObjective(model, GANConfig(loss="softplus", gp_weight=0.5, gp_reduction="sum",
+                                              update_order=update_order))
+    opts = {name: torch.optim.Adam(params, lr=1e-4, betas=(0.0, 0.9))
+            for name, params in objective.parameter_groups().items()}
+    variant = "tganv2_convlstm"
+    original = tganv2.frame_offsets
+    try:
+        for i in range(steps):
+            draws = [theirs[f"z_d{i}"], theirs[f"z_g{i}"]]
+            model.sample_noise = lambda n, generator=None, device=None: draws.pop(0)
+            real, fake_d, fake_g = theirs[f"offsets{i}"].view(3, 3).tolist()
+            # discriminator first: D's fake, the reals, G's fake; generator first: G's fake (also D's), the reals
+            order = fake_d + real + fake_g if update_order == "discriminator_first" else fake_g + real
+            tganv2.frame_offsets, queue = _pinned_kinema(order)
+            for opt in opts.values():
+                opt.param_groups[0]["lr"] = 1e-4 * (1 - i / 100000)
+            x = theirs[f"batch{i}"].double()
+            objective.train_step([Batch(x)], StepContext.for_batch(opts, torch.Generator().manual_seed(i), len(x)))
+            assert not queue, "kinema drew fewer offsets than the port"
+            assert not draws or update_order == "generator_first", "kinema drew one noise batch, the port two"
+        gen = {k[len("final/gen/"):]: v for k, v in theirs.items() if k.startswith("final/gen/")}
+        dis = {k[len("final/dis/"):]: v for k, v in theirs.items() if k.startswith("final/dis/")}
+        state = model.state_dict()
+        rows = [compare(k, state[k], v) for k, v in _tganv2_state(gen, dis, variant, Path("fixture")).items()
+                if v.is_floating_point()]
+    finally:
+        tganv2.frame_offsets = original
+        model.__dict__.pop("sample_noise", None)
+    return rows
+
+
 def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int) -> list[tuple]:
     from kinema import api
 
@@ -265,6 +366,17 @@ def run(official: Path, config: str, work: Path, fixture: Path | None, seed: int
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / f"tganv2_{kind}_outputs.safetensors")
+    ckpt = work / "tganv2_train.ckpt"
+    theirs = official_tganv2_training(official, spec["tganv2"], seed, ckpt)
+    out = api.convert("tgan_ode_port", ckpt, work / "converted_train")
+    trained = kinema_tganv2_training(out, theirs)
+    worst = max(trained, key=lambda r: r[2])
+    rows.append((f"TGANv2 {TRAIN_STEPS} training iterations: {len(trained)} tensors, worst {worst[0]}", *worst[1:]))
+    if fixture is not None:
+        from safetensors.torch import save_file
+
+        (fixture / "tganv2_train.ckpt").write_bytes(ckpt.read_bytes())
+        save_file({k: v.contiguous() for k, v in theirs.items()}, fixture / "tganv2_train_outputs.safetensors")
     names = {"ode": "TGAN-ODE", "ode_lin": "TGAN-ODE lin", "conv1d": "TGAN"}
     for kind in names if "tgan" in spec else ():
         ckpt = work / f"tgan_{kind}.ckpt"

@@ -1,8 +1,10 @@
 """GAN objective: non-saturating softplus (TGANv2's) or hinge loss, R1 penalty on real inputs.
 
-Follows the official TGANv2 updater (``tgan2/updaters/dirac_updater.py``): one generator forward
-feeds both updates -- the generator step first, then the discriminator step on the same fakes,
-detached -- with one D step per G step. Level scores are concatenated before the mean.
+By default follows the official TGANv2 updater (``tgan2/updaters/dirac_updater.py``): one generator
+forward feeds both updates -- the generator step first, then the discriminator step on the same fakes,
+detached -- with one D step per G step. ``update_order = "discriminator_first"`` is the loop of the
+TGAN-ODE authors' PyTorch port (``tganv2 UCF101.py``, lines 93-119): D on a no-grad fake, then G on a
+new draw scored by the updated D. Level scores are concatenated before the mean.
 """
 
 from __future__ import annotations
@@ -38,8 +40,16 @@ class GANConfig:
     # Lazy R1 (StyleGAN2's lazy regularisation): compute the penalty only on steps where
     # step % gp_every == 0, weighted by gp_every, in that step's discriminator update. 1 = every step.
     gp_every: int = 1
+    # "generator_first": the official updater -- G steps on D's current scores, then D steps on those
+    # same fakes (one generator forward a step). "discriminator_first": the TGAN-ODE authors' port --
+    # D steps on fakes drawn without gradient, then G steps on a fresh draw against the updated D (two
+    # generator forwards a step, each updating batch-norm statistics).
+    update_order: Literal["generator_first", "discriminator_first"] = "generator_first"
 
     def validate(self) -> None:
+        if self.update_order not in ("generator_first", "discriminator_first"):
+            raise ConfigError(f"objective.update_order must be 'generator_first' or 'discriminator_first', "
+                              f"got {self.update_order!r}")
         if self.gp_weight < 0:
             raise ConfigError(f"objective.gp_weight must be >= 0, got {self.gp_weight}")
         if self.gp_every < 1:
@@ -79,15 +89,21 @@ class GANModel(Protocol):
     def observe_real_scores(self, scores: torch.Tensor, step: int) -> dict[str, torch.Tensor]: ...
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16 / bf16 -> fp32 (losses and the R1 path under mixed precision); fp32 and fp64 unchanged (float64
+    runs are the exact-maths parity checks against the authors' code)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def generator_loss(fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
-    fake_scores = fake_scores.float()  # losses in fp32 under mixed precision
+    fake_scores = at_least_fp32(fake_scores)
     if kind == "softplus":
         return F.softplus(-fake_scores).mean()
     return -fake_scores.mean()  # hinge: the generator maximises the critic score
 
 
 def discriminator_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor, kind: str) -> torch.Tensor:
-    real_scores, fake_scores = real_scores.float(), fake_scores.float()
+    real_scores, fake_scores = at_least_fp32(real_scores), at_least_fp32(fake_scores)
     if kind == "softplus":
         return F.softplus(-real_scores).mean() + F.softplus(fake_scores).mean()
     return F.relu(1 - real_scores).mean() + F.relu(1 + fake_scores).mean()
@@ -102,7 +118,7 @@ def real_gradient_penalty(
     the batch size of the first level, so the strength does not depend on the batch.
     """
     grads = torch.autograd.grad(real_scores.sum(), real_inputs, create_graph=True)
-    penalty = sum(g.float().pow(2).sum() for g in grads)  # fp32 even under autocast
+    penalty = sum(at_least_fp32(g).pow(2).sum() for g in grads)  # fp32 even under autocast
     if reduction == "mean":
         penalty = penalty / real_inputs[0].shape[0]
     return penalty
@@ -162,13 +178,24 @@ class TwoPlayerObjective(Objective):
 
 
 class GANObjective(TwoPlayerObjective):
-    """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater."""
+    """Two phases per iteration: a G step then a D step, as in the official TGANv2 updater (or D then G,
+    ``update_order = "discriminator_first"``)."""
 
     name = "gan"
 
+    def phases(self) -> tuple[Phase, ...]:
+        if self.config.update_order == "discriminator_first":
+            return (Phase("discriminator"), Phase("generator"))
+        return (Phase("generator"), Phase("discriminator"))
+
     def begin_step(self, batches: list[Batch], ctx: StepContext) -> None:
-        """Noise for the whole global batch (identical on every process), sliced by ``ctx.rows``."""
-        self._z = self.model.sample_noise(ctx.global_batch, generator=ctx.generator, device=batches[0].clips.device)
+        """Noise for the whole global batch (identical on every process), sliced by ``ctx.rows``; with
+        ``discriminator_first`` a second draw for the generator's step."""
+        device = batches[0].clips.device
+        self._z = self.model.sample_noise(ctx.global_batch, generator=ctx.generator, device=device)
+        self._fake_inputs = self._fake_scores = None
+        if self.config.update_order == "discriminator_first":
+            self._z_generator = self.model.sample_noise(ctx.global_batch, generator=ctx.generator, device=device)
 
     def run_phase(self, phase: Phase, batches: list[Batch], ctx: StepContext):
         """Before each micro-step the noise RNG is rewound to the phase's start, so the model's
@@ -176,9 +203,26 @@ class GANObjective(TwoPlayerObjective):
         pass over the whole batch. Gradients of the micro-steps add up (each loss is divided by their
         number), so ``k`` micro-batches of ``B/k`` give the batch-``B`` gradient whenever the model has
         no batch statistics (batch norm sees one micro-batch at a time)."""
+        if self.config.update_order == "discriminator_first":
+            if phase.name == "generator":
+                return self._generator_phase(self._z_generator, ctx, keep_fakes=False)
+            self._fakes_without_gradient(ctx)
+            return self._discriminator_phase(batches, ctx)
         if phase.name == "generator":
             return self._generator_phase(self._z, ctx)
         return self._discriminator_phase(batches, ctx)
+
+    @torch.no_grad()
+    def _fakes_without_gradient(self, ctx: StepContext) -> None:
+        """The D step's fakes of ``self._z`` (per micro-batch, no graph), generated in the model's training
+        mode as the port does (``with torch.no_grad(): fake = gen(z)``); D scores them in its phase."""
+        start = ctx.generator.get_state()
+        self._fake_inputs, self._fake_scores = [], []
+        for rows in ctx.rows:
+            ctx.generator.set_state(start)
+            self._fake_inputs.append(self.model.generate_levels(self._z[rows.start : rows.stop],
+                                                                generator=ctx.generator, rows=rows))
+            self._fake_scores.append(None)
 
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         return generator_loss(fake_scores, self.config.loss)
@@ -191,7 +235,7 @@ class GANObjective(TwoPlayerObjective):
         device = batches[0].clips.device
         start = ctx.generator.get_state()
         gp_due = cfg.gp_weight > 0 and ctx.step % cfg.gp_every == 0
-        d_losses, penalties, real_means, real_scores_all = [], [], [], []
+        d_losses, penalties, real_means, real_scores_all, fake_means = [], [], [], [], []
         for batch, rows, fakes, scores in zip(batches, ctx.rows, self._fake_inputs, self._fake_scores):
             ctx.generator.set_state(start)
             with torch.autocast(device.type, enabled=False):
@@ -207,7 +251,7 @@ class GANObjective(TwoPlayerObjective):
                 if model.augments_reals:
                     extra["augmented"] = False
                 levels = model.real_levels(batch.clips, ctx.generator, rows=rows, **extra)
-                reals = [r.detach().float().requires_grad_(gp_due) for r in levels]
+                reals = [at_least_fp32(r.detach()).requires_grad_(gp_due) for r in levels]
                 seen = model.augment_levels(reals, ctx.generator, rows) if model.augments_reals else reals
                 real_scores = torch.cat(model.discriminate(seen))
                 penalty = (
@@ -215,8 +259,9 @@ class GANObjective(TwoPlayerObjective):
                     if gp_due
                     else torch.zeros((), device=device)
                 )
-            if k > 1:
+            if k > 1 or scores is None:  # not kept from the generator's phase: score the fakes now
                 scores = torch.cat(model.discriminate(fakes))
+            fake_means.append(scores.detach().float().mean())
             loss_d = discriminator_loss(real_scores, scores, cfg.loss)
             ctx.scale(loss_d + cfg.gp_weight * cfg.gp_every * penalty).backward(inputs=d_params)
             d_losses.append(loss_d.detach())
@@ -228,7 +273,7 @@ class GANObjective(TwoPlayerObjective):
             "loss_d": loss_d,
             "gp": penalty,
             "score_real": torch.stack(real_means).mean(),
-            "score_fake": torch.stack([s.detach().mean() for s in self._fake_scores]).mean(),
+            "score_fake": torch.stack(fake_means).mean(),
         }
         # a model's adaptive augmentation (ADA) reads D(real): GANModel.observe_real_scores
         metrics.update(model.observe_real_scores(torch.cat(real_scores_all), ctx.step))

@@ -61,6 +61,28 @@ def test_tganv2_matches_the_port_parameter_counts_and_loop():
     assert (cfg.objective.gp_weight, cfg.train.lr, list(cfg.train.betas), cfg.train.ema_decay) == (0.5, 1e-4, [0.0, 0.9], 0.0)
 
 
+def test_tganv2_kinema_starts_from_the_ports_initial_network(tmp_path):
+    """kinema's TGANv2 side starts from the port's initial weights of the seed (``kinema_start``) with the
+    port's update order: its dense video at step 0 equals the port generator's for the same z (batch norm on
+    batch statistics, as the port samples), and the two seeds give different starts."""
+    official = _checkout("tgan_ode")
+    from kinema import api
+    import train_speed
+
+    spec = eca.AUTHORS_FAMILIES["tganv2"]
+    assert spec["kinema_init"] == "reference"
+    assert 'objective.update_order="discriminator_first"' in spec["stages"][0]["set"]
+    starts = [eca.kinema_start("tganv2", seed, tmp_path / str(seed), official) for seed in (0, 1)]
+    assert all(len(s) == 1 and s[0].startswith("train.init_from=") for s in starts) and starts[0] != starts[1]
+    model, _ = api.load(starts[1][0].split("=", 1)[1].strip('"'))
+    gen, _, _, _ = train_speed.build_port_tganv2(official, 1, torch.device("cpu"), real=torch.zeros(1, 16, 3, 32, 32),
+                                                 gen_kwargs=eca.PORT_CPU16_G, dis_kwargs=eca.PORT_CPU16_D, seed=1)
+    z = torch.rand(3, eca.PORT_CPU16_G["z_dim"]) * 2 - 1
+    model.train()
+    with torch.no_grad():
+        torch.testing.assert_close(model.sample(z), gen(z, test=True), rtol=1e-4, atol=1e-5)
+
+
 def test_tganv2_reference_trains_and_samples(tmp_path):
     """One iteration of the port's loop on kinema's stream, then 2 samples: (2, 3, 16, 32, 32) in [-1, 1]."""
     official = _checkout("tgan_ode")

@@ -74,6 +74,43 @@ def test_generator_gradients_match_plain_backpropagation():
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-7)
 
 
+def test_discriminator_first_is_the_ports_loop():
+    """update_order = "discriminator_first" is the TGAN-ODE authors' loop (tganv2 UCF101.py:93-119): D on
+    a no-grad fake of one draw plus the summed R1, stepped; then G on a second draw scored by the new D."""
+    import copy
+
+    model, obj, opts, real = setup(update_order="discriminator_first", gp_weight=0.5)
+    twin = copy.deepcopy(model)
+    twin_opts = {"generator": torch.optim.Adam(twin.generator.parameters(), lr=1e-3, betas=(0.0, 0.9)),
+                 "discriminator": torch.optim.Adam(twin.discriminator.parameters(), lr=1e-3, betas=(0.0, 0.9))}
+    metrics = obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(3)))
+
+    g = torch.Generator().manual_seed(3)
+    z_d, z_g = twin.sample_noise(4, generator=g), twin.sample_noise(4, generator=g)
+    with torch.no_grad():
+        fakes = twin.generate_levels(z_d, generator=g)
+    reals = [r.detach().requires_grad_() for r in twin.real_levels(real, g)]
+    real_scores = torch.cat(twin.discriminate(reals))
+    loss_d = discriminator_loss(real_scores, torch.cat(twin.discriminate(fakes)), "softplus")
+    (loss_d + 0.5 * real_gradient_penalty(real_scores, reals, "sum")).backward(
+        inputs=list(twin.discriminator.parameters()))
+    twin_opts["discriminator"].step()
+    fakes = twin.generate_levels(z_g, generator=g)
+    loss_g = torch.nn.functional.softplus(-torch.cat(twin.discriminate(fakes))).mean()
+    loss_g.backward(inputs=list(twin.generator.parameters()))
+    twin_opts["generator"].step()
+
+    torch.testing.assert_close(metrics["loss_d"], loss_d.detach())
+    torch.testing.assert_close(metrics["loss_g"], loss_g.detach())
+    for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_update_order_is_checked():
+    with pytest.raises(Exception, match="update_order"):
+        ObjectiveConfig(update_order="both").validate()
+
+
 def test_gradient_penalty_sum_is_batch_times_mean_and_matches_closed_form():
     x = torch.randn(5, 3, requires_grad=True)
     y = (x * torch.tensor([1.0, 2.0, 3.0])).sum(1)  # d y_i / d x_i = (1, 2, 3): sum of squares 14
