@@ -6,7 +6,8 @@ bright pixels) and direction (the sign of its centre-of-mass displacement along 
 compared with the caption's. Chance is 1/4 for each. The same reader on real clips is the reader's ceiling.
 ``... sketch RUN``: videos for held-out sketches; IoU of the generated object (bright pixels) with the
 given mask, vs with the mask of another clip. ``... predict RUN``: PSNR of the frames predicted from the
-model's given frames (``cond_frames``, at least 1) of held-out clips vs copying the last given frame
+model's given frames (``cond_frames``, at least 1) of held-out clips vs copying the last given frame -- also
+for a frame-conditional VideoGPT prior (``videogpt_prior`` with ``model.cond_frames``)
 (``--future N`` scores the next N frames only; ``--futures K`` adds best-of-K). ``... nll RUN``: held-out next-token cross-entropy (nats per token,
 teacher forcing, no sampling noise) for each task of the model, over all target tokens and over the tokens after
 the given frames. ``... tokenizer RUN``: held-out reconstruction PSNR vs the
@@ -144,7 +145,8 @@ def measure_sketch(model, num: int, guidance: float, top_k: int, strip_path: str
 
 def measure_predict(model, num: int, top_k: int, strip_path: str | None, family: str, future: int = 0,
                     futures: int = 1) -> dict:
-    """Held-out clips continued from their first ``k = cond_frames`` frames (at least 1): PSNR (of the mean
+    """Held-out clips continued from their first ``k = cond_frames`` frames (at least 1) by a NÜWA or a
+    frame-conditional VideoGPT prior (both ``model.sample(seeds, frames=..., top_k=...)``): PSNR (of the mean
     MSE, pixels in [0, 1]) over the next ``future`` frames (0: all the rest) against copying the last given
     frame, issue 30's frame-conditional protocol. ``futures > 1`` draws that many futures per clip (seeds
     1000 + clip + num * j) and adds the best-of-``futures`` PSNR (the future nearest each clip, per clip) and
@@ -156,7 +158,10 @@ def measure_predict(model, num: int, top_k: int, strip_path: str | None, family:
              for j in range(futures)]
     pred = draws[0]
     copy = clips[:, :, k - 1:k].expand_as(clips)
-    recon = model.vqgan.decode(model.encode(clips)).clamp(-1, 1)
+    if hasattr(model, "vqgan"):  # NÜWA: its VQ-GAN's tokens of the clips
+        recon = model.vqgan.decode(model.encode(clips)).clamp(-1, 1)
+    else:  # a VideoGPT prior: its VQ-VAE's codes
+        recon = model.vqvae.decode(model.vqvae.encode(clips)).clamp(-1, 1)
     if strip_path:
         strip(torch.stack([x for pair in zip(clips[:4], pred[:4]) for x in pair]), strip_path)
     target = clips[:, :, k:stop]

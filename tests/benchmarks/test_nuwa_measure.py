@@ -65,3 +65,32 @@ def test_predict_scores_the_frames_after_the_given_ones_against_copying_the_last
     assert out["gain_over_copy_db"] == pytest.approx(out["psnr_predicted_frames"] - out["psnr_copy_last_given_frame"])
     assert out["psnr_best_of_futures"] >= out["psnr_predicted_frames"] - 1e-6
     assert out["futures_pairwise_rms"] > 0  # sampled at temperature 1: the two draws differ
+
+
+def test_predict_takes_a_frame_conditional_videogpt_prior():
+    """The same protocol for VideoGPT conditioned on frames (issue 30's third frame-conditional family): its
+    prior's ``sample(seeds, frames=...)``, its VQ-VAE's reconstruction as the tokenizer ceiling."""
+    import json
+
+    import torch
+
+    from kinema.config import build_dataclass
+    from kinema.models.videogpt.prior import VideoGPTPrior, VideoGPTPriorConfig
+
+    measure = _measure()
+    torch.manual_seed(0)
+    vq = {"name": "videogpt_vqvae", "frames": 8, "resolution": 16, "downsample": [2, 4, 4], "hidden": 16,
+          "res_layers": 1, "codebook_size": 32, "embedding_dim": 8}
+    cfg = {"frames": 8, "resolution": 16, "downsample": [2, 4, 4], "codebook_size": 32, "hidden": 24, "heads": 2,
+           "layers": 2, "cond_frames": 2, "cond_hidden": 12, "vqvae_config": json.dumps(vq)}
+    model = VideoGPTPrior(build_dataclass(VideoGPTPriorConfig, cfg, "model")).eval()
+    torch.nn.init.normal_(model.transformer.fc_out.weight, std=0.5)
+    model.vqvae_loaded = True
+    with torch.no_grad():
+        out = measure.measure_predict(model, 2, 0, None, "bouncing_shapes", future=3, futures=2)
+        clips = measure.clips_of(model, "bouncing_shapes", 2, 999)
+        recon = model.vqvae.decode(model.vqvae.encode(clips)).clamp(-1, 1)
+    assert out["given_frames"] == 2 and out["scored_frames"] == [2, 4]
+    assert out["psnr_tokenizer_reconstruction_same_frames"] == pytest.approx(
+        measure.psnr(recon[:, :, 2:5], clips[:, :, 2:5]))
+    assert out["futures_pairwise_rms"] > 0
