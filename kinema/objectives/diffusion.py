@@ -1,6 +1,6 @@
 """Diffusion objective (Video Diffusion Models, Ho et al. 2022): denoising regression with joint image-video training.
 
-Per sample: ``t ~ U(0, 1)``, ``lambda_t`` from the model's clipped cosine schedule, ``eps ~ N(0, I)``,
+Per sample: ``t ~ U(0, 1)`` (or uniform on an N-step sampler's grid, ``train_timesteps = N``), ``lambda_t`` from the model's clipped cosine schedule, ``eps ~ N(0, I)``,
 ``z_t = alpha_t x + sigma_t eps``; the network regresses its own target (``eps`` or
 ``v = alpha eps - sigma x``) with a plain mean squared error. In terms of the paper's weighted loss
 ``E[w(lambda_t) ||x_hat(z_t) - x||^2]`` this is ``w = SNR = exp(lambda)`` for ``eps`` (the paper's
@@ -46,8 +46,16 @@ class DiffusionConfig:
     # Class-conditional models: labels replaced by the null label with this probability (classifier-free
     # guidance; paper: 0.1). Was model.cond_drop_prob before; old configs are migrated.
     cond_drop_prob: float = 0.1
+    # 0: t ~ U(0, 1), the paper's continuous time. N > 0: t uniform on the grid {1/N, ..., N/N} -- the
+    # points a sampler with N steps evaluates the network at (kinema.diffusion.sample_loop) -- as
+    # video-diffusion-pytorch trains on exactly the discrete timesteps it samples with. For comparisons
+    # with such code; a model trained so is only trained for N-step sampling.
+    train_timesteps: int = 0
 
     def validate(self) -> None:
+        if self.train_timesteps < 0:
+            raise ConfigError(f"objective.train_timesteps must be >= 0 (0 = continuous time), got "
+                              f"{self.train_timesteps}")
         if self.joint_image_frames < 0:
             raise ConfigError(f"objective.joint_image_frames must be >= 0 (0 disables joint training), "
                               f"got {self.joint_image_frames}")
@@ -88,8 +96,12 @@ class DiffusionObjective(Objective):
         n, k, g = ctx.global_batch, self.config.joint_image_frames, ctx.generator
         c, _, h, w = self.model.video_shape
         gd = g.device
+        steps = self.config.train_timesteps
+        t = torch.rand(n, generator=g, device=gd)
+        if steps:  # the sampler's grid: i / steps for i = 1..steps
+            t = (torch.floor(t * steps) + 1) / steps
         return {
-            "t": torch.rand(n, generator=g, device=gd),
+            "t": t,
             "drop": torch.rand(n, generator=g, device=gd),
             "offset": torch.rand(n, generator=g, device=gd),
             "frame": torch.randint(frames, (n, k), generator=g, device=gd),

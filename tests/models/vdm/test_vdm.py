@@ -210,6 +210,22 @@ def test_joint_images_come_from_other_clips_of_the_batch():
     assert all((sources[i] != i).all() for i in range(3)), sources
 
 
+def test_discrete_training_times_are_the_samplers_grid():
+    """objective.train_timesteps = N draws t from {1/N, ..., 1}, the points an N-step sampler evaluates
+    (video-diffusion-pytorch's discrete training); 0 keeps t ~ U(0, 1). Same RNG stream either way."""
+    model = tiny_vdm()
+    cfg = load_config(None, model={"name": "vdm", **TINY}, objective={"name": "diffusion", "train_timesteps": 4})
+    objective = build_objective(model, cfg.objective)
+    ctx = StepContext.for_batch({}, torch.Generator().manual_seed(0), 256)
+    t = objective.draws(ctx, 4, "cpu")["t"]
+    assert set(t.tolist()) == {0.25, 0.5, 0.75, 1.0}
+    objective.config.train_timesteps = 0
+    continuous = objective.draws(StepContext.for_batch({}, torch.Generator().manual_seed(0), 256), 4, "cpu")["t"]
+    assert torch.equal(t, (torch.floor(continuous * 4) + 1) / 4)
+    with pytest.raises(ConfigError, match="train_timesteps"):
+        load_config(None, model={"name": "vdm", **TINY}, objective={"name": "diffusion", "train_timesteps": -1})
+
+
 def test_class_conditional_model_needs_labels():
     _, objective, opt = objective_and_optimizer(joint=0, classes=3)
     with pytest.raises(ValueError, match="num_classes = 3"):
