@@ -27,12 +27,13 @@ levels 16x4x4, 8x8x8, 4x16x16, 2x32x32 in training) and ``tganv2_cpu16``'s discr
 ``[16, 32, 64]`` per level. kinema is set to the port's loop (``tganv2 UCF101.py``): R1 weight 0.5 summed over the
 batch, softplus loss, Adam 1e-4 betas (0, 0.9), no EMA, and the port's network quirks (batch-norm eps 1e-5, no
 ReLU before the discriminator's sum, ConvLSTM forget bias 0), as ``kinema convert tgan_ode_port`` describes
-the port. Left different (kinema cannot express them or they do not change the maths at this length): kinema
-steps G then D on the same fakes (the official updater), the port D then G on a new draw; the port's
-``LambdaLR(1 - e / 100000)`` is within 0.5% of constant over these steps, kinema's is constant; z is
-uniform in [-1, 1] in the port, kinema draws its own prior; kinema's initialisation is the official Chainer
-one, the port's the same for the residual convolutions and PyTorch's default for the linear, ConvLSTM and
-render layers. Sampling: the port's ``genSamples`` (``gen(z, test=True)`` under ``no_grad``, generator in
+the port, and the port's update order (``objective.update_order = "discriminator_first"``: D on a no-grad
+fake, then G on a new draw). Each seed's kinema run starts from the port's own initial weights of that seed
+(``kinema_start``: built by its code, converted by ``kinema convert tgan_ode_port``), so both sides are the same
+network at step 0 running the same loop (three iterations agree to 1.7e-12 in float64:
+tests/models/tgan/test_parity_tgan_ode.py). Left different: the draws (z, sub-sampling offsets; kinema's reals
+one offset per sample, the port's one per batch), the port's ``LambdaLR(1 - e / 100000)`` (within 0.6% of
+constant here) against kinema's constant LR. Sampling: the port's ``genSamples`` (``gen(z, test=True)`` under ``no_grad``, generator in
 train mode, so batch norm uses the sample batch's statistics); kinema's ``api.generate``.
 
 VideoGPT. Stage 1, the VQ-VAE ``VQVAE(args)`` of ``scripts/train_vqvae.py`` at ``videogpt_vqvae_cpu16``'s
