@@ -81,6 +81,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 import reference  # noqa: E402
+from trainer_stream import config_stream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -148,25 +149,8 @@ def stage_config(stage: dict, seed: int, data: str = "bouncing_shapes"):
     return load_config(stage["config"], [s for s in stage_overrides(stage, seed, data) if not s.startswith("model.vq")])
 
 
-def config_stream(cfg) -> Iterator[torch.Tensor]:
-    """The batches kinema's trainer draws for ``cfg`` (``Trainer._batches``: the config's dataset at
-    ``train.seed``, as uint8, in ``DrawSampler`` order, dequantised), ``(B, 3, T, H, W)`` float in [-1, 1].
-    Shared with ``equal_compute_authors.stage_stream``."""
-    from kinema.data import Draws, build_dataset
-    from kinema.training.distributed import DrawSampler
-    from kinema.video.io import dequantise
-
-    m, t = cfg.model, cfg.train
-    draws = Draws(build_dataset(cfg.data, frames=m.frames, height=m.resolution, width=m.resolution, seed=t.seed,
-                                train=True, uint8=True))
-    ids = iter(DrawSampler(len(draws), t.seed, t.batch_size))
-    while True:
-        batch = torch.stack([torch.as_tensor(draws[next(ids)]) for _ in range(t.batch_size)])
-        yield dequantise(batch) if batch.dtype == torch.uint8 else batch.float()
-
-
 def stage_stream(stage: dict, seed: int, data: str = "bouncing_shapes") -> Iterator[torch.Tensor]:
-    """The batches kinema's trainer draws for ``stage`` at ``train.seed = seed`` (:func:`config_stream`)."""
+    """The batches kinema's trainer draws for ``stage`` at ``train.seed = seed`` (``trainer_stream.config_stream``)."""
     return config_stream(stage_config(stage, seed, data))
 
 
@@ -223,6 +207,19 @@ def _train_loop(stream, stage: str, steps: int, step_fn, losses: list, log, resh
     return cpu
 
 
+def _train_reference(model: torch.nn.Module, batches, stage: str, steps: int, step_fn, frozen=()) -> None:
+    """A reference model built by ``reference.build_reference`` trained ``steps`` steps of ``step_fn`` on the
+    driver's ``batches``: its loss logged (``_loss_hook``), training mode (``frozen`` submodules in eval mode),
+    the CPU seconds recorded for ``stage``, then eval mode for sampling."""
+    losses: list = []
+    _loss_hook(model, losses)
+    model.train()
+    for module in frozen:
+        module.eval()
+    batches.cpu(stage, _train_loop(batches, stage, steps, step_fn, losses, batches.log))
+    model.eval()
+
+
 def _optim(stage: dict, seed: int) -> tuple[float, tuple, float, str]:
     t = stage_config(stage, seed).train
     return t.lr, tuple(t.betas), t.weight_decay, t.optimizer
@@ -238,12 +235,7 @@ def train_vdm(official, batches, steps, seed, work) -> Callable[[int, int], torc
     model, step, sample, params = reference.build_reference("vdm", reference.FAMILIES["vdm"]["reference"],
                                                             fam["timesteps"], m.frames, m.resolution, lr, betas, wd)
     batches.parameters = params
-    losses: list = []
-    _loss_hook(model, losses)
-    model.train()
-    cpu = _train_loop(batches, "vdm", steps["vdm"], step, losses, batches.log)
-    batches.cpu("vdm", cpu)
-    model.eval()
+    _train_reference(model, batches, "vdm", steps["vdm"], step)
 
     def draw(n: int, s: int) -> torch.Tensor:
         torch.manual_seed(s)
@@ -295,13 +287,7 @@ def train_nuwa(official, batches, steps, seed, work) -> Callable[[int, int], tor
     missing, unexpected = model.vae.load_state_dict(vae.state_dict(), strict=False)
     assert not [k for k in missing if "vgg" not in k and "discr" not in k] and not unexpected, (missing, unexpected)
     batches.parameters = {"transformer": params, "vqgan": sum(p.numel() for p in vae.parameters())}
-    losses: list = []
-    _loss_hook(model, losses)
-    model.train()
-    model.vae.eval()
-    cpu = _train_loop(batches, "transformer", steps["transformer"], step, losses, batches.log)
-    batches.cpu("transformer", cpu)
-    model.eval()
+    _train_reference(model, batches, "transformer", steps["transformer"], step, frozen=[model.vae])
 
     def draw(n: int, s: int) -> torch.Tensor:
         torch.manual_seed(s)

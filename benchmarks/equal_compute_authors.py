@@ -227,6 +227,24 @@ def _official_vqvae(official: Path, seed: int):
     return VQVAE(args)
 
 
+def _lightning_steps(module, stream: Iterator[torch.Tensor], n: int, opt, batches, name: str, scheduler=None) -> None:
+    """``n`` iterations of what Lightning 1.3.3 runs per batch for the authors' modules: ``training_step`` on
+    ``{"video": x / 2}`` (their pixels in [-0.5, 0.5]), backward, ``opt.step()``, ``zero_grad()``, then the
+    scheduler if one steps per iteration; the loss log and CPU seconds go to the driver's ``batches``."""
+    cpu = time.process_time()
+    for i in range(n):
+        loss = module.training_step({"video": next(stream).float() / 2}, i)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if scheduler is not None:
+            scheduler.step()
+        if hasattr(batches, "log"):
+            batches.log(name, i, loss.item())
+    if hasattr(batches, "cpu"):
+        batches.cpu(name, time.process_time() - cpu)
+
+
 def train_videogpt(official: Path | None, batches: Iterator[torch.Tensor], steps: dict[str, int], seed: int,
                    work: Path) -> Callable[[int, int], torch.Tensor]:
     """Stage ``vqvae``: the authors' ``VQVAE`` trained ``steps["vqvae"]`` iterations as Lightning 1.3.3 runs
@@ -250,16 +268,7 @@ def train_videogpt(official: Path | None, batches: Iterator[torch.Tensor], steps
     vqvae = _official_vqvae(official, seed)
     vqvae.train()
     opt = vqvae.configure_optimizers()
-    cpu = time.process_time()
-    for i in range(steps["vqvae"]):
-        loss = vqvae.training_step({"video": next(vq_batches).float() / 2}, i)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if hasattr(batches, "log"):
-            batches.log("vqvae", i, loss.item())
-    if hasattr(batches, "cpu"):
-        batches.cpu("vqvae", time.process_time() - cpu)
+    _lightning_steps(vqvae, vq_batches, steps["vqvae"], opt, batches, "vqvae")
     vqvae.eval()
     pv.save_lightning_ckpt(vqvae, work / "official_vqvae.ckpt", opt, step=steps["vqvae"])
     model, opt, sched = reference_authors.official_videogpt(official, VIDEOGPT_REFERENCE, work, seed=seed)
@@ -267,17 +276,7 @@ def train_videogpt(official: Path | None, batches: Iterator[torch.Tensor], steps
     if hasattr(batches, "parameters"):
         batches.parameters = {"vqvae": sum(p.numel() for p in vqvae.parameters()),
                               "prior": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    cpu = time.process_time()
-    for i in range(steps["prior"]):
-        loss = model.training_step({"video": next(batches).float() / 2}, i)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        sched["scheduler"].step()  # interval "step"
-        if hasattr(batches, "log"):
-            batches.log("prior", i, loss.item())
-    if hasattr(batches, "cpu"):
-        batches.cpu("prior", time.process_time() - cpu)
+    _lightning_steps(model, batches, steps["prior"], opt, batches, "prior", sched["scheduler"])  # interval "step"
     model.eval()
 
     @torch.no_grad()
@@ -307,7 +306,7 @@ def stage_stream(family: str, name: str, seed: int) -> Iterator[torch.Tensor]:
     """The clip batches kinema's trainer reads for stage ``name`` at ``train.seed = seed``
     (``Trainer._batches``: ``build_dataset(cfg.data, seed=train.seed, uint8=True)`` through its
     ``DrawSampler`` stream, dequantised), ``(B, 3, T, H, W)`` float in [-1, 1]."""
-    from equal_compute import config_stream  # imported here: equal_compute imports this module
+    from trainer_stream import config_stream
 
     from kinema.registry import load_config
 
