@@ -58,7 +58,7 @@ class DVGModel(Protocol):
     """What the DVG objective needs (``kinema.models.dvg.DVG`` implements it)."""
 
     encoder: nn.Module  # frame (B, c, H, W) -> (h (B, g_dim), skip maps)
-    decoder: nn.Module  # (h, skips) -> frame
+    decoder: nn.Module  # (h, skips or skip_terms(skips)) -> frame; skip_terms(maps): the maps' share, reusable
     predictor: nn.Module  # LSTM: (h, state) -> (h_next, state); init_state(B, device)
     gp: nn.Module  # posterior(h), neg_elbo(f, target, num_data)
 
@@ -109,8 +109,13 @@ class DVGObjective(Objective):
         enc = [m.encoder(frame) for frame in x]
         state = m.predictor.init_state(x.shape[1], x.device)
         terms = {k: x.new_zeros(()) for k in ("ae", "lstm_frame", "latent", "gp_frame", "neg_elbo")}
+        # the skip maps' half of the decoder once per skip frame, not once per decoder call (FrameDecoder)
+        skip_terms: dict[int, list[torch.Tensor]] = {}
         for i in range(1, len(x)):
-            h, target, skips = enc[i - 1][0], enc[i][0], enc[m.skip_frame(i)][1]
+            j = m.skip_frame(i)
+            if j not in skip_terms:
+                skip_terms[j] = m.decoder.skip_terms(enc[j][1])
+            h, target, skips = enc[i - 1][0], enc[i][0], skip_terms[j]
             h_pred, state = m.predictor(h, state)
             terms["latent"] = terms["latent"] + F.mse_loss(h_pred, target)
             with torch.autocast(x.device.type, enabled=False):

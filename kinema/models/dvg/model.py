@@ -222,7 +222,7 @@ class DVG(VideoModel):
         for i in range(1, c.n_past + n_future):
             h, maps = self.encoder(x_in)
             if skips is None or i - 1 == self.skip_frame(i):
-                skips = maps
+                skips = self.decoder.skip_terms(maps)  # the skip maps' half of the decoder, once per map set
             h_lstm, advanced = self.predictor(h, state)
             # The GP's prediction feeds the variance trigger, a draw, or the returned variances; the fixed schedules
             # need it only on their draw frames (the authors' make_gifs loop, generate_frames.py:166-175, likewise

@@ -11,6 +11,7 @@ official network. Card: docs/models/dvg.md.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -60,11 +61,24 @@ class FrameEncoder(nn.Module):
         return self.head(x).flatten(1), skips
 
 
+class SkipTerms(list):
+    """Each up-sampling level's share of the skip maps, finest last: ``FrameDecoder.skip_terms`` output,
+    accepted by ``FrameDecoder.forward`` in place of the maps."""
+
+
 class FrameDecoder(nn.Module):
     """``(h (B, g_dim), skips)`` -> frame ``(B, C, H, W)``: a 4x4 transposed conv from the latent, then
     per level [concatenate the skip map, transposed conv 4x4 s2, BN, LeakyReLU 0.2], the last one a bare
     transposed conv to ``channels`` followed by the output activation (official: tanh, dcgan_64.py:75-79;
-    SVG: sigmoid)."""
+    SVG: sigmoid).
+
+    A transposed convolution is linear in its input channels, so the conv of ``cat[x, skip]`` is the conv of
+    ``x`` by the weight's first input channels plus the conv of ``skip`` by the rest (the same sum, in another
+    order: equal to float rounding). The official decoder concatenates and convolves on every call
+    (dcgan_64.py:80-88); but every frame after the context is decoded with the same skip maps (``skip_frame``),
+    three times a frame in training. ``skip_terms(maps)`` computes the skip half once, and ``forward`` takes
+    its result in place of the maps: about half the decoder's arithmetic is then done once per video instead
+    of once per call (benchmarks: docs/benchmarks.md, DVG)."""
 
     def __init__(self, g_dim: int, channels: int, nf: int, levels: int, activation: str) -> None:
         super().__init__()
@@ -77,11 +91,29 @@ class FrameDecoder(nn.Module):
         self.out = nn.ConvTranspose2d(2 * rev[-1], channels, 4, 2, 1)
         self.activation = {"tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[activation]
 
-    def forward(self, h: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _convs(self) -> list[nn.ConvTranspose2d]:
+        return [*(block[0] for block in self.blocks), self.out]
+
+    def skip_terms(self, skips: list[torch.Tensor]) -> SkipTerms:
+        """The skip maps' part of every level's transposed conv (no bias), coarsest level first:
+        ``(B, c_out, 2h, 2w)`` per level, from the encoder's maps (finest first)."""
+        if isinstance(skips, SkipTerms):
+            return skips
+        terms = SkipTerms()
+        for conv, skip in zip(self._convs(), skips[::-1]):
+            half = conv.in_channels - skip.shape[1]
+            terms.append(F.conv_transpose2d(skip, conv.weight[half:], None, conv.stride, conv.padding))
+        return terms
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor] | SkipTerms) -> torch.Tensor:
+        """``skips``: the encoder's maps (finest first) or their ``skip_terms``."""
+        terms = self.skip_terms(skips)
         x = self.stem(h.view(-1, self.g_dim, 1, 1))
-        for block, skip in zip(self.blocks, skips[::-1]):
-            x = block(torch.cat([x, skip], 1))
-        return self.activation(self.out(torch.cat([x, skips[0]], 1)))
+        for conv, term, level in zip(self._convs(), terms, [*self.blocks, None]):
+            x = F.conv_transpose2d(x, conv.weight[: x.shape[1]], conv.bias, conv.stride, conv.padding) + term
+            if level is not None:
+                x = level[2](level[1](x))  # BN, LeakyReLU
+        return self.activation(x)
 
 
 class LatentLSTM(nn.Module):

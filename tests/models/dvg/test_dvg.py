@@ -42,6 +42,32 @@ def test_encoder_decoder_shapes_and_skips(resolution, levels):
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1  # sigmoid on [0, 1] frames
 
 
+def official_decode(decoder, h, skips):
+    """The official decoder's forward (dcgan_64.py:80-88): concatenate the skip map, then each block whole."""
+    x = decoder.stem(h.view(-1, decoder.g_dim, 1, 1))
+    for block, skip in zip(decoder.blocks, skips[::-1]):
+        x = block(torch.cat([x, skip], 1))
+    return decoder.activation(decoder.out(torch.cat([x, skips[0]], 1)))
+
+
+def test_decoder_skip_terms_equal_the_concatenating_decoder():
+    # float64: the two orders of summation then agree to ~1e-15 (float32: ~1e-7, amplified in batch norm's backward)
+    m = small(resolution=32).double().train()  # batch norm on the call's batch, as in training
+    h, skips = m.encoder(torch.rand(5, 1, 32, 32, dtype=torch.float64))
+    expected = official_decode(m.decoder, h, skips)
+    terms = m.decoder.skip_terms(skips)
+    assert [t.shape[1] for t in terms] == [16, 8, 1]  # each level's output channels, coarsest first
+    torch.testing.assert_close(m.decoder(h, skips), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(m.decoder(h, terms), expected, atol=1e-12, rtol=0)
+    # reused for another latent (what sampling and the joint loss do), gradients reach the same weights
+    h2 = torch.rand(5, 4, dtype=torch.float64) * 2 - 1
+    ours = m.decoder(h, terms).square().sum() + m.decoder(h2, terms).square().sum()
+    theirs = official_decode(m.decoder, h, skips).square().sum() + official_decode(m.decoder, h2, skips).square().sum()
+    params = [*m.decoder.parameters(), *m.encoder.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, params, retain_graph=True), torch.autograd.grad(theirs, params)):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
 @pytest.mark.parametrize("n_future", [1, 4, 9])
 def test_sample_shapes_per_frame_count_and_context_kept(n_future):
     m = small().eval()
