@@ -50,13 +50,21 @@ def official_decode(decoder, h, skips):
     return decoder.activation(decoder.out(torch.cat([x, skips[0]], 1)))
 
 
-def test_decoder_skip_terms_equal_the_concatenating_decoder():
+def test_encoder_head_as_a_matrix_product_equals_the_conv():
+    m = small(resolution=32).double().train()
+    x = torch.rand(5, 1, 32, 32, dtype=torch.float64)
+    h, skips = m.encoder(x)
+    torch.testing.assert_close(h, m.encoder.head(skips[-1]).flatten(1), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_decoder_skip_terms_equal_the_concatenating_decoder(channels):
     # float64: the two orders of summation then agree to ~1e-15 (float32: ~1e-7, amplified in batch norm's backward)
-    m = small(resolution=32).double().train()  # batch norm on the call's batch, as in training
-    h, skips = m.encoder(torch.rand(5, 1, 32, 32, dtype=torch.float64))
+    m = small(resolution=32, channels=channels).double().train()  # batch norm on the call's batch, as in training
+    h, skips = m.encoder(torch.rand(5, channels, 32, 32, dtype=torch.float64))
     expected = official_decode(m.decoder, h, skips)
     terms = m.decoder.skip_terms(skips)
-    assert [t.shape[1] for t in terms] == [16, 8, 1]  # each level's output channels, coarsest first
+    assert [t.shape[1] for t in terms] == [16, 8, channels]  # each level's output channels, coarsest first
     torch.testing.assert_close(m.decoder(h, skips), expected, atol=1e-12, rtol=0)
     torch.testing.assert_close(m.decoder(h, terms), expected, atol=1e-12, rtol=0)
     # reused for another latent (what sampling and the joint loss do), gradients reach the same weights
