@@ -50,7 +50,12 @@ class VDMConfig:
     max_frames: int = 64  # temporal attention's relative-position bias covers distances < max_frames
     embed_channels: int = 1024  # noise-level (and class) embedding width
     dropout: float = 0.1
-    norm_groups: int = 32  # GroupNorm groups (gcd with the width), per frame
+    norm_groups: int = 32  # GroupNorm groups (gcd with the width)
+    # GroupNorm statistics: "frame" over (C/G, H, W) of each frame (frames folded into the batch, so joint-training
+    # image frames stay independent); "video" over (C/G, T, H, W) of the video's frames together -- the layout of
+    # video-diffusion-pytorch (GroupNorm on the 5-D tensor) -- and per frame for the image frames. The paper does
+    # not say; docs/models/vdm.md, "Deviations".
+    norm_statistics: Literal["frame", "video"] = "frame"
     num_classes: int = 0  # > 0: class-conditional with a learned null label (classifier-free guidance)
     guidance_scale: float = 0.0  # sampling: classifier-free guidance weight w, (1 + w) f(z, c) - w f(z)
     # Diffusion process (kinema.diffusion): continuous-time cosine schedule with clipped log-SNR.
@@ -146,39 +151,60 @@ def zero_init(module: nn.Module) -> nn.Module:
 
 
 class FrameGroupNorm(nn.GroupNorm):
-    """GroupNorm over ``(C / G, H, W)`` of each frame of ``(B, C, T, H, W)`` (no statistics across frames);
-    a 4-D input is already frames-in-batch ``(B*T, C, H, W)`` (``VDMConfig.fold_frames``)."""
+    """GroupNorm of ``(B, C, T, H, W)``, or of frames-in-batch ``(B*T, C, H, W)`` (``VDMConfig.fold_frames``).
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4:
-            return super().forward(x)
+    ``over_video`` False: statistics over ``(C / G, H, W)`` of each frame (none across frames). True: over
+    ``(C / G, T_v, H, W)`` of the first ``video_frames`` frames together, and per frame for the rest (joint
+    training's image frames); the call then passes ``frames`` (T) and ``video_frames`` (T_v)."""
+
+    def __init__(self, groups: int, channels: int, over_video: bool = False) -> None:
+        super().__init__(groups, channels)
+        self.over_video = over_video
+
+    def forward(self, x: torch.Tensor, frames: int | None = None, video_frames: int | None = None) -> torch.Tensor:
+        folded = x.dim() == 4
+        if self.over_video:
+            if folded and frames is None:
+                raise ValueError("a video GroupNorm of frames-in-batch input needs the frame count")
+            t = frames if folded else x.shape[2]
+            tv = t if video_frames is None else video_frames
+            v = rearrange(x, "(b t) c h w -> b c t h w", t=t) if folded else x
+            parts = [F.group_norm(v[:, :, :tv], self.num_groups, self.weight, self.bias, self.eps)]
+            if tv < t:  # image frames: each on its own
+                parts.append(self._per_frame(v[:, :, tv:]))
+            y = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
+            return rearrange(y, "b c t h w -> (b t) c h w") if folded else y
+        return super().forward(x) if folded else self._per_frame(x)
+
+    def _per_frame(self, x: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         y = super().forward(rearrange(x, "b c t h w -> (b t) c h w"))
         return rearrange(y, "(b t) c h w -> b c t h w", b=b)
 
 
-def norm(channels: int, groups: int) -> FrameGroupNorm:
-    return FrameGroupNorm(math.gcd(groups, channels), channels)
+def norm(channels: int, groups: int, over_video: bool = False) -> FrameGroupNorm:
+    return FrameGroupNorm(math.gcd(groups, channels), channels, over_video)
 
 
 class ResBlock(nn.Module):
     """GN -> SiLU -> conv1x3x3 -> + Linear(embedding) -> GN -> SiLU -> dropout -> conv1x3x3, plus skip."""
 
-    def __init__(self, c_in: int, c_out: int, emb: int, dropout: float, groups: int) -> None:
+    def __init__(self, c_in: int, c_out: int, emb: int, dropout: float, groups: int, over_video: bool = False) -> None:
         super().__init__()
-        self.in_layers = nn.Sequential(norm(c_in, groups), nn.SiLU(), spatial_conv(c_in, c_out))
+        self.in_layers = nn.Sequential(norm(c_in, groups, over_video), nn.SiLU(), spatial_conv(c_in, c_out))
         self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb, c_out))
-        self.out_layers = nn.Sequential(norm(c_out, groups), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(norm(c_out, groups, over_video), nn.SiLU(), nn.Dropout(dropout),
                                         zero_init(spatial_conv(c_out, c_out)))
         self.skip = nn.Identity() if c_in == c_out else nn.Conv3d(c_in, c_out, 1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, video_frames: int | None = None) -> torch.Tensor:
         """``x (B, C, T, H, W)`` or frames-in-batch ``(B*T, C, H, W)``; ``emb (B, E)``."""
         norm1, act1, conv1 = self.in_layers
         norm2, act2, drop, conv2 = self.out_layers
-        h = add_per_video(conv(conv1, act1(norm1(x))), self.emb(emb))
+        frames = x.shape[0] // emb.shape[0] if x.dim() == 4 else x.shape[2]
+        h = add_per_video(conv(conv1, act1(norm1(x, frames, video_frames))), self.emb(emb))
         skip = x if isinstance(self.skip, nn.Identity) else conv(self.skip, x)
-        return skip + conv(conv2, drop(act2(norm2(h))))
+        return skip + conv(conv2, drop(act2(norm2(h, frames, video_frames))))
 
 
 class Attention(nn.Module):
@@ -189,10 +215,11 @@ class Attention(nn.Module):
     ``max_frames``) and an optional boolean mask ``(T, T)`` (True = may attend).
     """
 
-    def __init__(self, channels: int, head_channels: int, groups: int, axis: str, max_frames: int = 0) -> None:
+    def __init__(self, channels: int, head_channels: int, groups: int, axis: str, max_frames: int = 0,
+                 over_video: bool = False) -> None:
         super().__init__()
         self.axis, self.heads, self.max_frames = axis, max(1, channels // head_channels), max_frames
-        self.norm = norm(channels, groups)
+        self.norm = norm(channels, groups, over_video)
         self.qkv = nn.Conv3d(channels, 3 * channels, 1)
         self.proj = zero_init(nn.Conv3d(channels, channels, 1))
         if axis == "time":
@@ -216,7 +243,7 @@ class Attention(nn.Module):
             b = x.shape[0] // t
         else:
             b, _, t, h, _ = x.shape
-        qkv = conv(self.qkv, self.norm(x))
+        qkv = conv(self.qkv, self.norm(x, t, video_frames))
         if folded and self.axis == "space":
             # one copy to tokens-major (a permuted view would send SDPA to its math path, not the fused kernel)
             q, k, v = rearrange(qkv, "bt (n g d) h w -> n bt g (h w) d", n=3, g=self.heads).contiguous()
@@ -274,15 +301,16 @@ class Block(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, cfg: VDMConfig, attention: bool) -> None:
         super().__init__()
-        self.res = ResBlock(c_in, c_out, cfg.embed_channels, cfg.dropout, cfg.norm_groups)
-        self.space = Attention(c_out, cfg.head_channels, cfg.norm_groups, "space") if attention else None
-        self.time = (Attention(c_out, cfg.head_channels, cfg.norm_groups, "time", cfg.max_frames)
+        video = cfg.norm_statistics == "video"
+        self.res = ResBlock(c_in, c_out, cfg.embed_channels, cfg.dropout, cfg.norm_groups, video)
+        self.space = Attention(c_out, cfg.head_channels, cfg.norm_groups, "space", over_video=video) if attention else None
+        self.time = (Attention(c_out, cfg.head_channels, cfg.norm_groups, "time", cfg.max_frames, video)
                      if attention else None)
 
     def forward(self, x, emb, mask, video_frames, frames: int | None = None):
-        x = self.res(x, emb)
+        x = self.res(x, emb, video_frames)
         if self.space is not None:
-            x = self.time(self.space(x, frames=frames), mask, video_frames, frames=frames)
+            x = self.time(self.space(x, video_frames=video_frames, frames=frames), mask, video_frames, frames=frames)
         return x
 
 
@@ -328,7 +356,8 @@ class UNet3D(nn.Module):
             if level > 0:
                 self.up.append(Upsample(width))
                 res *= 2
-        self.out = nn.Sequential(norm(width, cfg.norm_groups), nn.SiLU(), zero_init(spatial_conv(width, cfg.channels)))
+        self.out = nn.Sequential(norm(width, cfg.norm_groups, cfg.norm_statistics == "video"), nn.SiLU(),
+                                 zero_init(spatial_conv(width, cfg.channels)))
 
     def embed(self, logsnr: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
@@ -367,7 +396,7 @@ class UNet3D(nn.Module):
             else:
                 x = layer(torch.cat([x, skips.pop()], dim=1), emb, mask, t - image_frames, t)
         norm_out, act, conv_out = self.out
-        out = conv(conv_out, act(norm_out(x)))
+        out = conv(conv_out, act(norm_out(x, t, t - image_frames)))
         return rearrange(out, "(b t) c h w -> b c t h w", b=b) if cfg.fold_frames else out
 
 

@@ -68,8 +68,9 @@ def test_config_validation(override, message):
         load_config("configs/vdm_tiny.toml", [override])
 
 
-def test_temporal_mask_makes_image_frames_independent():
-    model = tiny_vdm()
+@pytest.mark.parametrize("statistics", ["frame", "video"])
+def test_temporal_mask_makes_image_frames_independent(statistics):
+    model = tiny_vdm(norm_statistics=statistics)
     t_video, k = 4, 3
     z = torch.randn(1, 3, t_video + k, 16, 16)
     logsnr = torch.tensor([0.5])
@@ -368,7 +369,26 @@ def test_temporal_attention_matches_sdpa():
     torch.testing.assert_close(attn(x, mask), expected, rtol=1e-12, atol=1e-12)
 
 
-def test_fold_frames_same_outputs_and_gradients(monkeypatch):
+def test_video_groupnorm_is_the_5d_groupnorm_and_image_frames_stay_per_frame():
+    from kinema.models.vdm.model import norm
+
+    layer = norm(8, 4, over_video=True).double()
+    torch.nn.init.normal_(layer.weight), torch.nn.init.normal_(layer.bias)
+    x = torch.randn(2, 8, 6, 5, 5, dtype=torch.float64) * 3 + 1
+    whole = torch.nn.functional.group_norm(x, 4, layer.weight, layer.bias, layer.eps)  # video-diffusion-pytorch
+    torch.testing.assert_close(layer(x), whole)
+    folded = layer(x.transpose(1, 2).reshape(12, 8, 5, 5), 6)  # frames in the batch
+    torch.testing.assert_close(folded.view(2, 6, 8, 5, 5).transpose(1, 2), whole)
+    mixed = layer(x, 6, 4)  # 4 video frames, 2 image frames
+    torch.testing.assert_close(mixed[:, :, :4], torch.nn.functional.group_norm(x[:, :, :4], 4, layer.weight,
+                                                                               layer.bias, layer.eps))
+    per_frame = norm(8, 4).double()
+    per_frame.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(mixed[:, :, 4:], per_frame(x[:, :, 4:]))
+
+
+@pytest.mark.parametrize("statistics", ["frame", "video"])
+def test_fold_frames_same_outputs_and_gradients(monkeypatch, statistics):
     """model.fold_frames (frames in the batch inside the U-Net, 2-D convolutions of the squeezed Conv3d
     weights) changes the layout, not the maths: float64, with image frames (temporal mask) and attention."""
     import kinema.models.vdm.model as vdm_model
@@ -378,7 +398,8 @@ def test_fold_frames_same_outputs_and_gradients(monkeypatch):
     results = {}
     for fold in (False, True):
         cfg = load_config("vdm_cpu16", [f"model.fold_frames={str(fold).lower()}",
-                                        "model.attention_resolutions=[16,8]"]).model
+                                        "model.attention_resolutions=[16,8]",
+                                        f'model.norm_statistics="{statistics}"']).model
         torch.manual_seed(0)
         model = build_model(cfg).double()
         for p in model.parameters():  # zero-initialised projections would hide the attention paths
