@@ -99,6 +99,8 @@ FAMILIES = {
             "model.attention_resolutions=[16,8]",  # the reference has attention at every level and the middle
             "model.embed_channels=64",  # the reference's time embedding is 4 * dim
             'model.parameterization="eps"',  # GaussianDiffusion predicts the noise
+            # its GroupNorm runs on the 5-D (B, C, T, H, W) tensor: statistics over the video's frames together
+            'model.norm_statistics="video"',
             "objective.joint_image_frames=0",  # the reference trains on videos only
             "data.workers=0",
         ],
