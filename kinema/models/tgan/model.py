@@ -143,12 +143,15 @@ class TGANImageGenerator(nn.Module):
         half = cfg.gen_channels[0] // 2
 
         def project() -> nn.Sequential:  # reference: Linear(100, 256*4*4, bias=False) + BN1d + ReLU
-            return nn.Sequential(nn.Linear(cfg.z_dim, half * 16, bias=False), nn.BatchNorm1d(half * 16), nn.ReLU())
+            return nn.Sequential(nn.Linear(cfg.z_dim, half * 16, bias=False), nn.BatchNorm1d(half * 16),
+                                 nn.ReLU(inplace=True))
 
         self.content, self.motion = project(), project()  # the reference's `slow` and `fast`
         layers: list[nn.Module] = []
         for cin, cout in zip(cfg.gen_channels[:-1], cfg.gen_channels[1:]):
-            layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+            # in-place activations: batch norm's and convolution's backward need their inputs, not their outputs
+            layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(cfg.gen_channels[-1], 3, 3, stride=1, padding=1), nn.Tanh()]
         self.deconvs = nn.Sequential(*layers)
 
@@ -213,7 +216,7 @@ class TGANDiscriminator(nn.Module):
             layers.append(nn.Conv3d(cin, cout, 4, stride=2, padding=1))
             if i > 0 and cfg.dis_norm == "batch":  # reference: no BN after the first conv
                 layers.append(nn.BatchNorm3d(cout))
-            layers.append(nn.LeakyReLU(0.2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
         self.convs = nn.Sequential(*layers)
         t, s = cfg.dis_output_size
         # The reference's Conv2d(512, 1, 4) on the 1x4x4 map, generalised to any remaining volume.
