@@ -225,7 +225,9 @@ def _optim(stage: dict, seed: int) -> tuple[float, tuple, float, str]:
     return t.lr, tuple(t.betas), t.weight_decay, t.optimizer
 
 
-def train_vdm(official, batches, steps, seed, work) -> Callable[[int, int], torch.Tensor]:
+def trained_reference_vdm(batches, steps: int, seed: int):
+    """video-diffusion-pytorch's ``GaussianDiffusion(Unet3D)`` at the spec, built under ``torch.manual_seed(seed)``
+    and trained ``steps`` steps of its loop body on ``batches``: ``(model, sample(n) -> videos in [0, 1])``."""
     fam = EQUAL_FAMILIES["vdm"]
     stage = fam["stages"][0]
     lr, betas, wd, opt = _optim(stage, seed)
@@ -235,7 +237,12 @@ def train_vdm(official, batches, steps, seed, work) -> Callable[[int, int], torc
     model, step, sample, params = reference.build_reference("vdm", reference.FAMILIES["vdm"]["reference"],
                                                             fam["timesteps"], m.frames, m.resolution, lr, betas, wd)
     batches.parameters = params
-    _train_reference(model, batches, "vdm", steps["vdm"], step)
+    _train_reference(model, batches, "vdm", steps, step)
+    return model, sample
+
+
+def train_vdm(official, batches, steps, seed, work) -> Callable[[int, int], torch.Tensor]:
+    _, sample = trained_reference_vdm(batches, steps["vdm"], seed)
 
     def draw(n: int, s: int) -> torch.Tensor:
         torch.manual_seed(s)

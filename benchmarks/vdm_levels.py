@@ -26,7 +26,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import equal_compute as ec  # noqa: E402
-import reference  # noqa: E402
 
 LEVELS = 32
 
@@ -51,21 +50,14 @@ def kinema_levels(checkpoint: str, x: torch.Tensor, eps: torch.Tensor) -> list[d
         logsnr = model.logsnr(t)
         alpha, sigma = diffusion.alpha_sigma(logsnr)
         z = diffusion.broadcast(alpha, x) * x + diffusion.broadcast(sigma, x) * eps
-        x_hat = diffusion.x0_from_output(model.denoiser(z, logsnr, None), z, alpha, sigma, model.prediction_target)
+        x_hat = model.x0(z, t)  # what every sampler step computes before its clip
         rows.append(level_row("kinema", i, float(logsnr[0]), x, eps, diffusion.eps_from_x0(x_hat, z, alpha, sigma),
                               x_hat))
     return rows
 
 
 def reference_levels(steps: int, seed: int, x: torch.Tensor, eps: torch.Tensor) -> list[dict]:
-    fam = ec.EQUAL_FAMILIES["vdm"]
-    stage = fam["stages"][0]
-    lr, betas, wd, _ = ec._optim(stage, seed)
-    m = ec.stage_config(stage, seed).model
-    torch.manual_seed(seed)  # as equal_compute.train_vdm
-    model, step, _, _ = reference.build_reference("vdm", reference.FAMILIES["vdm"]["reference"], fam["timesteps"],
-                                                  m.frames, m.resolution, lr, betas, wd)
-    ec._train_reference(model, ec.Batches("vdm", seed), "vdm", steps, step)
+    model, _ = ec.trained_reference_vdm(ec.Batches("vdm", seed), steps, seed)  # as equal_compute.py trains it
     rows = []
     with torch.no_grad():
         for i in range(model.num_timesteps - 1, -1, -1):

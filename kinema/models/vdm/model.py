@@ -76,6 +76,10 @@ class VDMConfig:
     fold_frames: bool = True
 
     @property
+    def norm_over_video(self) -> bool:
+        return self.norm_statistics == "video"
+
+    @property
     def level_resolutions(self) -> list[int]:
         return [self.resolution // 2**i for i in range(len(self.channel_mult))]
 
@@ -301,7 +305,7 @@ class Block(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, cfg: VDMConfig, attention: bool) -> None:
         super().__init__()
-        video = cfg.norm_statistics == "video"
+        video = cfg.norm_over_video
         self.res = ResBlock(c_in, c_out, cfg.embed_channels, cfg.dropout, cfg.norm_groups, video)
         self.space = Attention(c_out, cfg.head_channels, cfg.norm_groups, "space", over_video=video) if attention else None
         self.time = (Attention(c_out, cfg.head_channels, cfg.norm_groups, "time", cfg.max_frames, video)
@@ -356,7 +360,7 @@ class UNet3D(nn.Module):
             if level > 0:
                 self.up.append(Upsample(width))
                 res *= 2
-        self.out = nn.Sequential(norm(width, cfg.norm_groups, cfg.norm_statistics == "video"), nn.SiLU(),
+        self.out = nn.Sequential(norm(width, cfg.norm_groups, cfg.norm_over_video), nn.SiLU(),
                                  zero_init(spatial_conv(width, cfg.channels)))
 
     def embed(self, logsnr: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
