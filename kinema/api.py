@@ -275,12 +275,15 @@ def evaluate(
     ema: bool = True,
     fake: str | Path | None = None,
     lpips: str | None = None,
+    overrides: list[str] = (),
 ) -> dict:
     """Score a checkpoint under named protocols (``kinema evaluate``). Real clips come from ``data``
     (a folder of videos or a ``kinema prepare`` cache) or, if omitted, the run's own data config. Results
     are appended to the run's ``metrics.jsonl`` (when the checkpoint sits in a run directory) and to
     ``out`` (JSON lines). ``fake``: score a folder of generated videos instead of a checkpoint (then
-    ``data`` is required; clips are taken at the fake videos' own resolution)."""
+    ``data`` is required; clips are taken at the fake videos' own resolution). ``overrides``: ``model.key=value``
+    settings that keep the weights (e.g. ``model.sampler="ancestral"``, ``model.sampling_steps=128``), applied to
+    the checkpoint's config before it samples; the record lists them."""
     from kinema.metrics.evaluate import default_cache_dir, evaluate_model, heldout_real_set, resolve_protocols
     from kinema.metrics.evaluate import weights_path
 
@@ -288,10 +291,13 @@ def evaluate(
     if out is not None:
         _check_records_file(out)
     if fake is not None:
+        if overrides:
+            raise ValueError("--set changes how a checkpoint's model samples; --fake scores videos already "
+                             "generated, so there is nothing to apply it to (drop --set, or give --checkpoint)")
         return _evaluate_folder(fake, protocols, data, num, seed, device, i3d, batch_size, workers, cache_dir, out)
     if checkpoint is None:
         raise ValueError("give --checkpoint RUN, or --fake DIR (a folder of generated videos) with --data REAL")
-    model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema)
+    model, config, ckpt = load_model(checkpoint, device=resolve_device(device), ema=ema, overrides=list(overrides))
     given = {"i3d": i3d, "c3d": c3d, "c3d_mean": c3d_mean, "inception": inception, "lpips": lpips}  # lpips: optional
     weights = {network: weights_path(network, path) for network, path in given.items()}
     dataset = dataset_key = None
@@ -305,6 +311,8 @@ def evaluate(
                              batch_size=batch_size, device=model.device, cache_dir=cache,
                              workers=config.data.workers if not data else workers)
     record = {"step": checkpoint_step(ckpt), "checkpoint": str(ckpt), "eval": results}
+    if overrides:
+        record["overrides"] = list(overrides)
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
     targets = ([run_dir / "metrics.jsonl"] if run_dir else []) + ([Path(out)] if out else [])
     if len(targets) == 2 and _same_file(*targets):  # --out RUN/metrics.jsonl: the record once, not twice

@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="also append the results to this JSON-lines file")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     evaluate.add_argument("--no-ema", action="store_true", help="score the raw generator weights even if EMA weights exist")
+    evaluate.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
+                          help="change a model setting that keeps the weights before sampling, e.g. "
+                               "--set model.sampler=ancestral --set model.sampling_steps=128 (VDM); repeatable; "
+                               "the record lists them")
 
     prepare = sub.add_parser(
         "prepare", help="decode a video folder, frame folders or UCF-101 once into a fast cache",
@@ -446,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
                 num=args.num, seed=args.seed, device=args.device, i3d=args.i3d, c3d=args.c3d, c3d_mean=args.c3d_mean,
                 inception=args.inception, workers=args.workers,
                 batch_size=args.batch_size, cache_dir=None if args.cache == "none" else args.cache, out=args.out,
-                ema=not args.no_ema, fake=args.fake, lpips=args.lpips)
+                ema=not args.no_ema, fake=args.fake, lpips=args.lpips, overrides=args.overrides)
             for name, result in record["eval"].items():
                 std = f" ± {result['std']:.4g}" if result.get("std") is not None else ""
                 print(f"{name}: {result['value']:.4f}{std}  (clips {result['num']}, step {record['step']})")

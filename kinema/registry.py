@@ -386,12 +386,15 @@ def convert(kind: str, src: str | Path, out: str | Path, options: Any = None) ->
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", ema: bool = True, expect_model: str | None = None
+    path: str | Path, device: str | torch.device = "cpu", ema: bool = True, expect_model: str | None = None,
+    overrides: list[str] = (),
 ) -> tuple[VideoModel, RunConfig, Path]:
     """Rebuild a model from a checkpoint. Returns ``(model in eval mode, config, checkpoint dir)``.
 
     ``ema=True`` overlays the EMA weights when the checkpoint has them. ``expect_model`` raises a
-    clear error if the checkpoint holds another model.
+    clear error if the checkpoint holds another model. ``overrides``: ``model.key=value`` settings applied to
+    the stored config before the model is built -- those that leave the weights as they are (a sampler and its
+    steps, a guidance scale); one that changes a weight's shape fails the load and says so.
     """
     from safetensors.torch import load_file
 
@@ -404,6 +407,8 @@ def load_model(
         raise CheckpointError(f"{ckpt}/config.json is not a valid kinema config: {exc}") from exc
     if expect_model is not None and config.model.name != expect_model:
         raise CheckpointError(f"{ckpt} holds a {config.model.name!r} model, expected {expect_model!r}")
+    if overrides:
+        config = _override_model(config, overrides)
     model = build_model(config.model)
     try:
         model.load_state_dict(load_file(ckpt / "model.safetensors"))
@@ -418,8 +423,26 @@ def load_model(
     except CheckpointError:
         raise
     except Exception as exc:  # safetensors raises several types for corrupt files
+        if overrides and isinstance(exc, RuntimeError) and "size mismatch" in str(exc):
+            raise CheckpointError(f"the overrides {list(overrides)} change the network of {ckpt}, so its weights no "
+                                  "longer fit; at load only settings that keep the weights can change (a sampler, "
+                                  f"its steps): {exc}") from None
         raise CheckpointError(f"cannot load weights from {ckpt}: {exc}") from exc
     return model.to(device).eval(), config, ckpt
+
+
+def _override_model(config: RunConfig, overrides: list[str]) -> RunConfig:
+    """``config`` with ``model.key=value`` overrides applied (validated as a config file's would be)."""
+    data = config.to_dict()
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section != "model":
+            raise ConfigError(f"--set {text!r}: a trained checkpoint takes model.* settings only (e.g. "
+                              "model.sampling_steps=128); the other sections describe its training")
+        if key not in data["model"]:
+            raise ConfigError(f"--set {text!r}: the {config.model.name} model has no setting {key!r}")
+        data["model"][key] = value
+    return config_from_dict(data)
 
 
 def load_initial_weights(model: torch.nn.Module, source: str | Path, model_config, ema_target: str | None

@@ -57,3 +57,34 @@ def test_progress_inside_one_batch(config, options, inner, capsys):
     assert "sampling" in err and inner in err
     api.generate(model, 2, batch_size=2, progress=False, **options)
     assert inner not in capsys.readouterr().err
+
+
+def test_evaluate_set_changes_how_a_checkpoint_samples_not_its_weights(tmp_path, capsys):
+    """`kinema evaluate --set model.KEY=VALUE`: settings that keep the weights (a VDM's sampler and steps) are
+    applied before sampling and recorded; a shape-changing or non-model override fails and says why."""
+    from kinema.errors import CheckpointError, ConfigError
+    from kinema.registry import load_model
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "vdm_tiny", "--out", str(run), "--steps", "1", "--no-progress",
+                 "--set", "train.num_samples=1", "--set", "model.sampling_steps=2"]) == 0
+    plain, config, _ = load_model(run)
+    changed, changed_config, _ = load_model(run, overrides=['model.sampler="ancestral"', "model.sampling_steps=3"])
+    assert (config.model.sampler, config.model.sampling_steps) == ("ddim", 2)
+    assert (changed_config.model.sampler, changed_config.model.sampling_steps) == ("ancestral", 3)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), changed.state_dict().values()))
+    with pytest.raises(CheckpointError, match="change the network.*weights no longer fit"):
+        load_model(run, overrides=["model.base_channels=32"])
+    with pytest.raises(ConfigError, match="model.\\* settings only"):
+        load_model(run, overrides=["train.lr=1.0"])
+    with pytest.raises(ConfigError, match="has no setting 'sampling_stepz'"):
+        load_model(run, overrides=["model.sampling_stepz=3"])
+    out = tmp_path / "r.jsonl"
+    assert main(["evaluate", "--checkpoint", str(run), "--metrics", "motion256", "--num", "2", "--device", "cpu",
+                 "--set", "model.sampling_steps=3", "--out", str(out)]) == 0
+    import json
+
+    assert json.loads(out.read_text())["overrides"] == ["model.sampling_steps=3"]
+    assert main(["evaluate", "--fake", str(tmp_path), "--data", str(tmp_path), "--metrics", "motion256",
+                 "--set", "model.sampling_steps=3"]) == 2
+    assert "nothing to apply it to" in capsys.readouterr().err
