@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-ema", action="store_true", help="score the raw generator weights even if EMA weights exist")
     evaluate.add_argument("--set", action="append", default=[], metavar="model.KEY=VALUE", dest="overrides",
                           help="change a model setting that keeps the weights before sampling, e.g. "
-                               "--set model.sampler=ancestral --set model.sampling_steps=128 (VDM); repeatable; "
+                               "--set model.sampler=ancestral --set model.sampling_steps=128; repeatable; "
                                "the record lists them")
 
     prepare = sub.add_parser(
