@@ -432,17 +432,17 @@ def load_model(
 
 
 def _override_model(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """``config`` with ``model.key=value`` overrides applied (validated as a config file's would be)."""
+    """``config`` with ``model.key=value`` overrides applied by :func:`load_config` (validated as a config
+    file's would be), after checking that each names an existing model setting."""
     data = config.to_dict()
     for text in overrides:
-        section, key, value = parse_override(text)
+        section, key, _ = parse_override(text)
         if section != "model":
             raise ConfigError(f"--set {text!r}: a trained checkpoint takes model.* settings only (e.g. "
                               "model.sampling_steps=128); the other sections describe its training")
         if key not in data["model"]:
             raise ConfigError(f"--set {text!r}: the {config.model.name} model has no setting {key!r}")
-        data["model"][key] = value
-    return config_from_dict(data)
+    return load_config(None, list(overrides), **data)
 
 
 def load_initial_weights(model: torch.nn.Module, source: str | Path, model_config, ema_target: str | None
