@@ -42,7 +42,7 @@ before importing them (``install_torchvision_stub``). ``nuwa-pytorch`` needs ``v
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family tganv2 --official TGAN_ODE_CHECKOUT \
         --out benchmarks/results/reference_tganv2.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family tgan_ode --official TGAN_ODE_CHECKOUT \
-        --rounds 3 --sample-rounds 2 --out benchmarks/results/reference_tgan_ode.json
+        --rounds 6 --sample-rounds 3 --out benchmarks/results/reference_tgan_ode.json
     OMP_NUM_THREADS=1 python benchmarks/reference.py --family dvg --official DVG_CHECKOUT \
         --official-python DVG_VENV/bin/python --out benchmarks/results/reference_dvg.json
 
