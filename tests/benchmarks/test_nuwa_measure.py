@@ -94,3 +94,39 @@ def test_predict_takes_a_frame_conditional_videogpt_prior():
     assert out["psnr_tokenizer_reconstruction_same_frames"] == pytest.approx(
         measure.psnr(recon[:, :, 2:5], clips[:, :, 2:5]))
     assert out["futures_pairwise_rms"] > 0
+
+
+def test_tokenizer_ceiling_reads_the_reconstructions_as_the_captions_say():
+    """``nuwa_measure.py tokenizer`` on captioned_shapes: the caption reader on the tokenizer's reconstructions
+    of held-out clips -- the most a text model on these codes can agree with its captions. A perfect tokenizer
+    scores 1; one that swaps red and blue is read as the swap."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    measure = _measure()
+
+    class Tokenizer:
+        config = SimpleNamespace(frames=8, resolution=32)
+
+        def __init__(self, swap_red_blue: bool):
+            self.swap = swap_red_blue
+
+        def encode(self, clips):  # (B, 3, T, H, W): the "codes" are the clips themselves, rounded
+            return clips.round()
+
+        def decode(self, codes):
+            return codes.flip(1) if self.swap else codes
+
+    perfect = measure.measure_tokenizer(Tokenizer(False), 16, None, "captioned_shapes")
+    assert perfect["reconstruction_colour_agreement"] == 1.0
+    assert perfect["reconstruction_direction_agreement"] == 1.0
+    assert perfect["reconstruction_colour_misses"] == {}
+    swapped = measure.measure_tokenizer(Tokenizer(True), 16, None, "captioned_shapes")
+    truth = [measure.held_out(Tokenizer(True), 16).ground_truth(i)["colour"] for i in range(16)]
+    assert swapped["reconstruction_direction_agreement"] == 1.0
+    assert swapped["reconstruction_colour_agreement"] == pytest.approx(
+        sum(c in ("green",) for c in truth) / 16)  # (r, g, b) -> (b, g, r): only green stays green
+    # cyan (the swapped yellow) is as far from green as from blue; the reader takes the first, green
+    swap = {"red": "blue", "blue": "red", "yellow": "green"}
+    expected = Counter(f"{c}->{swap[c]}" for c in truth if c != "green")
+    assert swapped["reconstruction_colour_misses"] == dict(expected)
