@@ -217,8 +217,9 @@ def measure_tokenizer(model, num: int, strip_path: str | None, family: str) -> d
     mean = clips_of(model, family, 256, 0).mean((0, 2), keepdim=True)[0]  # (3, 1, H, W)
     clips = clips_of(model, family, num, 999)
     with torch.no_grad():
-        recon = model.decode(model.encode(clips)).clamp(-1, 1)
-        used = model.encode(clips).unique().numel()
+        codes = model.encode(clips)
+        recon = model.decode(codes).clamp(-1, 1)
+        used = codes.unique().numel()
     if strip_path:
         strip(torch.stack([x for pair in zip(clips[:4], recon[:4]) for x in pair]), strip_path)
     out = {"num": num, "psnr_reconstruction": psnr(recon, clips),
