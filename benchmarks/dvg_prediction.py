@@ -72,7 +72,9 @@ class MovingContext(torch.utils.data.Dataset):
 
 def figure(model, data, path: str, future: int, rows: int = 4, frames: int = 15, scale: int = 2) -> dict:
     """A strip image: a held-out clip (top), the LSTM rollout, then ``rows`` futures with the GP trigger, for
-    the first clip (of 32) on which the trigger fires in some future; the context frames are framed green."""
+    the first clip (of 32) on which the trigger fires in some future -- or clip 0 when it fires on none (then
+    the futures are the rollout; the returned ``first_trigger_frame`` says so); the context frames are framed
+    green."""
     from PIL import Image
 
     from kinema.video import to_uint8
@@ -83,11 +85,11 @@ def figure(model, data, path: str, future: int, rows: int = 4, frames: int = 15,
         clip = data[i]
         noise = model.sample_noise(rows, generator=torch.Generator().manual_seed(i))
         video, info = model.sample(noise, frames=clip[None, :, : c.n_past], n_future=future, return_info=True)
+        candidate = (i, clip, video, info["triggered"])
+        chosen = chosen or candidate  # clip 0 stays if the trigger fires nowhere
         if info["triggered"].any():
-            chosen = (i, clip, video, info["triggered"])
+            chosen = candidate
             break
-    if chosen is None:
-        raise RuntimeError("the GP trigger fired on none of 32 clips: no figure")
     i, clip, video, fired = chosen
     lstm = model.sample(model.sample_noise(1), frames=clip[None, :, : c.n_past], n_future=future, trigger="never")
     frames = min(frames, clip.shape[1], video.shape[2])  # a clip of context + future frames may be shorter
