@@ -254,7 +254,6 @@ class GANObjective(TwoPlayerObjective):
             fake_first = scores is not None and k == 1
             if fake_first:
                 loss_fake = discriminator_fake_loss(scores, cfg.loss)
-                fake_means.append(scores.detach().float().mean())
                 ctx.scale(loss_fake).backward(inputs=d_params)  # frees D's graph on the fakes
             ctx.generator.set_state(start)
             with torch.autocast(device.type, enabled=False):
@@ -278,15 +277,14 @@ class GANObjective(TwoPlayerObjective):
                     if gp_due
                     else torch.zeros((), device=device)
                 )
-            loss_d = discriminator_real_loss(real_scores, cfg.loss)
+            loss_real = discriminator_real_loss(real_scores, cfg.loss)
             if not fake_first:  # not kept from the generator's phase (or several micro-steps): score the fakes now
                 scores = torch.cat(model.discriminate(fakes))
-                fake_means.append(scores.detach().float().mean())
-                loss_d = loss_d + discriminator_fake_loss(scores, cfg.loss)
-            ctx.scale(loss_d + cfg.gp_weight * cfg.gp_every * penalty).backward(inputs=d_params)
-            if fake_first:
-                loss_d = loss_d + loss_fake
-            d_losses.append(loss_d.detach())
+                loss_fake = discriminator_fake_loss(scores, cfg.loss)
+            still_due = loss_real if fake_first else loss_real + loss_fake
+            ctx.scale(still_due + cfg.gp_weight * cfg.gp_every * penalty).backward(inputs=d_params)
+            fake_means.append(scores.detach().float().mean())
+            d_losses.append((loss_real + loss_fake).detach())
             penalties.append(penalty.detach())
             real_means.append(real_scores.detach().mean())
             real_scores_all.append(real_scores.detach())

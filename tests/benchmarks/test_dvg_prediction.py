@@ -21,19 +21,28 @@ def tiny_dvg():
     return model, data
 
 
+def fire_on(model, monkeypatch, fires):
+    """Make ``model.sample`` report the GP trigger as fired where ``fires(call, triggered)`` sets it (the call
+    counts the ``return_info`` samplings, one per clip tried); the LSTM rollout row passes through."""
+    sample, calls = model.sample, []
+
+    def spy(*args, **kwargs):
+        if not kwargs.get("return_info"):  # the LSTM rollout row
+            return sample(*args, **kwargs)
+        video, info = sample(*args, **kwargs)
+        fired = torch.zeros_like(info["triggered"])
+        fires(len(calls), fired)
+        calls.append(1)
+        return video, {**info, "triggered": fired}
+
+    monkeypatch.setattr(model, "sample", spy)
+
+
 def test_figure_draws_clip_zero_when_the_trigger_never_fires(tmp_path, monkeypatch):
     import dvg_prediction
 
     model, data = tiny_dvg()
-    sample = model.sample
-
-    def never_fires(*args, **kwargs):
-        if not kwargs.get("return_info"):  # the LSTM rollout row
-            return sample(*args, **kwargs)
-        video, info = sample(*args, **kwargs)
-        return video, {**info, "triggered": torch.zeros_like(info["triggered"])}
-
-    monkeypatch.setattr(model, "sample", never_fires)
+    fire_on(model, monkeypatch, lambda call, fired: None)
     out = dvg_prediction.figure(model, data, str(tmp_path / "strip.png"), future=4, rows=2)
     assert out["clip"] == 0 and out["first_trigger_frame"] == [None, None]
     image = np.asarray(Image.open(tmp_path / "strip.png"))
@@ -45,19 +54,11 @@ def test_figure_picks_the_first_clip_where_the_trigger_fires(tmp_path, monkeypat
     import dvg_prediction
 
     model, data = tiny_dvg()
-    sample = model.sample
-    calls = []
 
-    def fires_on_the_third_clip(*args, **kwargs):
-        if not kwargs.get("return_info"):  # the LSTM rollout row
-            return sample(*args, **kwargs)
-        video, info = sample(*args, **kwargs)
-        fired = torch.zeros_like(info["triggered"])
-        if len(calls) == 2:
+    def on_the_third_clip(call, fired):
+        if call == 2:
             fired[0, 1] = True  # future 0, predicted frame 2
-        calls.append(1)
-        return video, {**info, "triggered": fired}
 
-    monkeypatch.setattr(model, "sample", fires_on_the_third_clip)
+    fire_on(model, monkeypatch, on_the_third_clip)
     out = dvg_prediction.figure(model, data, str(tmp_path / "strip.png"), future=4, rows=2)
     assert out == {"clip": 2, "first_trigger_frame": [2, None]}
