@@ -1,7 +1,9 @@
 """Tiny configs shared by the tests: TGANv2 of 8 frames, 16x16, three levels, a few channels; NÜWA of
-4 frames, 16x16, 4x4 tokens per frame."""
+4 frames, 16x16, 4x4 tokens per frame. Also an autograd-graph probe the GAN objectives' tests share."""
 
 from __future__ import annotations
+
+import torch
 
 from kinema.registry import load_config
 from kinema.models.tganv2 import TGANv2Config
@@ -58,3 +60,24 @@ def tiny_nuwa(**changes):
     torch.nn.init.normal_(model.transformer.to_logits.weight, std=0.5)
     model.vqgan_loaded = True
     return model.eval()
+
+
+def holds_saved_tensors(node) -> bool:
+    """Whether any node of an autograd graph still holds a saved activation (a freed one raises on access;
+    leaves -- parameters and the detached fakes, alive anyway -- are not counted)."""
+    stack, seen = [node], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        for name in dir(fn):
+            if name.startswith("_saved_"):
+                try:
+                    value = getattr(fn, name)
+                    if isinstance(value, torch.Tensor) and not value.is_leaf:
+                        return True
+                except RuntimeError:  # "... saved tensors after they have already been freed"
+                    pass
+        stack.extend(f for f, _ in fn.next_functions)
+    return False

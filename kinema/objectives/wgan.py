@@ -146,25 +146,32 @@ class WGANObjective(TwoPlayerObjective):
     def generator_loss(self, fake_scores: torch.Tensor) -> torch.Tensor:
         return -fake_scores.float().mean()  # the generator maximises the critic's score
 
-    def _critic_loss(self, batch: Batch, rows, ctx: StepContext, fake_scores: torch.Tensor):
-        levels = self.model.real_levels(batch.clips, ctx.generator, rows=rows)
-        real_scores = torch.cat(self.model.discriminate([r.detach() for r in levels]))
-        loss_d = fake_scores.float().mean() - real_scores.float().mean()
-        return loss_d, real_scores.detach().float().mean(), fake_scores.detach().float().mean()
-
     def _discriminator_phase_reuse(self, batches: list[Batch], ctx: StepContext):
-        """g_first: the D step on the generator phase's fakes (their scores reused with one micro-step)."""
+        """g_first: the D step on the generator phase's fakes (their scores reused with one micro-step).
+
+        With one micro-step the fakes' half of the critic loss is backpropagated first, which frees the
+        critic's graph on the fakes (kept from the generator phase) before the reals go through it -- the
+        same gradient summed in another order, the same forward order for batch norm (fakes scored in the
+        generator phase, reals here), as :class:`~kinema.objectives.gan.GANObjective` does."""
         model, k = self.model, ctx.accumulate
         d_params = ctx.params("discriminator")
         start = ctx.generator.get_state()
         out = []
         for batch, rows, fakes, scores in zip(batches, ctx.rows, self._fake_inputs, self._fake_scores):
             ctx.generator.set_state(start)
-            if k > 1:
+            fake_first = k == 1
+            if fake_first:
+                loss_fake = scores.float().mean()
+                ctx.scale(loss_fake).backward(inputs=d_params)  # frees the critic's graph on the fakes
+            else:  # several micro-steps: the kept scores are detached (see _generator_phase); score again
                 scores = torch.cat(model.discriminate(fakes))
-            loss_d, real, fake = self._critic_loss(batch, rows, ctx, scores)
-            ctx.scale(loss_d).backward(inputs=d_params)
-            out.append((loss_d.detach(), real, fake))
+                loss_fake = scores.float().mean()
+            levels = model.real_levels(batch.clips, ctx.generator, rows=rows)
+            real_scores = torch.cat(model.discriminate([r.detach() for r in levels]))
+            loss_real = -real_scores.float().mean()
+            ctx.scale(loss_real if fake_first else loss_real + loss_fake).backward(inputs=d_params)
+            out.append(((loss_real + loss_fake).detach(), real_scores.detach().float().mean(),
+                        scores.detach().float().mean()))
         self._fake_inputs = self._fake_scores = None  # free the fakes before the next step
         return self._critic_result(out)
 

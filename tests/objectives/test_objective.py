@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny import one_batch, tiny_model_config
+from tiny import holds_saved_tensors, one_batch, tiny_model_config
 
 from kinema.objectives.gan import GANConfig as ObjectiveConfig
 from kinema.models.tganv2 import TGANv2
@@ -62,27 +62,6 @@ def test_discriminator_gradients_match_a_fresh_forward_on_detached_fakes(gp_weig
         inputs=list(model.discriminator.parameters()))
     for a, p in zip(reused, model.discriminator.parameters()):
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
-
-
-def holds_saved_tensors(node) -> bool:
-    """Whether any node of an autograd graph still holds a saved activation (a freed one raises on access;
-    leaves -- parameters and the detached fakes, alive anyway -- are not counted)."""
-    stack, seen = [node], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        for name in dir(fn):
-            if name.startswith("_saved_"):
-                try:
-                    value = getattr(fn, name)
-                    if isinstance(value, torch.Tensor) and not value.is_leaf:
-                        return True
-                except RuntimeError:  # "... saved tensors after they have already been freed"
-                    pass
-        stack.extend(f for f, _ in fn.next_functions)
-    return False
 
 
 def test_discriminator_step_frees_the_fakes_graph_before_the_reals_forward():

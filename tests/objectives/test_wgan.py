@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny import one_batch, tiny_model_config
+from tiny import holds_saved_tensors, one_batch, tiny_model_config
 from torch import nn
 
 from kinema.data import Batch
@@ -84,6 +84,42 @@ def test_one_step_updates_both_networks_and_clips_the_critic(order):
     for bn in bns:
         sigma = bn.running_var.sqrt()
         assert (bn.weight <= sigma + 1e-6).all() and (bn.weight >= 0.01 * sigma - 1e-6).all()
+
+
+def test_g_first_critic_gradients_match_a_fresh_forward_on_detached_fakes():
+    """g_first reuses the generator phase's fake scores and backpropagates their half first; the critic's
+    gradients equal those of scoring the same (detached) fakes and the reals again after the G step, in the
+    same order (fakes, then reals: what batch norm's statistics see)."""
+    model, obj, opts, real = setup(order="g_first", clip="none")
+    for opt in opts.values():  # lr 0: the weights stay, so the critic's pass can be recomputed afterwards
+        opt.param_groups[0]["lr"] = 0.0
+    bn_state = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(5)))
+    reused = [p.grad.clone() for p in model.discriminator.parameters()]
+
+    model.discriminator.load_state_dict(bn_state)  # batch norm's running statistics as before the step
+    g = torch.Generator().manual_seed(5)
+    z = model.sample_noise(4, generator=g)
+    fakes = [f.detach() for f in model.generate_levels(z, generator=g)]
+    fake_scores = torch.cat(model.discriminate(fakes))
+    real_scores = torch.cat(model.discriminate([r.detach() for r in model.real_levels(real, g)]))
+    model.discriminator.zero_grad()
+    (fake_scores.mean() - real_scores.mean()).backward(inputs=list(model.discriminator.parameters()))
+    for a, p in zip(reused, model.discriminator.parameters()):
+        torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_g_first_frees_the_critics_graph_on_the_fakes_before_the_reals_forward():
+    model, obj, opts, real = setup(order="g_first")
+    held, real_levels = [], model.real_levels
+
+    def spy(*args, **kwargs):
+        held.append(holds_saved_tensors(obj._fake_scores[0].grad_fn))
+        return real_levels(*args, **kwargs)
+
+    model.real_levels = spy
+    obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(0)))
+    assert held == [False], "the critic's graph on the fakes is still held when the reals go through it"
 
 
 @pytest.mark.parametrize("order", ["g_first", "d_first"])
