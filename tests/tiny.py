@@ -49,8 +49,6 @@ def tiny_nuwa(**changes):
     """A NÜWA transformer on a random (but fixed) VQ-GAN, treated as trained; eval mode."""
     import json
 
-    import torch
-
     from kinema.config import build_dataclass
     from kinema.models.nuwa.model import NUWA, NUWAConfig
 

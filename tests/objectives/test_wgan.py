@@ -97,7 +97,8 @@ def test_g_first_critic_gradients_match_a_fresh_forward_on_detached_fakes():
     obj.train_step(*one_batch(real, opts, torch.Generator().manual_seed(5)))
     reused = [p.grad.clone() for p in model.discriminator.parameters()]
 
-    model.discriminator.load_state_dict(bn_state)  # batch norm's running statistics as before the step
+    # train mode normalises with batch statistics; the running ones are put back only to leave D as before the step
+    model.discriminator.load_state_dict(bn_state)
     g = torch.Generator().manual_seed(5)
     z = model.sample_noise(4, generator=g)
     fakes = [f.detach() for f in model.generate_levels(z, generator=g)]
