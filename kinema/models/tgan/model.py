@@ -12,6 +12,7 @@ and ``fast`` branches), the two ``(C/2, 4, 4)`` maps are concatenated to ``(C, 4
 of ``ConvTranspose2d(4, stride 2, pad 1, bias=False) + BN + ReLU`` doubles the side per layer and a
 final ``ConvTranspose2d(3x3, stride 1, pad 1) + tanh`` gives RGB. With ``gen_channels = [512, 256,
 128, 64, 32]`` (reference) that is 4 -> 8 -> 16 -> 32 -> 64; ``resolution = 4 * 2^(len - 1)``.
+``upsample = "resize"`` (a named deviation) doubles with nearest up-sampling + ``Conv2d(3x3)`` instead.
 
 Discriminator (TGAN's video discriminator, reference ``VideoDiscriminator``): Conv3d(4, stride 2,
 pad 1) layers ``3 -> 64 -> 128 -> 256 -> 512`` with LeakyReLU 0.2 and BatchNorm3d after every conv but
@@ -78,6 +79,13 @@ class TGANConfig:
     # so float32 results differ by rounding. 1/16 of that half's multiply-adds at 16 frames, forward and
     # backward: ~10% of the 64x64 generator's work. False: one convolution of the concatenated map per frame.
     content_once: bool = True
+    # How each layer doubles the side. "transposed" (the reference): ConvTranspose2d(4, stride 2, pad 1).
+    # "resize": nearest-neighbour up-sampling x2, then Conv2d(3x3, pad 1, bias=False) -- Odena et al.,
+    # "Deconvolution and Checkerboard Artifacts" (Distill 2016): a stride-2 transposed convolution with a
+    # 4x4 kernel sums uneven numbers of kernel taps into neighbouring pixels, which shows as a checkerboard;
+    # the resize convolution gives every output pixel the same taps. Not the paper's network (a deviation
+    # for the CPU world, measured in docs/models/tgan_ode.md); BN + ReLU follow either.
+    upsample: Literal["transposed", "resize"] = "transposed"
 
     def temporal_config(self) -> TemporalConfig:
         return TemporalConfig(kind=self.temporal, order=self.temporal_order, solver=self.temporal_solver,
@@ -119,7 +127,7 @@ class TGANConfig:
                    if k >= 1 and k.is_integer() else f"set model.resolution = {4 * 2**ups}")
             raise ConfigError(
                 f"model.resolution = {self.resolution} cannot be produced: the 4x4 map doubled by "
-                f"{ups} ConvTranspose2d layers (len(model.gen_channels) - 1) gives {4 * 2**ups}. "
+                f"{ups} up-sampling layers (len(model.gen_channels) - 1) gives {4 * 2**ups}. "
                 f"Resolution must be 4 * 2^k; {fix}")
         if not self.dis_channels:
             raise ConfigError("model.dis_channels needs at least one width")
@@ -147,11 +155,16 @@ class TGANImageGenerator(nn.Module):
                                  nn.ReLU(inplace=True))
 
         self.content, self.motion = project(), project()  # the reference's `slow` and `fast`
+        def doubling(cin: int, cout: int) -> list[nn.Module]:  # the layers that double the side
+            if cfg.upsample == "resize":
+                return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
+            return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False)]
+
+        self.first_doubling = 2 if cfg.upsample == "resize" else 1  # layers deconvs[:first_doubling]
         layers: list[nn.Module] = []
         for cin, cout in zip(cfg.gen_channels[:-1], cfg.gen_channels[1:]):
             # in-place activations: batch norm's and convolution's backward need their inputs, not their outputs
-            layers += [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True)]
+            layers += [*doubling(cin, cout), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
         layers += [nn.ConvTranspose2d(cfg.gen_channels[-1], 3, 3, stride=1, padding=1), nn.Tanh()]
         self.deconvs = nn.Sequential(*layers)
 
@@ -165,14 +178,21 @@ class TGANImageGenerator(nn.Module):
         motion = self.motion(z_t).view(-1, half, 4, 4)
         per_video = content.shape[0] != motion.shape[0]
         if per_video and cfg.content_once:
-            first = self.deconvs[0]  # ConvTranspose2d(C, C', 4, 2, 1, bias=False); weight (C, C', 4, 4)
+            # the first doubling is linear in [content, motion]: each half's input channels, separately
+            first = self.deconvs[self.first_doubling - 1]
+            if cfg.upsample == "resize":  # Conv2d weight (C', C, 3, 3): split its input channels
+                conv = lambda x, part: F.conv2d(  # noqa: E731
+                    F.interpolate(x.contiguous(memory_format=fmt), scale_factor=2, mode="nearest"),
+                    first.weight[:, part], None, first.stride, first.padding, first.dilation, first.groups)
+            else:  # ConvTranspose2d(C, C', 4, 2, 1, bias=False); weight (C, C', 4, 4)
+                conv = lambda x, part: F.conv_transpose2d(  # noqa: E731
+                    x.contiguous(memory_format=fmt), first.weight[part], None, first.stride, first.padding,
+                    first.output_padding, first.groups, first.dilation)
             b, n = content.shape[0], motion.shape[0]
-            conv = lambda x, w: F.conv_transpose2d(x.contiguous(memory_format=fmt), w, None, first.stride,  # noqa: E731
-                                                   first.padding, first.output_padding, first.groups, first.dilation)
-            h = conv(motion, first.weight[half:])  # (N, C', 8, 8), in the layout `fmt`
-            # in place: the layout stays; conv_transpose2d's backward does not need its output
-            h.view(b, n // b, *h.shape[1:]).add_(conv(content, first.weight[:half]).unsqueeze(1))
-            return self.deconvs[1:](h)  # (N, 3, R, R)
+            h = conv(motion, slice(half, None))  # (N, C', 8, 8), in the layout `fmt`
+            # in place: the layout stays; the convolution's backward does not need its output
+            h.view(b, n // b, *h.shape[1:]).add_(conv(content, slice(None, half)).unsqueeze(1))
+            return self.deconvs[self.first_doubling:](h)  # (N, 3, R, R)
         if per_video:
             content = content.repeat_interleave(motion.shape[0] // content.shape[0], dim=0)
         # the layout propagates through the convolutions and BN
@@ -290,12 +310,13 @@ class TGAN(UniformNoiseVideoGAN):
 
 
 def init_reference_weights(model: TGAN) -> None:
-    """The TGAN-ODE code's init (``models/tgan.py``): image-generator Linear / ConvTranspose2d weights
+    """The TGAN-ODE code's init (``models/tgan.py``): image-generator Linear / ConvTranspose2d (and the
+    ``upsample = "resize"`` option's Conv2d) weights
     U(-0.01, 0.01), discriminator Conv weights Xavier-normal with gain sqrt(2); biases keep PyTorch's
     default. The temporal generator is left as :mod:`kinema.nn.temporal` initialised it (it already
     follows the reference: Xavier-uniform, gain sqrt(2))."""
-    for module in model.generator.image.modules():
-        if isinstance(module, (nn.Linear, nn.ConvTranspose2d)):
+    for module in model.generator.image.modules():  # Conv2d: the resize up-sampler's, given the same init
+        if isinstance(module, (nn.Linear, nn.ConvTranspose2d, nn.Conv2d)):
             nn.init.uniform_(module.weight, -0.01, 0.01)
     for module in model.discriminator.modules():
         if isinstance(module, nn.Conv3d):

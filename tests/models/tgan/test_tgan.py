@@ -154,16 +154,18 @@ def test_paper_architecture_counts():
     assert counts["discriminator"] == d
 
 
-def test_content_once_same_outputs_and_gradients():
-    """model.content_once (the first ConvTranspose2d's z_c half computed once per video) is the same maths
-    as one convolution of the concatenated map per frame (float64), in both layouts; the content projection's
-    BatchNorm1d sees the B video codes in both (its running statistics are the reference's)."""
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_content_once_same_outputs_and_gradients(upsample):
+    """model.content_once (the first doubling's z_c half computed once per video) is the same maths
+    as one convolution of the concatenated map per frame (float64), in both layouts and with either
+    up-sampler; the content projection's BatchNorm1d sees the B video codes in both (its running statistics
+    are the reference's)."""
     from kinema.registry import build_model, load_config
 
     for channels_last in ("false", "true"):
         results = {}
         for once in ("false", "true"):
-            cfg = load_config("tgan_ode_tiny", [f"model.content_once={once}",
+            cfg = load_config("tgan_ode_tiny", [f"model.content_once={once}", f"model.upsample={upsample}",
                                                 f"model.channels_last={channels_last}"]).model
             torch.manual_seed(0)
             model = build_model(cfg).double()
@@ -181,3 +183,28 @@ def test_content_once_same_outputs_and_gradients():
         for name in ref_buffers:
             torch.testing.assert_close(buffers[name].double(), ref_buffers[name].double(), rtol=1e-12, atol=1e-12)
         assert model.generator.image.content[1].running_mean.shape == (cfg.gen_channels[0] // 2 * 16,)
+
+
+def test_resize_upsampler_has_no_checkerboard():
+    """model.upsample = "resize" exists for what Odena et al. (2016) show: a 4x4 stride-2 transposed
+    convolution gives even and odd output pixels different kernel taps, so a flat input map comes out as a
+    checkerboard; nearest x2 + a 3x3 convolution gives every interior pixel the same taps (flat stays flat).
+    Both layers with random weights, on a spatially constant (1, C, 4, 4) map."""
+    from kinema.registry import build_model, load_config
+
+    flat = torch.ones(1, 8, 4, 4, dtype=torch.float64)
+    spread = {}
+    for upsample in ("transposed", "resize"):
+        cfg = load_config("tgan_ode_tiny", [f"model.upsample={upsample}", "model.init=pytorch"]).model
+        torch.manual_seed(0)
+        image = build_model(cfg).generator.image.double()
+        doubling = image.deconvs[:image.first_doubling]
+        assert [type(m).__name__ for m in doubling] == (
+            ["Upsample", "Conv2d"] if upsample == "resize" else ["ConvTranspose2d"])
+        out = doubling(flat.repeat(1, cfg.gen_channels[0] // 8, 1, 1))  # (1, C', 8, 8)
+        assert out.shape[-2:] == (8, 8)
+        interior = out[..., 1:-1, 1:-1]
+        spread[upsample] = (interior - interior.mean(dim=(-2, -1), keepdim=True)).abs().max().item()
+    assert spread["resize"] < 1e-12, spread  # flat in, flat out
+    assert spread["transposed"] > 1e-3, spread  # the checkerboard
+
