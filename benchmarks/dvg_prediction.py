@@ -131,6 +131,14 @@ def spans(curve: list[float], early: int) -> dict:
     return out
 
 
+def held_out_clips(config, future: int, train_seed: int):
+    """The run's data family at the trainer's held-out seed for ``train_seed`` (the clips ``kinema train``
+    holds out from a run with that seed), ``n_past + future`` frames at the model's resolution."""
+    c = config.model
+    return build_dataset(config.data, frames=c.n_past + future, height=c.resolution, width=c.resolution,
+                         seed=train_seed + HELD_OUT_SEED_OFFSET, train=False)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="DVG run directory or checkpoint")
@@ -141,7 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--diversity-future", type=int, default=None,
                         help="frames predicted for the diversity score (default --future)")
     parser.add_argument("--figure", help="also write a strip image (real clip, LSTM rollout, futures) here")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out-seed", type=int, default=None,
+                        help="score the held-out clips of this training seed (default: the checkpoint's "
+                             "train.seed), so runs trained with different seeds are scored on the same clips")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampled futures (default 0)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
@@ -150,12 +161,13 @@ def main(argv: list[str] | None = None) -> dict:
     model, config, ckpt = load_model(args.checkpoint, device=torch.device("cpu"))
     model.eval()
     c = config.model
-    data = build_dataset(config.data, frames=c.n_past + args.future, height=c.resolution, width=c.resolution,
-                         seed=config.train.seed + HELD_OUT_SEED_OFFSET, train=False)
+    train_seed = config.train.seed if args.held_out_seed is None else args.held_out_seed
+    data = held_out_clips(config, args.future, train_seed)
     has_modes = "modes" in (data.ground_truth(0) if hasattr(data, "ground_truth") else {})
     if has_modes:  # action-switch data: only contexts that end in motion (see MovingContext)
         data = MovingContext(data, c.n_past)
     result: dict = {"checkpoint": str(ckpt), "family": config.data.family, "clips": args.clips,
+                    "held_out_of_train_seed": train_seed,
                     "context": c.n_past, "future": args.future, "futures": args.futures}
     lstm = best_of_n_metrics(model, data, args.clips, 1, seed=args.seed, predict=predictor(model, args.future, "never"))
     result["lstm_psnr"], result["lstm_ssim"] = lstm["psnr"], lstm["ssim"]

@@ -62,3 +62,18 @@ def test_figure_picks_the_first_clip_where_the_trigger_fires(tmp_path, monkeypat
     fire_on(model, monkeypatch, on_the_third_clip)
     out = dvg_prediction.figure(model, data, str(tmp_path / "strip.png"), future=4, rows=2)
     assert out == {"clip": 2, "first_trigger_frame": [2, None]}
+
+
+def test_held_out_seed_scores_another_seeds_clips():
+    """--held-out-seed: a run trained with train.seed 1 is scored on the clips held out from a seed-0 run
+    (the default, its own train.seed, gives other clips)."""
+    import dvg_prediction
+
+    seed0 = load_config("dvg_cpu16", ["train.seed=0"])
+    seed1 = load_config("dvg_cpu16", ["train.seed=1"])
+    reference = dvg_prediction.held_out_clips(seed0, 4, seed0.train.seed)[0]
+    own = dvg_prediction.held_out_clips(seed1, 4, seed1.train.seed)[0]
+    chosen = dvg_prediction.held_out_clips(seed1, 4, 0)[0]
+    torch.testing.assert_close(chosen, reference, rtol=0, atol=0)
+    assert not torch.equal(own, reference)
+    assert chosen.shape[1] == seed1.model.n_past + 4
