@@ -155,6 +155,7 @@ class TGANImageGenerator(nn.Module):
                                  nn.ReLU(inplace=True))
 
         self.content, self.motion = project(), project()  # the reference's `slow` and `fast`
+
         def doubling(cin: int, cout: int) -> list[nn.Module]:  # the layers that double the side
             if cfg.upsample == "resize":
                 return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=False)]
