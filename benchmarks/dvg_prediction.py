@@ -36,10 +36,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kinema.data import build_dataset  # noqa: E402
 from kinema.metrics.prediction import best_of_n_metrics, diversity_score  # noqa: E402
 from kinema.registry import load_model  # noqa: E402
-from kinema.metrics.evaluate import HELD_OUT_SEED_OFFSET  # noqa: E402
+from kinema.metrics.evaluate import heldout_real_set  # noqa: E402
 
 
 def predictor(model, future: int, trigger: str, fired: list | None = None):
@@ -132,11 +131,10 @@ def spans(curve: list[float], early: int) -> dict:
 
 
 def held_out_clips(config, future: int, train_seed: int):
-    """The run's data family at the trainer's held-out seed for ``train_seed`` (the clips ``kinema train``
-    holds out from a run with that seed), ``n_past + future`` frames at the model's resolution."""
+    """The clips held out from a run trained with ``train_seed`` (those ``kinema evaluate`` scores against:
+    :func:`kinema.metrics.evaluate.heldout_real_set`), ``n_past + future`` frames at the model's resolution."""
     c = config.model
-    return build_dataset(config.data, frames=c.n_past + future, height=c.resolution, width=c.resolution,
-                         seed=train_seed + HELD_OUT_SEED_OFFSET, train=False)
+    return heldout_real_set(config.data, train_seed, c.n_past + future, c.resolution, c.resolution)[0]
 
 
 def main(argv: list[str] | None = None) -> dict:

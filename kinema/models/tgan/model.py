@@ -180,10 +180,10 @@ class TGANImageGenerator(nn.Module):
         per_video = content.shape[0] != motion.shape[0]
         if per_video and cfg.content_once:
             # the first doubling is linear in [content, motion]: each half's input channels, separately
-            first = self.deconvs[self.first_doubling - 1]
-            if cfg.upsample == "resize":  # Conv2d weight (C', C, 3, 3): split its input channels
+            upsample, first = self.deconvs[:self.first_doubling - 1], self.deconvs[self.first_doubling - 1]
+            if cfg.upsample == "resize":  # nearest x2, then Conv2d weight (C', C, 3, 3): split its input channels
                 conv = lambda x, part: F.conv2d(  # noqa: E731
-                    F.interpolate(x.contiguous(memory_format=fmt), scale_factor=2, mode="nearest"),
+                    upsample(x.contiguous(memory_format=fmt)),
                     first.weight[:, part], None, first.stride, first.padding, first.dilation, first.groups)
             else:  # ConvTranspose2d(C, C', 4, 2, 1, bias=False); weight (C, C', 4, 4)
                 conv = lambda x, part: F.conv_transpose2d(  # noqa: E731
